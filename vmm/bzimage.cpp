@@ -1,0 +1,124 @@
+#include "vmm/bzimage.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "vmm/e820.hpp"
+#include "vmm/error.hpp"
+#include "vmm/guest_memory.hpp"
+#include "vmm/layout.hpp"
+
+namespace minivmm {
+
+namespace {
+constexpr size_t kHdrOffset = 0x1f1;
+constexpr uint32_t kHdrMagic = 0x53726448;  // "HdrS"
+// 2.12 brought xloadflags, which is how a kernel says it has a 64-bit entry.
+constexpr uint16_t kMinProtocol = 0x020c;
+constexpr uint8_t kLoaderUndefined = 0xff;
+}  // namespace
+
+std::vector<uint8_t> read_file(const std::string& path, const std::string& what) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw sys_error("cannot open " + what + " '" + path + "'");
+    struct stat st {};
+    if (::fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        ::close(fd);
+        throw UserError(what + " '" + path + "' is not a regular file");
+    }
+    std::vector<uint8_t> data(static_cast<size_t>(st.st_size));
+    size_t got = 0;
+    while (got < data.size()) {
+        ssize_t n = ::read(fd, data.data() + got, data.size() - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int err = n < 0 ? errno : EIO;
+            ::close(fd);
+            throw sys_error("cannot read " + what + " '" + path + "'", err);
+        }
+        got += static_cast<size_t>(n);
+    }
+    ::close(fd);
+    return data;
+}
+
+BzImage parse_bzimage(const std::vector<uint8_t>& file, const std::string& name) {
+    auto bad = [&](const std::string& why) {
+        return UserError("kernel '" + name + "' is not a usable bzImage: " + why);
+    };
+    BzImage img;
+    if (file.size() < kHdrOffset + sizeof(setup_header) || file.size() < 0x400)
+        throw bad("file too small");
+    // The header's length is self-described: it ends at 0x202 + the jump offset byte.
+    size_t end = 0x202 + file[0x201];
+    img.hdr_len = std::min(sizeof(setup_header), end - kHdrOffset);
+    std::memcpy(&img.hdr, file.data() + kHdrOffset, img.hdr_len);
+    const setup_header& h = img.hdr;
+    if (h.boot_flag != 0xaa55 || h.header != kHdrMagic) throw bad("no Linux boot header");
+    if (h.version < kMinProtocol)
+        throw bad("boot protocol " + std::to_string(h.version >> 8) + "." +
+                  std::to_string(h.version & 0xff) + " is older than 2.12");
+    if (!(h.loadflags & LOADED_HIGH)) throw bad("not a bzImage (zImage loads low)");
+    if (!(h.xloadflags & XLF_KERNEL_64)) throw bad("no 64-bit entry point (not an x86-64 kernel?)");
+    size_t setup_sects = h.setup_sects ? h.setup_sects : 4;
+    size_t setup_bytes = (setup_sects + 1) * 512;
+    if (setup_bytes >= file.size()) throw bad("truncated after the setup code");
+    img.kernel.assign(file.begin() + static_cast<long>(setup_bytes), file.end());
+    return img;
+}
+
+BootPlan load_linux(GuestMemory& mem, const BzImage& image, const std::vector<uint8_t>& initrd,
+                    const std::string& cmdline, uint64_t rsdp_gpa) {
+    const setup_header& h = image.hdr;
+    const uint64_t low_end = mem.regions()[0].size;
+
+    // The kernel decompresses itself to kKernelRun and needs init_size bytes
+    // there; anything less and it dies with no message, so refuse up front.
+    uint64_t kernel_end = std::max<uint64_t>(layout::kKernelRun, layout::kKernel) +
+                          std::max<uint64_t>(h.init_size, image.kernel.size());
+    if (kernel_end > low_end)
+        throw UserError("guest memory too small for this kernel: it needs at least " +
+                        std::to_string((kernel_end >> 20) + 16) + " MiB");
+    std::memcpy(mem.ptr(layout::kKernel, image.kernel.size()), image.kernel.data(), image.kernel.size());
+
+    size_t max_cmdline = std::min<uint64_t>(h.cmdline_size ? h.cmdline_size : 255, layout::kCmdlineMax - 1);
+    if (cmdline.size() > max_cmdline)
+        throw UserError("kernel command line is " + std::to_string(cmdline.size()) +
+                        " bytes; this kernel accepts at most " + std::to_string(max_cmdline));
+    uint8_t* cl = mem.ptr(layout::kCmdline, cmdline.size() + 1);
+    std::memcpy(cl, cmdline.c_str(), cmdline.size() + 1);
+
+    BootPlan plan{layout::kKernel + 0x200};  // startup_64 sits 512 bytes into the payload
+    if (!initrd.empty()) {
+        // As high as the kernel allows, so the decompressed kernel never lands on it.
+        uint64_t top = std::min<uint64_t>(low_end, uint64_t(h.initrd_addr_max) + 1);
+        uint64_t start = top > initrd.size() ? ((top - initrd.size()) & ~0xfffull) : 0;
+        if (start < kernel_end)
+            throw UserError("initrd (" + std::to_string(initrd.size() >> 20) +
+                            " MiB) does not fit in guest memory beside the kernel; raise --mem");
+        std::memcpy(mem.ptr(start, initrd.size()), initrd.data(), initrd.size());
+        plan.initrd_gpa = start;
+        plan.initrd_size = initrd.size();
+    }
+
+    auto* bp = mem.at<boot_params>(layout::kZeroPage);
+    std::memset(bp, 0, sizeof(*bp));
+    std::memcpy(&bp->hdr, &image.hdr, image.hdr_len);
+    bp->hdr.type_of_loader = kLoaderUndefined;
+    bp->hdr.cmd_line_ptr = static_cast<uint32_t>(layout::kCmdline);
+    bp->hdr.ramdisk_image = static_cast<uint32_t>(plan.initrd_gpa);
+    bp->hdr.ramdisk_size = static_cast<uint32_t>(plan.initrd_size);
+    // Protocol 2.14 lets the loader say where the RSDP is instead of having
+    // the kernel scan the BIOS area (it still finds it there on older kernels).
+    if (h.version >= 0x020e) bp->acpi_rsdp_addr = rsdp_gpa;
+    auto e820 = build_e820(mem.size());
+    bp->e820_entries = static_cast<uint8_t>(e820.size());
+    std::copy(e820.begin(), e820.end(), bp->e820_table);
+    return plan;
+}
+
+}  // namespace minivmm

@@ -1,0 +1,36 @@
+// Loading a Linux bzImage per the x86 boot protocol, without firmware.
+#pragma once
+#include <asm/bootparam.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace minivmm {
+
+class GuestMemory;
+
+struct BzImage {
+    setup_header hdr{};           // as found in the file
+    size_t hdr_len = 0;           // bytes of the header this kernel defines
+    std::vector<uint8_t> kernel;  // the protected-mode part (after the setup sectors)
+};
+
+// Parses and validates; throws UserError naming the file and what is wrong.
+BzImage parse_bzimage(const std::vector<uint8_t>& file, const std::string& name);
+
+struct BootPlan {
+    uint64_t entry;          // 64-bit entry point (guest-physical)
+    uint64_t initrd_gpa = 0;
+    uint64_t initrd_size = 0;
+};
+
+// Copies the kernel, initrd and command line into guest memory and fills the
+// zero page (setup header, e820, command line, initrd, RSDP). Throws UserError
+// if something does not fit.
+BootPlan load_linux(GuestMemory& mem, const BzImage& image, const std::vector<uint8_t>& initrd,
+                    const std::string& cmdline, uint64_t rsdp_gpa);
+
+std::vector<uint8_t> read_file(const std::string& path, const std::string& what);
+
+}  // namespace minivmm

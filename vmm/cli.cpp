@@ -1,0 +1,145 @@
+#include "vmm/cli.hpp"
+
+#include <getopt.h>
+
+#include <cctype>
+#include <regex>
+
+#include "vmm/error.hpp"
+
+namespace minivmm {
+
+const char* usage() {
+    return "usage: minivmm --kernel BZIMAGE [options]\n"
+           "Boots a Linux bzImage under KVM with a serial console on stdin/stdout.\n"
+           "\n"
+           "  -k, --kernel PATH     Linux bzImage to boot (required)\n"
+           "  -i, --initrd PATH     initial ramdisk\n"
+           "  -c, --cmdline STR     kernel command line (console=ttyS0 is added when\n"
+           "                        it names no console)\n"
+           "  -m, --mem SIZE        guest memory, with K/M/G suffix; bare number = MiB\n"
+           "                        (default 512M)\n"
+           "  -p, --cpus N          number of vCPUs (default 1)\n"
+           "  -n, --net SPEC        a NIC: TAP[,mac=52:54:00:xx:xx:xx][,vhost=off|worker|kernel]\n"
+           "                        [,queues=N]; repeat for more NICs\n"
+           "  -v, --verbose         show the memory layout and final command line\n"
+           "      --stats           print device statistics at exit (and on SIGUSR1)\n"
+           "  -h, --help            this text\n"
+           "  -V, --version         version\n"
+           "\n"
+           "The guest ends minivmm with poweroff or reboot (exit 0); so does SIGTERM\n"
+           "or Ctrl-C on the console.\n";
+}
+
+uint64_t parse_size(const std::string& s) {
+    static const std::regex re(R"((\d+)([KkMmGgTt]?)(i?[Bb])?)");
+    std::smatch m;
+    if (!std::regex_match(s, m, re)) throw UserError("bad size '" + s + "' (expected e.g. 512M or 2G)");
+    uint64_t n;
+    try {
+        n = std::stoull(m[1].str());
+    } catch (...) {
+        throw UserError("size '" + s + "' is out of range");
+    }
+    unsigned shift = 20;
+    if (m[2].length()) shift = std::string("KMGT").find(static_cast<char>(std::toupper(m[2].str()[0]))) * 10 + 10;
+    if (n > (UINT64_MAX >> shift)) throw UserError("size '" + s + "' is out of range");
+    return n << shift;
+}
+
+NetSpec parse_net(const std::string& s) {
+    NetSpec n;
+    size_t comma = s.find(',');
+    std::string head = s.substr(0, comma);
+    if (head.rfind("raw=", 0) == 0) {
+        n.kind = NetSpec::Kind::Raw;
+        n.ifname = head.substr(4);
+    } else if (head.rfind("macvtap=", 0) == 0) {
+        n.kind = NetSpec::Kind::Macvtap;
+        n.ifname = head.substr(8);
+    } else {
+        n.ifname = head;
+    }
+    // IFNAMSIZ is 16 with the terminator; '/' and blanks are never valid.
+    static const std::regex ifname(R"([A-Za-z0-9_.:@-]{1,15})");
+    if (!std::regex_match(n.ifname, ifname))
+        throw UserError("--net '" + s + "': bad interface name '" + n.ifname + "'");
+    static const std::regex mac(R"(([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2})");
+    static const std::regex queues(R"([1-9][0-9]{0,2})");
+    while (comma != std::string::npos) {
+        size_t next = s.find(',', comma + 1);
+        std::string kv = s.substr(comma + 1, next == std::string::npos ? std::string::npos : next - comma - 1);
+        comma = next;
+        size_t eq = kv.find('=');
+        if (eq == std::string::npos) throw UserError("--net '" + s + "': expected opt=value, got '" + kv + "'");
+        std::string k = kv.substr(0, eq), v = kv.substr(eq + 1);
+        if (k == "mac") {
+            if (!std::regex_match(v, mac)) throw UserError("--net: bad MAC address '" + v + "'");
+            if (std::stoi(v.substr(0, 2), nullptr, 16) & 1)
+                throw UserError("--net: MAC address '" + v + "' is multicast");
+        } else if (k == "vhost") {
+            if (v != "off" && v != "worker" && v != "kernel")
+                throw UserError("--net: vhost must be off, worker or kernel, not '" + v + "'");
+        } else if (k == "queues") {
+            if (!std::regex_match(v, queues)) throw UserError("--net: bad queue count '" + v + "'");
+        } else {
+            throw UserError("--net: unknown option '" + k + "'");
+        }
+        if (n.opts.count(k)) throw UserError("--net: option '" + k + "' given twice");
+        n.opts[k] = v;
+    }
+    return n;
+}
+
+Options parse_cli(int argc, char** argv) {
+    enum { kStats = 1000 };
+    static const option longopts[] = {
+        {"kernel", required_argument, nullptr, 'k'}, {"initrd", required_argument, nullptr, 'i'},
+        {"cmdline", required_argument, nullptr, 'c'}, {"mem", required_argument, nullptr, 'm'},
+        {"cpus", required_argument, nullptr, 'p'},   {"net", required_argument, nullptr, 'n'},
+        {"verbose", no_argument, nullptr, 'v'},      {"stats", no_argument, nullptr, kStats},
+        {"help", no_argument, nullptr, 'h'},         {"version", no_argument, nullptr, 'V'},
+        {nullptr, 0, nullptr, 0},
+    };
+    Options o;
+    opterr = 0;  // we print our own single line
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, ":k:i:c:m:p:n:vhV", longopts, nullptr)) != -1) {
+        switch (c) {
+            case 'k': o.kernel = optarg; break;
+            case 'i': o.initrd = optarg; break;
+            case 'c': o.cmdline = optarg; break;
+            case 'm': o.mem = parse_size(optarg); break;
+            case 'p': {
+                static const std::regex num(R"([1-9][0-9]{0,3})");
+                if (!std::regex_match(std::string(optarg), num))
+                    throw UserError(std::string("--cpus: expected a number from 1, got '") + optarg + "'");
+                o.cpus = static_cast<unsigned>(std::stoul(optarg));
+                break;
+            }
+            case 'n': o.nets.push_back(parse_net(optarg)); break;
+            case 'v': o.verbose = true; break;
+            case kStats: o.stats = true; break;
+            case 'h': o.help = true; break;
+            case 'V': o.version = true; break;
+            case ':': throw UserError(std::string("option '") + argv[optind - 1] + "' needs a value");
+            default: throw UserError(std::string("unknown option '") + argv[optind - 1] + "' (see --help)");
+        }
+    }
+    if (optind < argc) throw UserError(std::string("unexpected argument '") + argv[optind] + "' (see --help)");
+    if (o.help || o.version) return o;
+    if (o.kernel.empty()) throw UserError("no kernel given: use --kernel PATH (see --help)");
+    return o;
+}
+
+std::string guest_cmdline(const Options& o) {
+    std::string user = o.cmdline.value_or("");
+    // Without a console= the kernel talks to a VGA screen this machine lacks.
+    bool has_console = std::regex_search(user, std::regex(R"((^|\s)console=)"));
+    std::string added = has_console ? "" : "console=ttyS0";
+    if (user.empty()) return added;
+    return added.empty() ? user : added + " " + user;
+}
+
+}  // namespace minivmm

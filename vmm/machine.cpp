@@ -1,0 +1,134 @@
+#include "vmm/machine.hpp"
+
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "vmm/acpi.hpp"
+#include "vmm/bzimage.hpp"
+#include "vmm/console.hpp"
+#include "vmm/error.hpp"
+#include "vmm/layout.hpp"
+
+namespace minivmm {
+
+namespace {
+uint64_t host_ram() { return uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE)); }
+
+std::string mib(uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
+}  // namespace
+
+void Machine::check_limits(const Kvm& kvm) const {
+    if (opts_.mem < kMinMem) throw UserError("--mem " + mib(opts_.mem) + " is too small (minimum " + mib(kMinMem) + ")");
+    // Memory is lazily backed, but a guest promised more than the host has
+    // will be killed by the OOM killer later, far from the cause: refuse now.
+    if (opts_.mem > host_ram())
+        throw UserError("--mem " + mib(opts_.mem) + " is more than this host's " + mib(host_ram()) + " of RAM");
+    if (opts_.mem & 0xfff) throw UserError("--mem must be a multiple of 4 KiB");
+    int max = kvm.check_extension(KVM_CAP_MAX_VCPUS);
+    if (max <= 0) max = kvm.check_extension(KVM_CAP_NR_VCPUS);
+    // The MADT describes CPUs with 8-bit xAPIC IDs (0xff is broadcast).
+    unsigned limit = std::min<unsigned>(max > 0 ? unsigned(max) : 1, 255);
+    if (opts_.cpus > limit)
+        throw UserError("--cpus " + std::to_string(opts_.cpus) + " is more than this host allows (" +
+                        std::to_string(limit) + ")");
+}
+
+Machine::Machine(const Options& opts, const Kvm& kvm)
+    : opts_(opts), vm_((check_limits(kvm), kvm)), mem_(opts.mem) {
+    if (!opts.nets.empty())
+        throw UserError("--net: network devices are not available in this build yet");
+
+    // Read and check every input file before touching guest memory, so bad
+    // input is reported as such and not as some later failure.
+    BzImage image = parse_bzimage(read_file(opts.kernel, "kernel"), opts.kernel);
+    std::vector<uint8_t> initrd;
+    if (!opts.initrd.empty()) {
+        initrd = read_file(opts.initrd, "initrd");
+        if (initrd.empty()) throw UserError("initrd '" + opts.initrd + "' is empty");
+    }
+
+    uint32_t slot = 0;
+    for (const auto& r : mem_.regions()) vm_.set_memory(slot++, r.gpa, r.size, r.hva);
+
+    uint64_t rsdp = build_acpi(mem_, opts.cpus);
+    std::string cmdline = guest_cmdline(opts);
+    BootPlan plan = load_linux(mem_, image, initrd, cmdline, rsdp);
+    if (opts.verbose) {
+        std::fprintf(stderr, "minivmm: %u vCPU(s), %s RAM:", opts.cpus, mib(opts.mem).c_str());
+        for (const auto& r : mem_.regions())
+            std::fprintf(stderr, " [%#llx-%#llx)", (unsigned long long)r.gpa, (unsigned long long)(r.gpa + r.size));
+        std::fprintf(stderr, "\nminivmm: kernel boot protocol %u.%02u, 64-bit entry at %#llx\n",
+                     image.hdr.version >> 8, image.hdr.version & 0xff, (unsigned long long)plan.entry);
+        if (plan.initrd_size)
+            std::fprintf(stderr, "minivmm: initrd %llu bytes at %#llx\n", (unsigned long long)plan.initrd_size,
+                         (unsigned long long)plan.initrd_gpa);
+        std::fprintf(stderr, "minivmm: kernel command line: %s\n", cmdline.c_str());
+    }
+
+    serial_ = std::make_unique<Serial>([this](bool level) { vm_.irq_line(Serial::kCom1Irq, level); },
+                                       STDOUT_FILENO);
+    pio_.add(Serial::kCom1, 8, serial_.get());
+    pio_.add(AcpiPorts::kBase, AcpiPorts::kLen, &pm_);
+    pio_.add(I8042Reset::kCommand, 1, &i8042_);
+
+    auto cpuid = kvm.supported_cpuid();
+    for (unsigned i = 0; i < opts.cpus; i++) vcpus_.push_back(std::make_unique<Vcpu>(kvm, vm_, i, opts.cpus, cpuid));
+    vcpus_[0]->setup_boot_cpu(mem_, plan.entry, layout::kZeroPage);
+}
+
+Machine::~Machine() = default;
+
+int Machine::run() {
+    // Signals for the VMM as a whole are taken synchronously by this thread;
+    // every thread started below inherits the mask, so none of them gets one.
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&sigs, s);
+    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+    Vcpu::install_kick_handler();
+
+    {
+        Console console(*serial_, stop_.fd());
+        std::vector<std::thread> threads;
+        for (auto& v : vcpus_) threads.emplace_back([this, &v] { v->run(pio_, mmio_, stop_); });
+        wait_for_stop();
+        // A vCPU may sit in KVM_RUN for as long as the guest halts: kick until
+        // each has noticed (a kick can land before it entered KVM_RUN).
+        for (size_t i = 0; i < threads.size(); i++) {
+            while (!vcpus_[i]->exited()) {
+                vcpus_[i]->kick();
+                usleep(1000);
+            }
+            threads[i].join();
+        }
+    }
+    if (stop_.status() != 0 || opts_.verbose || by_signal_)
+        std::fprintf(stderr, "\r\nminivmm: %s\n", stop_.why().c_str());
+    return stop_.status();
+}
+
+void Machine::wait_for_stop() {
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGUSR1}) sigaddset(&sigs, s);
+    int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+    pollfd fds[2] = {{stop_.fd(), POLLIN, 0}, {sfd, POLLIN, 0}};
+    while (!stop_.requested()) {
+        if (poll(fds, 2, -1) < 0) continue;
+        signalfd_siginfo si{};
+        if (fds[1].revents && ::read(sfd, &si, sizeof si) == sizeof si) {
+            if (si.ssi_signo == SIGUSR1) continue;  // statistics come with the NIC
+            stop_.request(0, std::string("stopped by SIG") + sigabbrev_np(static_cast<int>(si.ssi_signo)));
+            by_signal_ = true;
+        }
+    }
+    ::close(sfd);
+}
+
+}  // namespace minivmm

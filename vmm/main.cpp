@@ -1,0 +1,44 @@
+// minivmm: boot a Linux bzImage under KVM.
+//
+// The story, top to bottom: read the options; open KVM and say if it cannot
+// run a stock kernel at speed; build the machine (RAM, tables, kernel, devices,
+// vCPUs); run it until the guest powers off or resets. Anything the user can
+// fix ends here as one line on stderr and exit status 1.
+#include <cstdio>
+
+#include "vmm/cli.hpp"
+#include "vmm/error.hpp"
+#include "vmm/kvm.hpp"
+#include "vmm/machine.hpp"
+
+#ifndef MINIVMM_VERSION
+#define MINIVMM_VERSION "0.1"
+#endif
+
+int main(int argc, char** argv) {
+    using namespace minivmm;
+    try {
+        Options opts = parse_cli(argc, argv);
+        if (opts.help) {
+            std::fputs(usage(), stdout);
+            return 0;
+        }
+        if (opts.version) {
+            std::printf("minivmm %s\n", MINIVMM_VERSION);
+            return 0;
+        }
+        Kvm kvm;
+        if (Kvm::host_lacks_hw_virt())
+            std::fprintf(stderr,
+                         "minivmm: warning: this CPU has no VMX/SVM, so /dev/kvm is PVM or similar: a stock "
+                         "kernel will run very slowly; use a PVM-enabled guest kernel (CONFIG_PVM_GUEST)\n");
+        Machine machine(opts, kvm);
+        return machine.run();
+    } catch (const UserError& e) {
+        std::fprintf(stderr, "minivmm: %s\n", e.what());
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "minivmm: internal error: %s\n", e.what());
+        return 2;
+    }
+}

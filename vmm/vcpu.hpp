@@ -1,0 +1,66 @@
+// A virtual CPU: its KVM fd, its kvm_run page, and the loop that serves exits.
+#pragma once
+#include <linux/kvm.h>
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace minivmm {
+
+class Kvm;
+class Vm;
+class IoBus;
+class Stop;
+class GuestMemory;
+
+struct VcpuStats {
+    std::atomic<uint64_t> io_exits{0}, mmio_exits{0};
+};
+
+class Vcpu {
+public:
+    Vcpu(const Kvm& kvm, const Vm& vm, unsigned id, unsigned ncpus,
+         const std::vector<kvm_cpuid_entry2>& cpuid);
+    ~Vcpu();
+    Vcpu(const Vcpu&) = delete;
+    Vcpu& operator=(const Vcpu&) = delete;
+
+    // The boot CPU enters the kernel's 64-bit entry directly: long mode,
+    // identity-mapped page tables and the boot GDT the protocol asks for.
+    // Application processors wait in KVM for the guest's INIT/SIPI.
+    void setup_boot_cpu(GuestMemory& mem, uint64_t entry, uint64_t zero_page);
+
+    // Runs until stop is requested; exits the guest cannot recover from
+    // request a stop with status 1 after printing the registers.
+    void run(IoBus& pio, IoBus& mmio, Stop& stop);
+    // From another thread: make run() return to check for stop promptly.
+    void kick();
+    bool exited() const { return exited_; }
+    std::string dump_registers() const;
+    unsigned id() const { return id_; }
+    VcpuStats stats;
+
+    static void install_kick_handler();
+
+private:
+    void set_cpuid(const std::vector<kvm_cpuid_entry2>& supported, unsigned ncpus);
+    void set_lapic_lines();
+    bool handle_io(IoBus& pio);
+
+    unsigned id_;
+    int fd_;
+    kvm_run* run_ = nullptr;
+    size_t run_size_ = 0;
+    std::atomic<pthread_t> thread_{};
+    std::atomic<bool> running_{false};
+    std::atomic<bool> exited_{false};
+};
+
+// Writes the 4 GiB identity map and the boot GDT; returns nothing, used by
+// setup_boot_cpu and by tests.
+void write_boot_page_tables(GuestMemory& mem);
+
+}  // namespace minivmm
