@@ -112,9 +112,11 @@ std::vector<uint8_t> fadt(uint64_t facs_at, uint64_t dsdt_at) {
     t.put_at(64, AcpiPorts::kPm1aCnt, 4);
     t.put_at(88, 4, 1);  // PM1_EVT_LEN
     t.put_at(89, 2, 1);  // PM1_CNT_LEN
-    // IAPC_BOOT_ARCH: no VGA (bit 2); bit 1 clear says there is no 8042, so
-    // Linux does not probe a keyboard that is only a reset line here.
-    t.put_at(109, 1u << 2, 2);
+    // IAPC_BOOT_ARCH: no VGA (bit 2), no CMOS RTC (bit 5: kvmclock gives the
+    // guest wall-clock time, and probing a missing RTC stalls boot for
+    // seconds); bit 1 clear says there is no 8042, so Linux does not probe a
+    // keyboard that is only a reset line here.
+    t.put_at(109, (1u << 2) | (1u << 5), 2);
     // Flags: WBINVD (0), PROC_C1 (2), SLP_BUTTON absent (5), RESET_REG_SUP (10).
     t.put_at(112, (1u << 0) | (1u << 2) | (1u << 5) | (1u << 10), 4);
     t.gas_io(116, AcpiPorts::kReset, 8);

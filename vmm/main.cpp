@@ -28,11 +28,12 @@ int main(int argc, char** argv) {
             return 0;
         }
         Kvm kvm;
+        Machine machine(opts, kvm);
+        // After the machine is built, so bad input still gets exactly one line.
         if (Kvm::host_lacks_hw_virt())
             std::fprintf(stderr,
                          "minivmm: warning: this CPU has no VMX/SVM, so /dev/kvm is PVM or similar: a stock "
                          "kernel will run very slowly; use a PVM-enabled guest kernel (CONFIG_PVM_GUEST)\n");
-        Machine machine(opts, kvm);
         return machine.run();
     } catch (const UserError& e) {
         std::fprintf(stderr, "minivmm: %s\n", e.what());
