@@ -71,6 +71,15 @@ BzImage parse_bzimage(const std::vector<uint8_t>& file, const std::string& name)
     return img;
 }
 
+BootFiles read_boot_files(const std::string& kernel, const std::string& initrd) {
+    BootFiles f{parse_bzimage(read_file(kernel, "kernel"), kernel), {}};
+    if (!initrd.empty()) {
+        f.initrd = read_file(initrd, "initrd");
+        if (f.initrd.empty()) throw UserError("initrd '" + initrd + "' is empty");
+    }
+    return f;
+}
+
 BootPlan load_linux(GuestMemory& mem, const BzImage& image, const std::vector<uint8_t>& initrd,
                     const std::string& cmdline, uint64_t rsdp_gpa) {
     const setup_header& h = image.hdr;

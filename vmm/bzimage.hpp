@@ -33,4 +33,11 @@ BootPlan load_linux(GuestMemory& mem, const BzImage& image, const std::vector<ui
 
 std::vector<uint8_t> read_file(const std::string& path, const std::string& what);
 
+// The user's input files, read and checked before anything else is set up.
+struct BootFiles {
+    BzImage kernel;
+    std::vector<uint8_t> initrd;
+};
+BootFiles read_boot_files(const std::string& kernel, const std::string& initrd);
+
 }  // namespace minivmm

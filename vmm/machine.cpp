@@ -39,32 +39,23 @@ void Machine::check_limits(const Kvm& kvm) const {
                         std::to_string(limit) + ")");
 }
 
-Machine::Machine(const Options& opts, const Kvm& kvm)
+Machine::Machine(const Options& opts, const Kvm& kvm, const BootFiles& files)
     : opts_(opts), vm_((check_limits(kvm), kvm)), mem_(opts.mem) {
     if (!opts.nets.empty())
         throw UserError("--net: network devices are not available in this build yet");
-
-    // Read and check every input file before touching guest memory, so bad
-    // input is reported as such and not as some later failure.
-    BzImage image = parse_bzimage(read_file(opts.kernel, "kernel"), opts.kernel);
-    std::vector<uint8_t> initrd;
-    if (!opts.initrd.empty()) {
-        initrd = read_file(opts.initrd, "initrd");
-        if (initrd.empty()) throw UserError("initrd '" + opts.initrd + "' is empty");
-    }
 
     uint32_t slot = 0;
     for (const auto& r : mem_.regions()) vm_.set_memory(slot++, r.gpa, r.size, r.hva);
 
     uint64_t rsdp = build_acpi(mem_, opts.cpus);
     std::string cmdline = guest_cmdline(opts);
-    BootPlan plan = load_linux(mem_, image, initrd, cmdline, rsdp);
+    BootPlan plan = load_linux(mem_, files.kernel, files.initrd, cmdline, rsdp);
     if (opts.verbose) {
         std::fprintf(stderr, "minivmm: %u vCPU(s), %s RAM:", opts.cpus, mib(opts.mem).c_str());
         for (const auto& r : mem_.regions())
             std::fprintf(stderr, " [%#llx-%#llx)", (unsigned long long)r.gpa, (unsigned long long)(r.gpa + r.size));
         std::fprintf(stderr, "\nminivmm: kernel boot protocol %u.%02u, 64-bit entry at %#llx\n",
-                     image.hdr.version >> 8, image.hdr.version & 0xff, (unsigned long long)plan.entry);
+                     files.kernel.hdr.version >> 8, files.kernel.hdr.version & 0xff, (unsigned long long)plan.entry);
         if (plan.initrd_size)
             std::fprintf(stderr, "minivmm: initrd %llu bytes at %#llx\n", (unsigned long long)plan.initrd_size,
                          (unsigned long long)plan.initrd_gpa);

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "vmm/acpi_pm.hpp"
+#include "vmm/bzimage.hpp"
 #include "vmm/cli.hpp"
 #include "vmm/guest_memory.hpp"
 #include "vmm/io_bus.hpp"
@@ -18,7 +19,7 @@ namespace minivmm {
 class Machine {
 public:
     // Builds everything and loads the kernel; throws UserError on bad input.
-    Machine(const Options& opts, const Kvm& kvm);
+    Machine(const Options& opts, const Kvm& kvm, const BootFiles& files);
     ~Machine();
     // Runs the guest until it powers off, resets, fails, or a signal stops it.
     // Returns minivmm's exit status.

@@ -6,6 +6,7 @@
 // fix ends here as one line on stderr and exit status 1.
 #include <cstdio>
 
+#include "vmm/bzimage.hpp"
 #include "vmm/cli.hpp"
 #include "vmm/error.hpp"
 #include "vmm/kvm.hpp"
@@ -27,8 +28,11 @@ int main(int argc, char** argv) {
             std::printf("minivmm %s\n", MINIVMM_VERSION);
             return 0;
         }
+        // Input files first: a typo in a path should be reported as such even
+        // on a host where KVM would fail too.
+        BootFiles files = read_boot_files(opts.kernel, opts.initrd);
         Kvm kvm;
-        Machine machine(opts, kvm);
+        Machine machine(opts, kvm, files);
         // After the machine is built, so bad input still gets exactly one line.
         if (Kvm::host_lacks_hw_virt())
             std::fprintf(stderr,

@@ -1,0 +1,66 @@
+"""A small test runner: scenarios report named cases, each PASS or FAIL.
+
+A scenario is a function scenario_*(r) in a test module. It calls
+r.case(name, fn) once per behaviour it checks; fn raises on failure. Several
+cases can share one guest boot, which is what makes boots affordable in the
+emulated outer host. A case that cannot run because an earlier one failed is
+reported as failed, never skipped.
+"""
+import importlib
+import os
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vmtest import TestFailure  # noqa: E402
+
+
+class Results:
+    def __init__(self):
+        self.passed = []
+        self.failed = []
+        self.scenario = ""
+
+    def case(self, name, fn):
+        full = f"{self.scenario}/{name}"
+        t0 = time.monotonic()
+        try:
+            value = fn()
+        except TestFailure as e:
+            self.failed.append(full)
+            print(f"FAIL {full}: {e}", flush=True)
+            return None
+        except Exception:
+            self.failed.append(full)
+            print(f"FAIL {full}: unexpected error\n{traceback.format_exc()}", flush=True)
+            return None
+        self.passed.append(full)
+        print(f"PASS {full} ({time.monotonic() - t0:.1f}s)", flush=True)
+        return value
+
+
+def main(argv):
+    """run.py MODULE... : runs every scenario in the given test modules."""
+    r = Results()
+    only = os.environ.get("MINIVMM_TEST_FILTER", "")
+    for modname in argv:
+        mod = importlib.import_module(modname)
+        for name in sorted(n for n in dir(mod) if n.startswith("scenario_")):
+            if only and only not in f"{modname}.{name}":
+                continue
+            r.scenario = f"{modname}.{name[len('scenario_'):]}"
+            print(f"---- {r.scenario}", flush=True)
+            try:
+                getattr(mod, name)(r)
+            except Exception:
+                r.failed.append(r.scenario)
+                print(f"FAIL {r.scenario}: scenario crashed\n{traceback.format_exc()}", flush=True)
+    print(f"RESULT integration {len(r.passed)} {len(r.failed)}", flush=True)
+    for f in r.failed:
+        print(f"  failed: {f}")
+    return 0 if not r.failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

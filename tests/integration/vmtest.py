@@ -1,0 +1,130 @@
+"""Drive a guest through its serial console, as a person at the terminal would.
+
+Guest starts minivmm (or QEMU) with the console on pipes, echoes everything it
+prints to a log, and lets a test wait for text and run shell commands in the
+guest's busybox shell. Nothing here decides pass or fail; the tests do.
+"""
+import os
+import re
+import resource
+import signal
+import subprocess
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+IMAGES = os.environ.get("MINIVMM_IMAGES", os.path.join(REPO, "build", "images"))
+MINIVMM = os.path.join(REPO, "minivmm")
+KERNEL = os.path.join(IMAGES, "vmlinuz")
+INITRD = os.path.join(IMAGES, "guest-initrd.gz")
+INIT_MARKER = "MINIVMM-GUEST-INIT-OK"
+PROMPT = "guest# "
+
+
+class TestFailure(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise TestFailure(what)
+
+
+class Guest:
+    def __init__(self, argv, log_name, verbose=True):
+        self.argv = argv
+        self.out = ""
+        self.lock = threading.Condition()
+        self.verbose = verbose
+        self.started = time.monotonic()
+        logdir = os.path.join(os.environ.get("TMPDIR", "/tmp"), "minivmm-tests")
+        os.makedirs(logdir, exist_ok=True)
+        self.log_path = os.path.join(logdir, log_name + ".log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, bufsize=0)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.seq = 0
+
+    def _read(self):
+        while True:
+            chunk = self.proc.stdout.read(4096)
+            if not chunk:
+                break
+            text = chunk.decode("utf-8", "replace")
+            self.log.write(text)
+            self.log.flush()
+            with self.lock:
+                self.out += text
+                self.lock.notify_all()
+        with self.lock:
+            self.lock.notify_all()
+
+    def expect(self, pattern, timeout, start=0):
+        """Wait until regex pattern appears in the output after offset start."""
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        with self.lock:
+            while True:
+                m = rx.search(self.out, start)
+                if m:
+                    return m
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self.reader.is_alive()):
+                    tail = self.out[-600:]
+                    raise TestFailure(f"did not see {pattern!r} within {timeout}s "
+                                      f"(log {self.log_path}); last output:\n{tail}")
+                self.lock.wait(min(left, 1.0))
+
+    def send(self, text):
+        self.proc.stdin.write(text.encode())
+        self.proc.stdin.flush()
+
+    def boot(self, timeout=600):
+        """Wait for the init marker and the shell prompt; returns seconds taken."""
+        m = self.expect(INIT_MARKER, timeout)
+        took = time.monotonic() - self.started
+        self.expect(re.escape(PROMPT), 60, m.end())
+        return took
+
+    def run(self, cmd, timeout=120):
+        """Run a shell command in the guest; returns (status, output)."""
+        self.seq += 1
+        tag = f"__MVT{self.seq}__"
+        with self.lock:
+            mark = len(self.out)
+        # The end marker is built by the shell, so the echoed command line
+        # itself can never match it.
+        self.send(f"{cmd}; echo {tag[:5]}\"\"{tag[5:]} $?\n")
+        m = self.expect(re.escape(tag) + r" (\d+)", timeout, mark)
+        body = self.out[mark:m.start()]
+        # Drop the echoed command line; keep what the command printed.
+        body = body.split("\n", 1)[1] if "\n" in body else ""
+        return int(m.group(1)), body.replace("\r", "")
+
+    def wait_exit(self, timeout):
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TestFailure(f"VMM still running {timeout}s after it should have exited "
+                              f"(log {self.log_path})")
+        self.reader.join(5)
+        return rc
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def minivmm(*args, kernel=KERNEL, initrd=INITRD, log_name="guest"):
+    argv = [MINIVMM, "--kernel", kernel]
+    if initrd:
+        argv += ["--initrd", initrd]
+    return Guest(argv + list(args), log_name)
+
+
+def children_max_rss_kib():
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
