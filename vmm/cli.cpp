@@ -103,7 +103,7 @@ Options parse_cli(int argc, char** argv) {
     };
     Options o;
     opterr = 0;  // we print our own single line
-    optind = 1;
+    optind = 0;  // 0, not 1: makes glibc forget state left by an earlier parse
     int c;
     while ((c = getopt_long(argc, argv, ":k:i:c:m:p:n:vhV", longopts, nullptr)) != -1) {
         switch (c) {

@@ -1,0 +1,94 @@
+#include "vmm/cli.hpp"
+
+#include <gtest/gtest.h>
+
+#include "vmm/error.hpp"
+
+using namespace minivmm;
+
+namespace {
+Options parse(std::vector<std::string> args) {
+    args.insert(args.begin(), "minivmm");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    return parse_cli(static_cast<int>(args.size()), argv.data());
+}
+}  // namespace
+
+TEST(Cli, Defaults) {
+    auto o = parse({"--kernel", "bz"});
+    EXPECT_EQ(o.kernel, "bz");
+    EXPECT_EQ(o.mem, 512ull << 20);
+    EXPECT_EQ(o.cpus, 1u);
+    EXPECT_FALSE(o.cmdline.has_value());
+    EXPECT_TRUE(o.nets.empty());
+}
+
+TEST(Cli, LongShortAndEqualsForms) {
+    auto o = parse({"-k", "bz", "--initrd=rd", "--mem", "2G", "--cpus=4", "-c", "quiet", "-v", "--stats"});
+    EXPECT_EQ(o.initrd, "rd");
+    EXPECT_EQ(o.mem, 2ull << 30);
+    EXPECT_EQ(o.cpus, 4u);
+    EXPECT_EQ(*o.cmdline, "quiet");
+    EXPECT_TRUE(o.verbose);
+    EXPECT_TRUE(o.stats);
+}
+
+TEST(Cli, HelpAndVersionNeedNoKernel) {
+    EXPECT_TRUE(parse({"--help"}).help);
+    EXPECT_TRUE(parse({"-V"}).version);
+}
+
+TEST(Cli, Errors) {
+    EXPECT_THROW(parse({}), UserError);
+    EXPECT_THROW(parse({"--kernel"}), UserError);
+    EXPECT_THROW(parse({"--kernel", "bz", "--bogus"}), UserError);
+    EXPECT_THROW(parse({"--kernel", "bz", "stray"}), UserError);
+    EXPECT_THROW(parse({"--kernel", "bz", "--cpus", "0"}), UserError);
+    EXPECT_THROW(parse({"--kernel", "bz", "--cpus", "two"}), UserError);
+    EXPECT_THROW(parse({"--kernel", "bz", "--mem", "12X"}), UserError);
+}
+
+TEST(Cli, Sizes) {
+    EXPECT_EQ(parse_size("512"), 512ull << 20);  // bare = MiB, as QEMU's -m
+    EXPECT_EQ(parse_size("64K"), 64ull << 10);
+    EXPECT_EQ(parse_size("3584M"), 3584ull << 20);
+    EXPECT_EQ(parse_size("1g"), 1ull << 30);
+    EXPECT_EQ(parse_size("2GiB"), 2ull << 30);
+    EXPECT_EQ(parse_size("1T"), 1ull << 40);
+    EXPECT_THROW(parse_size(""), UserError);
+    EXPECT_THROW(parse_size("-1M"), UserError);
+    EXPECT_THROW(parse_size("1.5G"), UserError);
+    EXPECT_THROW(parse_size("99999999999999999999G"), UserError);
+    EXPECT_THROW(parse_size("17179869184T"), UserError);  // overflows 64 bits
+}
+
+TEST(Cli, NetSpecs) {
+    auto n = parse_net("tap0");
+    EXPECT_EQ(n.kind, NetSpec::Kind::Tap);
+    EXPECT_EQ(n.ifname, "tap0");
+    n = parse_net("tap1,mac=52:54:00:12:34:56,vhost=worker,queues=2");
+    EXPECT_EQ(n.opts["mac"], "52:54:00:12:34:56");
+    EXPECT_EQ(n.opts["vhost"], "worker");
+    EXPECT_EQ(n.opts["queues"], "2");
+    EXPECT_EQ(parse_net("raw=eth1").kind, NetSpec::Kind::Raw);
+    EXPECT_EQ(parse_net("macvtap=mv0,vhost=kernel").kind, NetSpec::Kind::Macvtap);
+    auto o = parse({"--kernel", "bz", "--net", "a", "--net", "b"});
+    EXPECT_EQ(o.nets.size(), 2u);
+    for (const char* bad : {"", "tap0,", "tap0,mac", "tap0,mac=52:54:00:12:34", "tap0,mac=01:00:00:00:00:01",
+                            "tap0,vhost=on", "tap0,queues=0", "tap0,speed=1", "a/b", "averyveryverylongname",
+                            "tap0,vhost=off,vhost=kernel", "raw="})
+        EXPECT_THROW(parse_net(bad), UserError) << bad;
+}
+
+TEST(Cli, GuestCmdlineAddsSerialConsoleOnlyWhenMissing) {
+    Options o;
+    EXPECT_EQ(guest_cmdline(o), "console=ttyS0");
+    o.cmdline = "root=/dev/vda quiet";
+    EXPECT_EQ(guest_cmdline(o), "console=ttyS0 root=/dev/vda quiet");
+    o.cmdline = "console=hvc0 quiet";
+    EXPECT_EQ(guest_cmdline(o), "console=hvc0 quiet");
+    o.cmdline = "netconsole=x";  // not a console= parameter
+    EXPECT_EQ(guest_cmdline(o), "console=ttyS0 netconsole=x");
+}
