@@ -37,7 +37,9 @@ class Guest:
         self.lock = threading.Condition()
         self.verbose = verbose
         self.started = time.monotonic()
-        logdir = os.path.join(os.environ.get("TMPDIR", "/tmp"), "minivmm-tests")
+        # In the outer host, MINIVMM_RESULTS is shared back to the real machine.
+        logdir = os.path.join(os.environ.get("MINIVMM_RESULTS") or os.environ.get("TMPDIR", "/tmp"),
+                              "minivmm-tests")
         os.makedirs(logdir, exist_ok=True)
         self.log_path = os.path.join(logdir, log_name + ".log")
         self.log = open(self.log_path, "w")
@@ -91,17 +93,17 @@ class Guest:
     def run(self, cmd, timeout=120):
         """Run a shell command in the guest; returns (status, output)."""
         self.seq += 1
-        tag = f"__MVT{self.seq}__"
+        start, end = f"__MVS{self.seq}__", f"__MVE{self.seq}__"
         with self.lock:
             mark = len(self.out)
-        # The end marker is built by the shell, so the echoed command line
-        # itself can never match it.
-        self.send(f"{cmd}; echo {tag[:5]}\"\"{tag[5:]} $?\n")
-        m = self.expect(re.escape(tag) + r" (\d+)", timeout, mark)
-        body = self.out[mark:m.start()]
-        # Drop the echoed command line; keep what the command printed.
-        body = body.split("\n", 1)[1] if "\n" in body else ""
-        return int(m.group(1)), body.replace("\r", "")
+        # The markers are assembled by the shell (echo A""B), so the echo of
+        # the typed command line, however the terminal wraps it, never matches.
+        q = lambda t: t[:4] + '""' + t[4:]
+        self.send(f"echo {q(start)}; {cmd}; echo {q(end)} $?\n")
+        m0 = self.expect(r"(?m)^" + re.escape(start) + r"\r?$", timeout, mark)
+        m = self.expect(r"(?m)^" + re.escape(end) + r" (\d+)", timeout, m0.end())
+        body = self.out[m0.end():m.start()].replace("\r", "")
+        return int(m.group(1)), body.lstrip("\n")
 
     def wait_exit(self, timeout):
         try:

@@ -1,0 +1,104 @@
+#!/bin/bash
+# Run a shell command line inside the emulated "outer host" (QEMU TCG, -cpu max,
+# Debian kernel with kvm_amd + vhost_net, this machine's root shared read-only
+# over 9p), because this machine's own /dev/kvm cannot run a stock kernel.
+#   tests/rig/outer-run.sh [--timeout SECONDS] -- COMMAND...
+# COMMAND runs under bash in the current directory; exit status is COMMAND's,
+# 124 on timeout. See tests/rig/README.md for the environment it gets.
+set -u
+
+timeout=1200
+while [ $# -gt 0 ]; do
+    case $1 in
+        --timeout) timeout=${2:?--timeout needs seconds}; shift 2 ;;
+        --) shift; break ;;
+        *) break ;;
+    esac
+done
+[ $# -gt 0 ] || { echo "usage: $0 [--timeout SECONDS] -- COMMAND..." >&2; exit 2; }
+cmd="$*"
+workdir=$PWD
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+images=${MINIVMM_IMAGES:-$repo/build/images}
+runs=$repo/build/rig/runs
+
+say() { echo "outer-run: $*"; }
+
+# newrun : fresh per-attempt dir holding the results share and the console log.
+newrun() {
+    mkdir -p "$runs"
+    # Runs older than a day are clutter; none can still be running (timeouts).
+    find "$runs" -mindepth 1 -maxdepth 1 -type d -mmin +1440 -exec rm -rf {} +
+    rundir=$(mktemp -d "$runs/$(date +%Y%m%d-%H%M%S).XXXX")
+    mkdir "$rundir/results"
+    printf 'cd %q || exit 125\n%s\n' "$workdir" "$cmd" > "$rundir/results/cmd.sh"
+}
+
+if grep -qE 'vmx|svm' /proc/cpuinfo && [ -e /dev/kvm ]; then
+    say "this machine has hardware virtualization: running the command directly"
+    newrun
+    MINIVMM_RESULTS=$rundir/results timeout "$timeout" bash "$rundir/results/cmd.sh"
+    exit
+fi
+
+"$repo/guest-images/build.sh" "$images" || { say "building $images failed"; exit 1; }
+# Same kernel as vmlinuz; uncompressed it boots through PVH, about 5 s sooner.
+kernel=$images/vmlinux
+[ -e "$kernel" ] || kernel=$images/vmlinuz
+
+qpid= tpid=
+stop() {   # stop QEMU and the live view, politely then firmly
+    if [ -n "$qpid" ]; then
+        kill "$qpid" 2>/dev/null
+        for _ in 1 2 3 4 5; do kill -0 "$qpid" 2>/dev/null || break; sleep 1; done
+        kill -9 "$qpid" 2>/dev/null
+        wait "$qpid" 2>/dev/null
+    fi
+    [ -n "$tpid" ] && { kill "$tpid" 2>/dev/null; wait "$tpid" 2>/dev/null; }
+    qpid= tpid=
+}
+trap 'stop; say "interrupted"; exit 130' INT TERM
+
+# attempt : one outer boot; sets $outcome to done, lockup or timeout.
+attempt() {
+    newrun
+    log=$rundir/console.log
+    qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 4096 -smp 2 \
+        -nographic -no-reboot -nodefaults -serial stdio \
+        -kernel "$kernel" -initrd "$images/outer-initrd.gz" \
+        -append "console=ttyS0 quiet panic=-1 ${MINIVMM_OUTER_APPEND:-}" \
+        -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+        -virtfs "local,path=$rundir/results,mount_tag=results,security_model=none" \
+        </dev/null >"$log" 2>&1 &
+    qpid=$!
+    tail -n +1 -f --pid="$qpid" "$log" & tpid=$!
+    local start=$SECONDS
+    outcome=done boot_s=
+    while kill -0 "$qpid" 2>/dev/null; do
+        [ -z "$boot_s" ] && grep -q '=== MINIVMM-OUTER-START' "$log" && boot_s=$((SECONDS - start))
+        # pr_emerg from the outer kernel's watchdog: this boot will not recover.
+        if grep -q 'watchdog: BUG: soft lockup' "$log"; then outcome=lockup; break; fi
+        if (( SECONDS - start >= timeout )); then outcome=timeout; break; fi
+        sleep 1
+    done
+    if [ "$outcome" = done ]; then wait "$qpid"; wait "$tpid"; qpid= tpid=; else stop; fi
+    total_s=$((SECONDS - start))
+}
+
+attempt
+if [ "$outcome" = lockup ]; then
+    say "soft lockup in outer host, retrying once in a fresh outer host"
+    say "log of the hung attempt: $log"
+    attempt
+    [ "$outcome" = lockup ] && { say "FAILED: soft lockup again in the retry; log: $log"; exit 1; }
+fi
+if [ "$outcome" = timeout ]; then
+    say "FAILED: timed out after ${timeout}s, QEMU killed; log: $log"
+    exit 124
+fi
+say "outer boot ${boot_s:-?}s (launch to command start), whole run ${total_s}s; console log: $log"
+if [ ! -s "$rundir/results/rc" ]; then
+    say "FAILED: the outer host left no exit status (crash or boot failure? see the log)"
+    exit 1
+fi
+exit "$(cat "$rundir/results/rc")"

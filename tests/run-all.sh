@@ -1,0 +1,37 @@
+#!/bin/bash
+# make test: unit tests, then integration tests; ends with one summary line
+# "N passed, M failed" counting every test case of every suite.
+set -u
+cd "$(dirname "$0")/.."
+mkdir -p build
+log=build/test-output.log
+: > "$log"
+passed=0 failed=0
+
+echo "== unit tests (GoogleTest)"
+build/unit-tests 2>&1 | tee -a "$log"
+rc=${PIPESTATUS[0]}
+p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) tests\?\..*/\1/p' "$log" | tail -1)
+f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) tests\?, listed below.*/\1/p' "$log" | tail -1)
+p=${p:-0} f=${f:-0}
+# A crash before gtest's summary still counts as a failure.
+if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; fi
+passed=$((passed + p)) failed=$((failed + f))
+
+echo "== integration tests"
+ilog=build/integration-output.log
+tests/run-integration.sh 2>&1 | tee "$ilog"
+rc=${PIPESTATUS[0]}
+results=$(grep -a '^RESULT ' "$ilog" | tr -d '\r')
+suites=$(printf '%s\n' "$results" | grep -c . || true)
+while read -r _ name p f; do
+    [ -n "${name:-}" ] || continue
+    passed=$((passed + p)) failed=$((failed + f))
+done <<< "$results"
+# Two suites must report (machine tests here, boot tests in the outer host);
+# a suite that never got to report (outer host failed to boot) is a failure.
+if [ "$suites" -lt 2 ]; then failed=$((failed + 1)); echo "a test suite did not report its results"; fi
+if [ "$rc" != 0 ] && [ "$failed" = 0 ]; then failed=1; fi
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

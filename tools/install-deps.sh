@@ -1,0 +1,22 @@
+#!/bin/bash
+# Installs the Debian packages minivmm's build, tests, images and benchmarks
+# need, and only those missing. Safe to run repeatedly; quick when done.
+set -eu
+pkgs=(
+    g++ make libgtest-dev libgmock-dev            # build and unit tests
+    clang libclang-rt-dev                         # fuzzing (libFuzzer, sanitizers)
+    python3 util-linux iproute2                   # test driver, unshare/setpriv, netns
+    qemu-system-x86 busybox-static cpio           # outer host and guest images
+    iperf3 sockperf ethtool                       # tools copied into the guest image
+)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "install-deps: installing ${missing[*]}"
+    [ "$(id -u)" = 0 ] || { echo "install-deps: need root to apt-get install ${missing[*]}" >&2; exit 1; }
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
