@@ -31,15 +31,27 @@ newrun() {
     find "$runs" -mindepth 1 -maxdepth 1 -type d -mmin +1440 -exec rm -rf {} +
     rundir=$(mktemp -d "$runs/$(date +%Y%m%d-%H%M%S).XXXX")
     mkdir "$rundir/results"
-    printf 'cd %q || exit 125\n%s\n' "$workdir" "$cmd" > "$rundir/results/cmd.sh"
+    {
+        # The outer host starts COMMAND with a clean environment: carry over the
+        # project's own settings (MINIVMM_*), except those the outer host sets.
+        for v in $(compgen -e MINIVMM_); do
+            case $v in MINIVMM_RESULTS | MINIVMM_OUTER) ;; *) printf 'export %s=%q\n' "$v" "${!v}" ;; esac
+        done
+        printf 'cd %q || exit 125\n%s\n' "$workdir" "$cmd"
+    } > "$rundir/results/cmd.sh"
 }
 
 if grep -qE 'vmx|svm' /proc/cpuinfo && [ -e /dev/kvm ]; then
     say "this machine has hardware virtualization: running the command directly"
     newrun
     MINIVMM_RESULTS=$rundir/results timeout "$timeout" bash "$rundir/results/cmd.sh"
-    exit
+    rc=$?
+    [ "$rc" = 124 ] && say "FAILED: timed out after ${timeout}s"
+    exit "$rc"
 fi
+
+command -v qemu-system-x86_64 >/dev/null ||
+    { say "qemu-system-x86_64 is missing: apt-get install qemu-system-x86"; exit 1; }
 
 "$repo/guest-images/build.sh" "$images" || { say "building $images failed"; exit 1; }
 # Same kernel as vmlinuz; uncompressed it boots through PVH, about 5 s sooner.
@@ -63,6 +75,7 @@ trap 'stop; say "interrupted"; exit 130' INT TERM
 attempt() {
     newrun
     log=$rundir/console.log
+    : > "$log"   # exists before tail -f looks for it
     qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 4096 -smp 2 \
         -nographic -no-reboot -nodefaults -serial stdio \
         -kernel "$kernel" -initrd "$images/outer-initrd.gz" \
@@ -72,17 +85,19 @@ attempt() {
         </dev/null >"$log" 2>&1 &
     qpid=$!
     tail -n +1 -f --pid="$qpid" "$log" & tpid=$!
-    local start=$SECONDS
+    local start=$SECONDS t0=${EPOCHREALTIME//[!0-9]/}
+    elapsed() { local us=$(( ${EPOCHREALTIME//[!0-9]/} - t0 )); echo "$((us / 1000000)).$((us / 100000 % 10))"; }
     outcome=done boot_s=
     while kill -0 "$qpid" 2>/dev/null; do
-        [ -z "$boot_s" ] && grep -q '=== MINIVMM-OUTER-START' "$log" && boot_s=$((SECONDS - start))
+        [ -z "$boot_s" ] && grep -qF '=== MINIVMM-OUTER-START' "$log" && boot_s=$(elapsed)
         # pr_emerg from the outer kernel's watchdog: this boot will not recover.
-        if grep -q 'watchdog: BUG: soft lockup' "$log"; then outcome=lockup; break; fi
+        if grep -qF 'watchdog: BUG: soft lockup' "$log"; then outcome=lockup; break; fi
         if (( SECONDS - start >= timeout )); then outcome=timeout; break; fi
-        sleep 1
+        # Poll finely until the command starts, so the boot time printed is right.
+        if [ -z "$boot_s" ]; then sleep 0.2; else sleep 1; fi
     done
     if [ "$outcome" = done ]; then wait "$qpid"; wait "$tpid"; qpid= tpid=; else stop; fi
-    total_s=$((SECONDS - start))
+    total_s=$(elapsed)
 }
 
 attempt
