@@ -82,7 +82,7 @@ Vcpu::Vcpu(const Kvm& kvm, const Vm& vm, unsigned id, unsigned ncpus,
     void* p = ::mmap(nullptr, run_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
     if (p == MAP_FAILED) throw sys_error("cannot map the kvm_run page of vCPU " + std::to_string(id));
     run_ = static_cast<kvm_run*>(p);
-    set_cpuid(cpuid, ncpus);
+    set_cpuid(cpuid, ncpus, kvm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0);
     set_lapic_lines();
 }
 
@@ -91,7 +91,7 @@ Vcpu::~Vcpu() {
     ::close(fd_);
 }
 
-void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& supported, unsigned ncpus) {
+void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& supported, unsigned ncpus, bool tsc_deadline) {
     KvmList<KvmCpuidHeader, kvm_cpuid_entry2> list(supported.size());
     list.header()->nent = static_cast<uint32_t>(supported.size());
     std::copy(supported.begin(), supported.end(), list.entries());
@@ -104,6 +104,11 @@ void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& supported, unsigned nc
                 e.ebx = (e.ebx & 0x0000ffff) | (std::min(ncpus, 255u) << 16) | (id_ << 24);
                 e.ecx |= 1u << 31;
                 if (ncpus > 1) e.edx |= 1u << 28;  // HTT: the count above is meaningful
+                // KVM emulates the TSC-deadline LAPIC timer but leaves it out
+                // of the supported list (it needs the in-kernel LAPIC we
+                // have). Without it Linux falls back to a calibrated LAPIC
+                // timer, which goes badly wrong when the host is itself a VM.
+                if (tsc_deadline) e.ecx |= 1u << 24;
                 break;
             case 0xb:
             case 0x1f:
@@ -213,7 +218,12 @@ void Vcpu::run(IoBus& pio, IoBus& mmio, Stop& stop) {
             case KVM_EXIT_INTR:
                 continue;
             case KVM_EXIT_SHUTDOWN:
-                // A triple fault: how Linux's last-resort reboot path resets a PC.
+                // A triple fault resets a PC, and it is Linux's last-resort
+                // reboot; but Linux tries the ACPI reset register first, so a
+                // triple fault is more often a guest crash: always say so.
+                if (!stop.requested())
+                    std::fprintf(stderr, "\r\nminivmm: vCPU %u: triple fault, guest reset\n%s", id_,
+                                 dump_registers().c_str());
                 stop.request(0, "guest reset (triple fault)");
                 continue;
             case KVM_EXIT_SYSTEM_EVENT:

@@ -46,7 +46,7 @@ public:
     static void install_kick_handler();
 
 private:
-    void set_cpuid(const std::vector<kvm_cpuid_entry2>& supported, unsigned ncpus);
+    void set_cpuid(const std::vector<kvm_cpuid_entry2>& supported, unsigned ncpus, bool tsc_deadline);
     void set_lapic_lines();
     bool handle_io(IoBus& pio);
 

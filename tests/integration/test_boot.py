@@ -80,7 +80,7 @@ def interactive_typed(g):
 def scenario_one_cpu_above_4g(r):
     # 3.25 GiB straddles the 32-bit MMIO hole: 3 GiB below it, 256 MiB above 4 GiB
     # (small enough to leave the 4 GiB outer host room).
-    g = minivmm("--mem", "3328M", log_name="one-cpu-3584m")
+    g = minivmm("--mem", "3328M", log_name="one-cpu-3328m")
     try:
         r.case("reaches init with no --cmdline (serial console by default)", lambda: g.boot(BOOT_TIMEOUT))
         r.case("1 vCPU online", lambda: check_cpus(g, 1))

@@ -75,7 +75,9 @@ class Guest:
                 left = deadline - time.monotonic()
                 if left <= 0 or (self.proc.poll() is not None and not self.reader.is_alive()):
                     tail = self.out[-600:]
-                    raise TestFailure(f"did not see {pattern!r} within {timeout}s "
+                    why = (f"VMM exited with status {self.proc.returncode}" if self.proc.poll() is not None
+                           else f"not within {timeout}s")
+                    raise TestFailure(f"did not see {pattern!r}: {why} "
                                       f"(log {self.log_path}); last output:\n{tail}")
                 self.lock.wait(min(left, 1.0))
 
