@@ -12,12 +12,19 @@ std::vector<MemRegion> GuestMemory::layout(uint64_t size) {
 }
 
 GuestMemory::GuestMemory(uint64_t size) : size_(size), regions_(layout(size)) {
-    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
+    // Align the host mapping to 2 MiB so that a transparent huge page backs
+    // exactly one 2 MiB guest frame and KVM can map it with one large page.
+    constexpr uint64_t kHuge = 2ull << 20;
+    void* p = ::mmap(nullptr, size + kHuge, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) throw sys_error("cannot map " + std::to_string(size >> 20) + " MiB of guest memory");
-    base_ = static_cast<uint8_t*>(p);
-    // Transparent huge pages cut EPT/NPT misses for the guest; advisory only.
-    ::madvise(p, size, MADV_HUGEPAGE);
+    auto raw = reinterpret_cast<uintptr_t>(p);
+    auto aligned = (raw + kHuge - 1) & ~(kHuge - 1);
+    if (aligned > raw) ::munmap(p, aligned - raw);
+    if (uint64_t tail = kHuge - (aligned - raw)) ::munmap(reinterpret_cast<void*>(aligned + size), tail);
+    base_ = reinterpret_cast<uint8_t*>(aligned);
+    // Transparent huge pages cut nested-paging misses for the guest; advisory only.
+    ::madvise(base_, size, MADV_HUGEPAGE);
     uint64_t off = 0;
     for (auto& r : regions_) {
         r.hva = base_ + off;

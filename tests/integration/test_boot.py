@@ -9,7 +9,7 @@ import signal
 
 from vmtest import IMAGES, check, minivmm
 
-BOOT_TIMEOUT = int(os.environ.get("MINIVMM_BOOT_TIMEOUT", "600"))
+BOOT_TIMEOUT = int(os.environ.get("MINIVMM_BOOT_TIMEOUT", "240"))
 MIB = 1 << 20
 
 
@@ -59,13 +59,15 @@ def scenario_smp_512m(r):
 
         r.case("interactive console (typed input reaches a program)", lambda: interactive_typed(g))
 
-        def poweroff():
-            g.send("poweroff -f\n")
-            rc = g.wait_exit(120)
-            check(rc == 0, f"exit status {rc} after guest poweroff")
-        r.case("guest poweroff exits 0", poweroff)
+        r.case("guest poweroff exits 0", lambda: exits_zero_after(g, "poweroff -f"))
     finally:
         g.kill()
+
+
+def exits_zero_after(g, command):
+    g.send(command + "\n")
+    rc = g.wait_exit(120)
+    check(rc == 0, f"exit status {rc} after guest {command}")
 
 
 def interactive_typed(g):
@@ -92,11 +94,7 @@ def scenario_one_cpu_above_4g(r):
             check(not re.search(r"0x00000000(c|d|e|f)[0-9a-f]{7}\] usable", out), f"RAM in the hole: {out!r}")
         r.case("RAM above 4 GiB, none in the MMIO hole", above_4g)
 
-        def reboot():
-            g.send("reboot -f\n")
-            rc = g.wait_exit(120)
-            check(rc == 0, f"exit status {rc} after guest reboot")
-        r.case("guest reboot exits 0", reboot)
+        r.case("guest reboot exits 0", lambda: exits_zero_after(g, "reboot -f"))
     finally:
         g.kill()
 

@@ -25,6 +25,10 @@ class TestFailure(Exception):
     pass
 
 
+class BootFailure(TestFailure):
+    """The guest never reached its init: the harness may retry the scenario once."""
+
+
 def check(cond, what):
     if not cond:
         raise TestFailure(what)
@@ -42,6 +46,8 @@ class Guest:
                               "minivmm-tests")
         os.makedirs(logdir, exist_ok=True)
         self.log_path = os.path.join(logdir, log_name + ".log")
+        if os.path.exists(self.log_path):  # keep a retried attempt's log
+            os.replace(self.log_path, self.log_path + ".previous")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, bufsize=0)
@@ -77,9 +83,29 @@ class Guest:
                     tail = self.out[-600:]
                     why = (f"VMM exited with status {self.proc.returncode}" if self.proc.poll() is not None
                            else f"not within {timeout}s")
+                    if self.proc.poll() is None:
+                        self._dump_threads()
                     raise TestFailure(f"did not see {pattern!r}: {why} "
                                       f"(log {self.log_path}); last output:\n{tail}")
                 self.lock.wait(min(left, 1.0))
+
+    def _dump_threads(self):
+        """For a hung guest: where each VMM thread is, into the log."""
+        task = f"/proc/{self.proc.pid}/task"
+        try:
+            for tid in sorted(os.listdir(task)):
+                with open(f"{task}/{tid}/stat") as f:
+                    stat = f.read().split()
+                with open(f"{task}/{tid}/wchan") as f:
+                    wchan = f.read()
+                self.log.write(f"\n[vmtest] thread {tid} state {stat[2]} utime {stat[13]} stime {stat[14]} "
+                               f"wchan {wchan}")
+            bt = subprocess.run(["gdb", "-p", str(self.proc.pid), "-batch", "-ex", "thread apply all bt 6"],
+                                capture_output=True, text=True, timeout=60).stdout
+            self.log.write("\n[vmtest] " + "\n[vmtest] ".join(l for l in bt.splitlines() if l.startswith(("#", "Thread"))))
+            self.log.flush()
+        except Exception as e:  # diagnostics only
+            self.log.write(f"\n[vmtest] thread dump failed: {e}\n")
 
     def send(self, text):
         self.proc.stdin.write(text.encode())
@@ -87,7 +113,10 @@ class Guest:
 
     def boot(self, timeout=600):
         """Wait for the init marker and the shell prompt; returns seconds taken."""
-        m = self.expect(INIT_MARKER, timeout)
+        try:
+            m = self.expect(INIT_MARKER, timeout)
+        except TestFailure as e:
+            raise BootFailure(str(e)) from None
         took = time.monotonic() - self.started
         self.expect(re.escape(PROMPT), 60, m.end())
         return took
