@@ -39,6 +39,8 @@ newrun() {
         done
         printf 'cd %q || exit 125\n%s\n' "$workdir" "$cmd"
     } > "$rundir/results/cmd.sh"
+    # The outer init must not hide this directory under a scratch tmpfs.
+    printf '%s\n' "$workdir" > "$rundir/results/workdir"
 }
 
 if grep -qE 'vmx|svm' /proc/cpuinfo && [ -e /dev/kvm ]; then
