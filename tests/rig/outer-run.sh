@@ -90,10 +90,17 @@ attempt() {
     local start=$SECONDS t0=${EPOCHREALTIME//[!0-9]/}
     elapsed() { local us=$(( ${EPOCHREALTIME//[!0-9]/} - t0 )); echo "$((us / 1000000)).$((us / 100000 % 10))"; }
     outcome=done boot_s=
+    local size=0 grown=$SECONDS now
     while kill -0 "$qpid" 2>/dev/null; do
         [ -z "$boot_s" ] && grep -qF '=== MINIVMM-OUTER-START' "$log" && boot_s=$(elapsed)
         # pr_emerg from the outer kernel's watchdog: this boot will not recover.
         if grep -qF 'watchdog: BUG: soft lockup' "$log"; then outcome=lockup; break; fi
+        # A wedged outer host can also fall silent without a watchdog report
+        # (seen: both emulated CPUs busy, the command frozen). Commands here
+        # print at least every few minutes, so long silence means the same.
+        now=$(stat -c %s "$log")
+        if (( now != size )); then size=$now grown=$SECONDS
+        elif (( SECONDS - grown >= ${MINIVMM_OUTER_SILENCE:-600} )); then outcome=lockup; break; fi
         if (( SECONDS - start >= timeout )); then outcome=timeout; break; fi
         # Poll finely until the command starts, so the boot time printed is right.
         if [ -z "$boot_s" ]; then sleep 0.2; else sleep 1; fi
@@ -104,7 +111,7 @@ attempt() {
 
 attempt
 if [ "$outcome" = lockup ]; then
-    say "soft lockup in outer host, retrying once in a fresh outer host"
+    say "soft lockup in outer host (watchdog report, or no output for ${MINIVMM_OUTER_SILENCE:-600}s), retrying once in a fresh outer host"
     say "log of the hung attempt: $log"
     attempt
     [ "$outcome" = lockup ] && { say "FAILED: soft lockup again in the retry; log: $log"; exit 1; }
