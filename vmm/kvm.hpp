@@ -16,11 +16,15 @@ namespace minivmm {
 struct KvmCpuidHeader {
     uint32_t nent, padding;
 };
+struct KvmMsrsHeader {
+    uint32_t nmsrs, pad;
+};
 struct KvmIrqRoutingHeader {
     uint32_t nr, flags;
 };
 constexpr unsigned long kKvmGetSupportedCpuid = _IOWR(KVMIO, 0x05, KvmCpuidHeader);
 constexpr unsigned long kKvmSetCpuid2 = _IOW(KVMIO, 0x90, KvmCpuidHeader);
+constexpr unsigned long kKvmSetMsrs = _IOW(KVMIO, 0x89, KvmMsrsHeader);
 constexpr unsigned long kKvmSetGsiRouting = _IOW(KVMIO, 0x6a, KvmIrqRoutingHeader);
 
 // A header followed by n entries, laid out as the kernel expects.

@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 
 #include "vmm/error.hpp"
 #include "vmm/guest_memory.hpp"
@@ -84,6 +85,22 @@ Vcpu::Vcpu(const Kvm& kvm, const Vm& vm, unsigned id, unsigned ncpus,
     run_ = static_cast<kvm_run*>(p);
     set_cpuid(cpuid, ncpus, kvm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0);
     set_lapic_lines();
+    set_msrs();
+}
+
+void Vcpu::set_msrs() {
+    // What PC firmware leaves behind and Linux expects: MTRRs enabled with
+    // write-back as the default type (with them off, Linux also skips PAT
+    // setup), and fast string operations enabled.
+    constexpr uint32_t kMtrrDefType = 0x2ff, kMiscEnable = 0x1a0;
+    const kvm_msr_entry want[] = {{kMtrrDefType, 0, (1u << 11) | 6}, {kMiscEnable, 0, 1}};
+    KvmList<KvmMsrsHeader, kvm_msr_entry> list(std::size(want));
+    list.header()->nmsrs = static_cast<uint32_t>(std::size(want));
+    std::copy(std::begin(want), std::end(want), list.entries());
+    long n = kvm_ioctl(fd_, kKvmSetMsrs, list.buf.data(), "SET_MSRS");
+    if (n != static_cast<long>(std::size(want)))
+        throw UserError("KVM SET_MSRS: set " + std::to_string(n) + " of " + std::to_string(std::size(want)) +
+                        " boot MSRs");
 }
 
 Vcpu::~Vcpu() {

@@ -48,6 +48,7 @@ public:
 private:
     void set_cpuid(const std::vector<kvm_cpuid_entry2>& supported, unsigned ncpus, bool tsc_deadline);
     void set_lapic_lines();
+    void set_msrs();
     bool handle_io(IoBus& pio);
 
     unsigned id_;

@@ -57,6 +57,12 @@ def scenario_smp_512m(r):
         r.case("initrd arrives and is unpacked", initrd)
         r.case("/proc/meminfo matches --mem 512M", lambda: check_mem(g, 512))
 
+        def mtrr_pat():
+            # Firmware-like MTRR defaults let Linux program PAT (write-combining etc.).
+            rc, out = g.run("dmesg | grep 'x86/PAT: Configuration'")
+            check(" WC " in out, f"PAT not initialized: {out!r}")
+        r.case("MTRRs enabled, PAT initialized", mtrr_pat)
+
         r.case("interactive console (typed input reaches a program)", lambda: interactive_typed(g))
 
         r.case("guest poweroff exits 0", lambda: exits_zero_after(g, "poweroff -f"))
