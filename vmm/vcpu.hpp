@@ -30,6 +30,9 @@ public:
 
     // The boot CPU enters the kernel's 64-bit entry directly: long mode,
     // identity-mapped page tables and the boot GDT the protocol asks for.
+    // Not the 16-bit setup code: that needs real mode, which KVM emulates
+    // slowly on PVM and nested hosts, and it would only ask a BIOS we do not
+    // have for the e820 map we write into the zero page ourselves.
     // Application processors wait in KVM for the guest's INIT/SIPI.
     void setup_boot_cpu(GuestMemory& mem, uint64_t entry, uint64_t zero_page);
 
@@ -60,8 +63,7 @@ private:
     std::atomic<bool> exited_{false};
 };
 
-// Writes the 4 GiB identity map and the boot GDT; returns nothing, used by
-// setup_boot_cpu and by tests.
+// Writes the 4 GiB identity map (2 MiB pages) and the boot GDT into low RAM.
 void write_boot_page_tables(GuestMemory& mem);
 
 }  // namespace minivmm

@@ -9,7 +9,7 @@ import tempfile
 import time
 
 import bzimage
-from vmtest import MINIVMM, KERNEL, Guest, TestFailure, check
+from vmtest import MINIVMM, Guest, check
 
 TMP = tempfile.mkdtemp(prefix="minivmm-machine-")
 
