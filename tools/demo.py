@@ -10,7 +10,7 @@ g.log.write = (lambda w: (lambda s: (sys.stdout.write(s), sys.stdout.flush(), w(
 try:
     took = g.boot(600)
     for cmd in ["uname -a", "grep -c ^processor /proc/cpuinfo", "grep MemTotal /proc/meminfo",
-                "cat /proc/cmdline", "ip -br link"]:
+                "cat /proc/cmdline", "ip link"]:
         g.run(cmd)
     g.send("poweroff -f\n")
     rc = g.wait_exit(120)
