@@ -39,18 +39,15 @@ def expect_exit(args, want_rc, stdout_has=None, stderr_has=None, timeout=60):
 
 def scenario_synthetic_guest(r):
     v = ["--verbose"]  # so the stop reason is printed
-    r.case("ACPI S5 poweroff exits 0",
-           lambda: expect_exit(["--kernel", kernel_file("off", bzimage.POWEROFF)] + v, 0,
-                               stderr_has="guest powered off"))
-    r.case("ACPI reset register exits 0",
-           lambda: expect_exit(["--kernel", kernel_file("rst", bzimage.ACPI_RESET)] + v, 0,
-                               stderr_has="ACPI reset register"))
-    r.case("i8042 reset line exits 0",
-           lambda: expect_exit(["--kernel", kernel_file("kbd", bzimage.I8042_RESET)] + v, 0,
-                               stderr_has="i8042"))
-    r.case("triple fault counts as reset, exits 0",
-           lambda: expect_exit(["--kernel", kernel_file("tf", bzimage.TRIPLE_FAULT)] + v, 0,
-                               stderr_has="triple fault"))
+    # Each way a guest can end the VM with status 0, and the reason it must give.
+    endings = [("ACPI S5 poweroff", "off", bzimage.POWEROFF, "guest powered off"),
+               ("ACPI reset register", "rst", bzimage.ACPI_RESET, "ACPI reset register"),
+               ("i8042 reset line", "kbd", bzimage.I8042_RESET, "i8042"),
+               ("triple fault counts as reset,", "tf", bzimage.TRIPLE_FAULT, "triple fault")]
+    for what, name, code, reason in endings:
+        r.case(f"{what} exits 0",
+               lambda name=name, code=code, reason=reason:
+               expect_exit(["--kernel", kernel_file(name, code)] + v, 0, stderr_has=reason))
     r.case("serial output reaches stdout",
            lambda: expect_exit(["--kernel", kernel_file("hello", bzimage.serial_print("hello from COM1\n")
                                                         + bzimage.POWEROFF)], 0,
