@@ -26,6 +26,7 @@ SplitQueue::SplitQueue(const GuestMemory& mem, uint16_t size, uint64_t desc, uin
     : mem_(mem), size_(size), desc_(desc), avail_(avail), used_(used) {
     bool pow2 = size && size <= kMaxSize && !(size & (size - 1));
     // Alignment from the spec (2.7): descriptors 16, avail 2, used 4.
+    // The rings' sizes include the event words after them (used_event, avail_event).
     valid_ = pow2 && !(desc % 16) && !(avail % 2) && !(used % 4) &&
              mem.ptr(desc, 16ull * size) && mem.ptr(avail, 6 + 2ull * size) && mem.ptr(used, 6 + 8ull * size);
 }
@@ -37,6 +38,7 @@ SplitQueue::Pop SplitQueue::pop(Chain& out, std::string& why) {
     }
     uint8_t* avail = mem_.ptr(avail_, 6 + 2ull * size_);
     uint16_t idx = load16(avail + 2);
+    avail_seen_ = idx;
     uint16_t pending = static_cast<uint16_t>(idx - last_avail_);
     if (pending == 0) return Pop::Empty;
     if (pending > size_) {
@@ -112,6 +114,40 @@ bool SplitQueue::push_used(uint16_t head, uint32_t written) {
     // The element must be visible before the index that publishes it.
     store16(used + 2, ++used_idx_);
     return true;
+}
+
+bool SplitQueue::enable_notify() {
+    if (!valid_) return false;
+    uint8_t* used = mem_.ptr(used_, 6 + 8ull * size_);
+    // Kick when the driver adds past what we have seen, which is more than
+    // last_avail_ when a frame gave back chains too few to hold it.
+    if (event_idx_)
+        store16(used + 4 + 8ull * size_, avail_seen_);
+    else
+        store16(used, 0);  // clear VRING_USED_F_NO_NOTIFY
+    // The driver may have added buffers before it could see the request: the
+    // store above must be ordered before re-reading avail->idx.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return load16(mem_.ptr(avail_ + 2, 2)) != avail_seen_;
+}
+
+void SplitQueue::disable_notify() {
+    if (!valid_ || event_idx_) return;  // with event indexes, a stale avail_event suppresses
+    store16(mem_.ptr(used_, 2), 1);     // VRING_USED_F_NO_NOTIFY
+}
+
+bool SplitQueue::need_interrupt() {
+    if (!valid_) return false;
+    // The used index must be visible before reading what the driver asked for.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    uint8_t* avail = mem_.ptr(avail_, 6 + 2ull * size_);
+    uint16_t old = signalled_used_, now = used_idx_;
+    if (old == now) return false;
+    signalled_used_ = now;
+    if (!event_idx_) return !(load16(avail) & 1);  // VRING_AVAIL_F_NO_INTERRUPT
+    // Interrupt iff used_event lies in (old, now]: the spec's vring_need_event.
+    uint16_t event = load16(avail + 4 + 2ull * size_);
+    return static_cast<uint16_t>(now - event - 1) < static_cast<uint16_t>(now - old);
 }
 
 }  // namespace minivmm

@@ -35,6 +35,22 @@ public:
     bool push_used(uint16_t head, uint32_t written);
     // Ring placement itself is checked here: rings outside RAM are broken.
     bool valid() const { return valid_; }
+    // Gives back the last n chains taken (a packet that did not fit waits for
+    // more buffers); they are taken again, re-read from the ring, later.
+    void unpop(uint16_t n) { last_avail_ = static_cast<uint16_t>(last_avail_ - n); }
+
+    // Notification suppression (2.7.7, 2.7.10): with VIRTIO_F_EVENT_IDX the
+    // used_event/avail_event words, otherwise the NO_INTERRUPT/NO_NOTIFY flags.
+    void set_event_idx(bool on) { event_idx_ = on; }
+    // Ask the driver to kick (or not) when it adds buffers. Enabling returns
+    // whether buffers arrived since pop() last looked, closing the race with
+    // the driver.
+    bool enable_notify();
+    void disable_notify();
+    // Whether the driver wants an interrupt for the used entries added since
+    // the last time this returned true.
+    bool need_interrupt();
+    uint16_t size() const { return size_; }
 
 private:
     bool walk(uint64_t table, uint32_t count, uint16_t first, bool indirect, Chain& out, std::string& why);
@@ -42,8 +58,8 @@ private:
     const GuestMemory& mem_;
     uint16_t size_;
     uint64_t desc_, avail_, used_;
-    uint16_t last_avail_ = 0, used_idx_ = 0;
-    bool valid_ = false;
+    uint16_t last_avail_ = 0, avail_seen_ = 0, used_idx_ = 0, signalled_used_ = 0;
+    bool valid_ = false, event_idx_ = false;
 };
 
 }  // namespace minivmm

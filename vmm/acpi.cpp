@@ -6,6 +6,7 @@
 #include "vmm/error.hpp"
 #include "vmm/guest_memory.hpp"
 #include "vmm/layout.hpp"
+#include "vmm/pci.hpp"
 
 namespace minivmm {
 
@@ -85,8 +86,61 @@ private:
     uint64_t next_ = layout::kAcpi;
 };
 
+// AML encoding helpers (ACPI 6, 20.2): just what the DSDT below needs.
+using Bytes = std::vector<uint8_t>;
+Bytes cat(std::initializer_list<Bytes> parts) {
+    Bytes out;
+    for (const Bytes& p : parts) out.insert(out.end(), p.begin(), p.end());
+    return out;
+}
+// PkgLength counts its own bytes; 1 byte up to 63, else 2 bytes up to 4095.
+Bytes pkg(const Bytes& body) {
+    size_t n = body.size() + 1;
+    if (n <= 63) return cat({{uint8_t(n)}, body});
+    n++;
+    if (n > 0xfff) throw std::logic_error("AML package too long");
+    return cat({{uint8_t(0x40 | (n & 0xf)), uint8_t(n >> 4)}, body});
+}
+Bytes le(uint64_t v, int n) {
+    Bytes b;
+    for (int i = 0; i < n; i++) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
+    return b;
+}
+Bytes nameseg(const char* s) { return Bytes(s, s + 4); }
+Bytes name(const char* n, const Bytes& value) { return cat({{0x08}, nameseg(n), value}); }
+Bytes dword(uint32_t v) { return cat({{0x0c}, le(v, 4)}); }
+Bytes buffer(const Bytes& data) { return cat({{0x11}, pkg(cat({{0x0b}, le(data.size(), 2), data}))}); }
+Bytes device(const char* n, const Bytes& body) { return cat({{0x5b, 0x82}, pkg(cat({nameseg(n), body}))}); }
+Bytes scope(const Bytes& path, const Bytes& body) { return cat({{0x10}, pkg(cat({path, body}))}); }
+
+// Word/DWord address space descriptors (6.4.3.5): a range the bridge
+// forwards (producer, fixed min and max).
+Bytes word_range(uint8_t type, uint8_t type_flags, uint16_t min, uint16_t max) {
+    return cat({{0x88, 13, 0, type, 0x0c, type_flags}, le(0, 2), le(min, 2), le(max, 2), le(0, 2),
+                le(uint32_t(max) - min + 1, 2)});
+}
+Bytes dword_memory(uint32_t min, uint32_t max) {
+    // Type flags: read-write, non-cacheable: device registers.
+    return cat({{0x87, 23, 0, 0, 0x0c, 0x01}, le(0, 4), le(min, 4), le(max, 4), le(0, 4), le(max - min + 1ull, 4)});
+}
+
+// The PCI host bridge. With ACPI, Linux finds PCI only through a PNP0A03
+// device; its _CRS says which bus numbers, ports and memory it forwards.
+Bytes pci_root() {
+    Bytes crs = cat({word_range(2, 0, 0, 0),                                   // bus 0 only
+                     {0x47, 0x01}, le(PciBus::kConfigPort, 2), le(PciBus::kConfigPort, 2), {1, PciBus::kConfigLen},
+                     word_range(1, 3, 0x0000, PciBus::kConfigPort - 1),         // I/O ports around CF8-CFF
+                     word_range(1, 3, PciBus::kConfigPort + PciBus::kConfigLen, 0xffff),
+                     dword_memory(PciBus::kWindowStart, PciBus::kWindowEnd - 1),  // the BAR window
+                     {0x79, 0}});                                                // end tag
+    Bytes body = cat({name("_HID", dword(0x030ad041)),  // EisaId("PNP0A03")
+                      name("_UID", {0x00}), name("_SEG", {0x00}), name("_BBN", {0x00}), name("_CRS", buffer(crs))});
+    return scope({0x5c, '_', 'S', 'B', '_'}, device("PCI0", body));
+}
+
 std::vector<uint8_t> dsdt() {
     Table t("DSDT", 2);
+    t.raw(pci_root());
     // Name (_S5, Package (4) { 5, 5, 0, 0 }): the SLP_TYP values for soft-off.
     t.raw({0x08, '_', 'S', '5', '_', 0x12, 0x08, 0x04, 0x0a, AcpiPorts::kSlpTypS5, 0x0a,
            AcpiPorts::kSlpTypS5, 0x00, 0x00});

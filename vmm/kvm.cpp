@@ -4,6 +4,8 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -121,6 +123,17 @@ void Vm::irq_line(uint32_t gsi, bool level) {
     l.irq = gsi;
     l.level = level ? 1 : 0;
     kvm_ioctl(fd(), KVM_IRQ_LINE, &l, "IRQ_LINE");
+}
+
+void Vm::signal_msi(uint64_t address, uint32_t data) {
+    kvm_msi m{};
+    m.address_lo = static_cast<uint32_t>(address);
+    m.address_hi = static_cast<uint32_t>(address >> 32);
+    m.data = data;
+    // 0 means the guest's APIC ignored it (for instance a bad destination):
+    // the guest's own doing, not ours. Only -1 is a failure.
+    if (ioctl(fd(), KVM_SIGNAL_MSI, &m) < 0)
+        std::fprintf(stderr, "minivmm: KVM_SIGNAL_MSI: %s\n", std::strerror(errno));
 }
 
 }  // namespace minivmm

@@ -79,6 +79,8 @@ public:
     void set_memory(uint32_t slot, uint64_t gpa, uint64_t size, void* hva);
     // Drive a GSI of the in-kernel IOAPIC/PIC to a level.
     void irq_line(uint32_t gsi, bool level);
+    // Inject one MSI (address/data as the guest programmed them).
+    void signal_msi(uint64_t address, uint32_t data);
 
 private:
     Fd fd_;

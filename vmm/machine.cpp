@@ -14,6 +14,9 @@
 #include "vmm/console.hpp"
 #include "vmm/error.hpp"
 #include "vmm/layout.hpp"
+#include "virtio/net.hpp"
+#include "virtio/virtio_pci.hpp"
+#include "vhost/tap.hpp"
 
 namespace minivmm {
 
@@ -41,9 +44,6 @@ void Machine::check_limits(const Kvm& kvm) const {
 
 Machine::Machine(const Options& opts, const Kvm& kvm, const BootFiles& files)
     : opts_(opts), vm_((check_limits(kvm), kvm)), mem_(opts.mem) {
-    if (!opts.nets.empty())
-        throw UserError("--net: network devices are not available in this build yet");
-
     uint32_t slot = 0;
     for (const auto& r : mem_.regions()) vm_.set_memory(slot++, r.gpa, r.size, r.hva);
 
@@ -67,10 +67,56 @@ Machine::Machine(const Options& opts, const Kvm& kvm, const BootFiles& files)
     pio_.add(Serial::kCom1, 8, serial_.get());
     pio_.add(AcpiPorts::kBase, AcpiPorts::kLen, &pm_);
     pio_.add(I8042Reset::kCommand, 1, &i8042_);
+    pio_.add(PciBus::kConfigPort, PciBus::kConfigLen, &pci_);
+    mmio_.add(PciBus::kWindowStart, PciBus::kWindowEnd - PciBus::kWindowStart, &pci_.mmio());
+    add_nics();
 
     auto cpuid = kvm.supported_cpuid();
     for (unsigned i = 0; i < opts.cpus; i++) vcpus_.push_back(std::make_unique<Vcpu>(kvm, vm_, i, opts.cpus, cpuid));
     vcpus_[0]->setup_boot_cpu(mem_, plan.entry, layout::kZeroPage);
+}
+
+namespace {
+VirtioNet::Mac nic_mac(const NetSpec& n, size_t index) {
+    auto it = n.opts.find("mac");
+    // Default: locally administered (0x52 has bit 1 set), stable per NIC index.
+    if (it == n.opts.end()) return {0x52, 0x54, 0x00, 0x12, 0x34, static_cast<uint8_t>(0x56 + index)};
+    VirtioNet::Mac m{};
+    for (int i = 0; i < 6; i++) m[i] = static_cast<uint8_t>(std::stoul(it->second.substr(3 * i, 2), nullptr, 16));
+    if (m[0] & 1) throw UserError("--net: mac=" + it->second + " is a multicast address");
+    return m;
+}
+
+std::string opt(const NetSpec& n, const char* key, const char* def) {
+    auto it = n.opts.find(key);
+    return it == n.opts.end() ? def : it->second;
+}
+}  // namespace
+
+void Machine::add_nics() {
+    for (size_t i = 0; i < opts_.nets.size(); i++) {
+        const NetSpec& n = opts_.nets[i];
+        if (n.kind != NetSpec::Kind::Tap)
+            throw UserError("--net: raw= and macvtap= backends are not available in this build yet");
+        if (opt(n, "vhost", "off") != "off")
+            throw UserError("--net: vhost=" + opt(n, "vhost", "") + " is not available in this build yet");
+        if (opt(n, "queues", "1") != "1")
+            throw UserError("--net: queues= above 1 is not available in this build yet");
+        auto mac = nic_mac(n, i);
+        auto net = std::make_unique<VirtioNet>(mem_, std::make_unique<Tap>(n.ifname), mac);
+        VirtioNet* raw = net.get();
+        auto pci = std::make_shared<VirtioPci>(std::move(net),
+                                               [this](const MsiMessage& m) { vm_.signal_msi(m.address, m.data); });
+        unsigned slot = pci_.add(pci);
+        nics_.push_back({pci, raw, slot});
+        if (opts_.verbose)
+            std::fprintf(stderr, "minivmm: net%zu: virtio-net at PCI 00:%02x.0, tap %s, mac %02x:%02x:%02x:%02x:%02x:%02x, "
+                         "vhost=off\n", i, slot, n.ifname.c_str(), mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
+    }
+}
+
+void Machine::print_stats() const {
+    for (size_t i = 0; i < nics_.size(); i++) nics_[i].net->print_stats(stderr, "net" + std::to_string(i));
 }
 
 Machine::~Machine() = default;
@@ -101,6 +147,7 @@ int Machine::run() {
     }
     if (stop_.status() != 0 || opts_.verbose || by_signal_)
         std::fprintf(stderr, "\r\nminivmm: %s\n", stop_.why().c_str());
+    if (opts_.stats) print_stats();
     return stop_.status();
 }
 
@@ -114,7 +161,10 @@ void Machine::wait_for_stop() {
         if (poll(fds, 2, -1) < 0) continue;
         signalfd_siginfo si{};
         if (fds[1].revents && ::read(sfd, &si, sizeof si) == sizeof si) {
-            if (si.ssi_signo == SIGUSR1) continue;  // statistics come with the NIC
+            if (si.ssi_signo == SIGUSR1) {
+                print_stats();
+                continue;
+            }
             stop_.request(0, std::string("stopped by SIG") + sigabbrev_np(static_cast<int>(si.ssi_signo)));
             by_signal_ = true;
         }

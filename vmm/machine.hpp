@@ -10,6 +10,7 @@
 #include "vmm/guest_memory.hpp"
 #include "vmm/io_bus.hpp"
 #include "vmm/kvm.hpp"
+#include "vmm/pci.hpp"
 #include "vmm/serial.hpp"
 #include "vmm/stop.hpp"
 #include "vmm/vcpu.hpp"
@@ -27,7 +28,9 @@ public:
 
 private:
     void check_limits(const Kvm& kvm) const;
+    void add_nics();
     void wait_for_stop();
+    void print_stats() const;
 
     const Options& opts_;
     bool by_signal_ = false;
@@ -38,6 +41,14 @@ private:
     std::unique_ptr<Serial> serial_;
     AcpiPm pm_{stop_};
     I8042Reset i8042_{stop_};
+    PciBus pci_;
+    // After mem_: NICs stop their datapath threads before RAM goes away.
+    struct Nic {
+        std::shared_ptr<class VirtioPci> pci;
+        class VirtioNet* net;
+        unsigned slot;
+    };
+    std::vector<Nic> nics_;
     std::vector<std::unique_ptr<Vcpu>> vcpus_;
 };
 

@@ -152,8 +152,9 @@ class Guest:
         self.log.close()
 
 
-def minivmm(*args, kernel=KERNEL, initrd=INITRD, log_name="guest"):
-    argv = [MINIVMM, "--kernel", kernel]
+def minivmm(*args, kernel=KERNEL, initrd=INITRD, log_name="guest", wrap=()):
+    """wrap: a command prefix, such as ["ip", "netns", "exec", NS] (which execs)."""
+    argv = list(wrap) + [MINIVMM, "--kernel", kernel]
     if initrd:
         argv += ["--initrd", initrd]
     return Guest(argv + list(args), log_name)

@@ -1,0 +1,54 @@
+// What a virtio device model offers its transport, and what the transport
+// offers back (interrupts, the broken-device signal).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace minivmm {
+
+namespace virtio {
+// Device status bits (virtio 1.x, 2.1).
+constexpr uint8_t kAcknowledge = 1, kDriver = 2, kDriverOk = 4, kFeaturesOk = 8, kNeedsReset = 64,
+                  kFailed = 128;
+// Transport-level feature bits (6).
+constexpr uint64_t kFIndirectDesc = 1ull << 28, kFEventIdx = 1ull << 29, kFVersion1 = 1ull << 32;
+}  // namespace virtio
+
+// One virtqueue as the driver configured it.
+struct QueueConfig {
+    uint16_t size = 0;
+    uint64_t desc = 0, driver = 0, device = 0;  // descriptor table, avail ring, used ring
+    bool enabled = false;
+    uint16_t msix_vector = 0xffff;
+};
+
+class VirtioTransport {
+public:
+    virtual ~VirtioTransport() = default;
+    // Raises the queue's interrupt; returns whether a message went out
+    // (false while masked: it is then pending).
+    virtual bool signal_queue(uint16_t queue) = 0;
+    // The driver broke the rules: set DEVICE_NEEDS_RESET and tell it.
+    virtual void mark_broken(const std::string& why) = 0;
+};
+
+class VirtioDevice {
+public:
+    virtual ~VirtioDevice() = default;
+    virtual uint16_t device_id() const = 0;
+    virtual uint64_t features() const = 0;  // offered, transport bits included
+    virtual uint16_t num_queues() const = 0;
+    virtual uint16_t max_queue_size() const { return 256; }
+    virtual void config_read(uint64_t off, uint8_t* data, uint32_t size) = 0;
+    virtual void config_write(uint64_t, const uint8_t*, uint32_t) {}
+    // DRIVER_OK: run with these queues and features until reset().
+    virtual void activate(uint64_t features, const std::vector<QueueConfig>& queues, VirtioTransport& t) = 0;
+    // Returns only when the device no longer touches guest memory or raises
+    // interrupts: the driver may free the rings right after.
+    virtual void reset() = 0;
+    // The driver kicked this queue (only between activate and reset).
+    virtual void notify(uint16_t queue) = 0;
+};
+
+}  // namespace minivmm

@@ -1,0 +1,243 @@
+#include "virtio/virtio_pci.hpp"
+
+#include <cstdio>
+#include <cstring>
+
+namespace minivmm {
+
+namespace {
+constexpr uint8_t kVendorCap = 0x09;
+// Configuration structure types (4.1.4).
+constexpr uint8_t kTypeCommon = 1, kTypeNotify = 2, kTypeIsr = 3, kTypeDevice = 4, kTypePciCfg = 5;
+constexpr uint32_t kBar0Size = 0x4000, kBar1Size = 0x1000, kCommonLen = 0x38;
+
+std::vector<uint8_t> vendor_cap(uint8_t type, uint8_t bar, uint32_t off, uint32_t len, size_t extra) {
+    std::vector<uint8_t> b(14 + extra);
+    b[0] = static_cast<uint8_t>(16 + extra);  // cap_len counts the ID and next bytes too
+    b[1] = type;
+    b[2] = bar;
+    le_store(&b[6], 4, off);
+    le_store(&b[10], 4, len);
+    return b;
+}
+}  // namespace
+
+VirtioPci::VirtioPci(std::unique_ptr<VirtioDevice> dev, Msix::Deliver deliver)
+    : PciDevice(0x1af4, static_cast<uint16_t>(0x1040 + dev->device_id()), dev->device_id() == 1 ? 0x020000 : 0xff0000,
+                1),  // revision 1: a modern-only device
+      dev_(std::move(dev)),
+      msix_(static_cast<uint16_t>(dev_->num_queues() + 1), std::move(deliver)),
+      queues_(dev_->num_queues()),
+      vectors_(new std::atomic<uint16_t>[dev_->num_queues()]) {
+    le_store(&cfg_[0x2c], 2, 0x1af4);  // subsystem vendor
+    le_store(&cfg_[0x2e], 2, 0x1100);  // subsystem ID: >= 0x40 marks a modern device
+    add_bar(0, kBar0Size);
+    add_bar(1, kBar1Size);
+    add_capability(kVendorCap, vendor_cap(kTypeCommon, 0, kCommon, kCommonLen, 0));
+    auto notify = vendor_cap(kTypeNotify, 0, kNotify, kNotifyMultiplier * dev_->num_queues(), 4);
+    le_store(&notify[14], 4, kNotifyMultiplier);
+    add_capability(kVendorCap, notify);
+    add_capability(kVendorCap, vendor_cap(kTypeIsr, 0, kIsr, 1, 0));
+    add_capability(kVendorCap, vendor_cap(kTypeDevice, 0, kDeviceCfg, 0x100, 0));
+    // The spec requires this window into the BARs through config space (for
+    // firmware); Linux does not use it, but it is served below.
+    pci_cfg_cap_ = add_capability(kVendorCap, vendor_cap(kTypePciCfg, 0, 0, 0, 4));
+    msix_cap_ = add_capability(Msix::kCapId, msix_.capability(1, kMsixTable, kMsixPba));
+    for (uint16_t i = 0; i < dev_->num_queues(); i++) vectors_[i] = Msix::kNoVector;
+    reset_locked();
+}
+
+VirtioPci::~VirtioPci() { dev_->reset(); }
+
+uint8_t VirtioPci::status() const { return status_; }
+
+bool VirtioPci::capability_writable(uint32_t reg) const {
+    // MSI-X Message Control; the PCI-cfg window's BAR/offset/length and data.
+    return reg == msix_cap_ || (reg >= pci_cfg_cap_ + 4u && reg < pci_cfg_cap_ + 20u);
+}
+
+void VirtioPci::capability_written(uint32_t reg) {
+    if (reg == msix_cap_) {
+        uint32_t v = static_cast<uint32_t>(le_load(&cfg_[reg], 4));
+        msix_.control_written(static_cast<uint16_t>(v >> 16));
+        // Keep the read-only parts (ID, next, table size) as they were.
+        le_store(&cfg_[reg], 4, (v & 0xffffu) | uint32_t(msix_.control()) << 16);
+        cfg_[reg] = Msix::kCapId;
+        return;
+    }
+    if (reg != pci_cfg_cap_ + 16u) {
+        cfg_[pci_cfg_cap_ + 2] = 20, cfg_[pci_cfg_cap_ + 3] = kTypePciCfg;  // keep cap_len/type read-only
+        return;
+    }
+    // A data write through the window: BAR, offset and length say where.
+    uint8_t bar = cfg_[pci_cfg_cap_ + 4];
+    uint32_t off = static_cast<uint32_t>(le_load(&cfg_[pci_cfg_cap_ + 8], 4));
+    uint32_t len = static_cast<uint32_t>(le_load(&cfg_[pci_cfg_cap_ + 12], 4));
+    if (bar <= 1 && (len == 1 || len == 2 || len == 4)) bar_write(bar, off, &cfg_[reg], len);
+}
+
+void VirtioPci::capability_reading(uint32_t reg) {
+    if (reg != pci_cfg_cap_ + 16u) return;
+    uint8_t bar = cfg_[pci_cfg_cap_ + 4];
+    uint32_t off = static_cast<uint32_t>(le_load(&cfg_[pci_cfg_cap_ + 8], 4));
+    uint32_t len = static_cast<uint32_t>(le_load(&cfg_[pci_cfg_cap_ + 12], 4));
+    uint8_t v[4] = {};
+    if (bar <= 1 && (len == 1 || len == 2 || len == 4)) bar_read(bar, off, v, len);
+    std::memcpy(&cfg_[reg], v, 4);
+}
+
+void VirtioPci::reset_locked() {
+    dev_->reset();
+    status_ = 0;
+    isr_ = 0;
+    device_feature_select_ = driver_feature_select_ = 0;
+    driver_features_ = 0;
+    queue_select_ = 0;
+    config_vector_ = Msix::kNoVector;
+    for (uint16_t i = 0; i < queues_.size(); i++) {
+        queues_[i] = QueueConfig{};
+        queues_[i].size = dev_->max_queue_size();
+        vectors_[i] = Msix::kNoVector;
+    }
+}
+
+void VirtioPci::set_status(uint8_t s) {
+    uint8_t old = status_;
+    if (s == 0) {
+        reset_locked();
+        return;
+    }
+    if ((s & virtio::kFeaturesOk) && !(old & virtio::kFeaturesOk)) {
+        // Only a subset of what was offered, and always the modern interface;
+        // otherwise FEATURES_OK does not stick and the driver gives up (3.1.1).
+        bool ok = !(driver_features_ & ~dev_->features()) && (driver_features_ & virtio::kFVersion1);
+        if (!ok) s &= ~virtio::kFeaturesOk;
+    }
+    if ((s & virtio::kDriverOk) && !(old & virtio::kDriverOk)) {
+        if (!(s & virtio::kFeaturesOk)) {
+            s &= ~virtio::kDriverOk;  // DRIVER_OK before FEATURES_OK: ignored
+        } else {
+            status_ = static_cast<uint8_t>(s | (old & virtio::kNeedsReset));
+            dev_->activate(driver_features_, queues_, *this);
+            return;
+        }
+    }
+    status_ = static_cast<uint8_t>(s | (old & virtio::kNeedsReset));
+}
+
+void VirtioPci::common_read(uint64_t off, uint8_t* data, uint32_t size) {
+    uint8_t r[kCommonLen] = {};
+    {
+        std::lock_guard g(lock_);
+        uint64_t f = dev_->features();
+        le_store(&r[0], 4, device_feature_select_);
+        le_store(&r[4], 4, device_feature_select_ < 2 ? f >> (32 * device_feature_select_) : 0);
+        le_store(&r[8], 4, driver_feature_select_);
+        le_store(&r[12], 4, driver_feature_select_ < 2 ? driver_features_ >> (32 * driver_feature_select_) : 0);
+        le_store(&r[16], 2, config_vector_);
+        le_store(&r[18], 2, queues_.size());
+        r[20] = status_;
+        r[21] = 0;  // config_generation: the device config never changes under the driver
+        le_store(&r[22], 2, queue_select_);
+        if (queue_select_ < queues_.size()) {
+            const QueueConfig& q = queues_[queue_select_];
+            le_store(&r[24], 2, q.size);
+            le_store(&r[26], 2, vectors_[queue_select_]);
+            le_store(&r[28], 2, q.enabled);
+            le_store(&r[30], 2, queue_select_);  // notify offset, in multiplier units
+            le_store(&r[32], 8, q.desc);
+            le_store(&r[40], 8, q.driver);
+            le_store(&r[48], 8, q.device);
+        }
+    }
+    if (off + size <= kCommonLen) std::memcpy(data, r + off, size);
+}
+
+void VirtioPci::common_write(uint64_t off, uint64_t v, uint32_t size) {
+    std::lock_guard g(lock_);
+    auto vector_ok = [&](uint64_t vec) { return static_cast<uint16_t>(vec < msix_.size() ? vec : Msix::kNoVector); };
+    switch (off) {
+        case 0: device_feature_select_ = static_cast<uint32_t>(v); return;
+        case 8: driver_feature_select_ = static_cast<uint32_t>(v); return;
+        case 12:
+            if (driver_feature_select_ < 2 && !(status_ & virtio::kFeaturesOk)) {
+                unsigned shift = 32 * driver_feature_select_;
+                driver_features_ = (driver_features_ & ~(0xffff'ffffull << shift)) | (v & 0xffff'ffffull) << shift;
+            }
+            return;
+        // An out-of-range vector reads back NO_VECTOR, telling the driver it
+        // could not be assigned (4.1.5.1.2).
+        case 16: config_vector_ = vector_ok(v); return;
+        case 20: set_status(static_cast<uint8_t>(v)); return;
+        case 22: queue_select_ = static_cast<uint16_t>(v); return;
+    }
+    if (queue_select_ >= queues_.size()) return;
+    QueueConfig& q = queues_[queue_select_];
+    if (off == 26) {
+        vectors_[queue_select_] = q.msix_vector = vector_ok(v);
+        return;
+    }
+    if (status_ & virtio::kDriverOk) return;  // the rest is fixed while the device runs
+    auto set64 = [&](uint64_t& field, uint64_t base) {
+        if (size == 8) field = v;
+        else if (off == base) field = (field & ~0xffff'ffffull) | (v & 0xffff'ffffull);
+        else field = (field & 0xffff'ffffull) | v << 32;
+    };
+    switch (off) {
+        case 24: q.size = static_cast<uint16_t>(v); break;  // checked at activation
+        case 28: if (v == 1) q.enabled = true; break;
+        case 32: case 36: set64(q.desc, 32); break;
+        case 40: case 44: set64(q.driver, 40); break;
+        case 48: case 52: set64(q.device, 48); break;
+    }
+}
+
+void VirtioPci::bar_read(int bar, uint64_t off, uint8_t* data, uint32_t size) {
+    std::memset(data, 0, size);
+    if (bar == 1) {
+        if (off >= kMsixPba) msix_.pba_read(off - kMsixPba, data, size);
+        else msix_.table_read(off - kMsixTable, data, size);
+    } else if (off >= kDeviceCfg && off < kNotify) {
+        dev_->config_read(off - kDeviceCfg, data, size);
+    } else if (off >= kIsr && off < kDeviceCfg) {
+        if (off == kIsr) data[0] = isr_.exchange(0);  // reading clears it (4.1.4.5)
+    } else if (off < kCommonLen) {
+        common_read(off, data, size);
+    }
+}
+
+void VirtioPci::bar_write(int bar, uint64_t off, const uint8_t* data, uint32_t size) {
+    if (bar == 1) {
+        if (off < kMsixPba) msix_.table_write(off - kMsixTable, data, size);
+        return;  // the PBA is read-only
+    }
+    if (off >= kNotify) {
+        uint64_t q = (off - kNotify) / kNotifyMultiplier;
+        // Kicks before DRIVER_OK, after a reset, or on a broken device go nowhere.
+        uint8_t s = status_;
+        if (q < queues_.size() && (s & virtio::kDriverOk) && !(s & virtio::kNeedsReset))
+            dev_->notify(static_cast<uint16_t>(q));
+    } else if (off >= kDeviceCfg) {
+        dev_->config_write(off - kDeviceCfg, data, size);
+    } else if (off < kCommonLen && (size == 1 || size == 2 || size == 4 || size == 8)) {
+        common_write(off, le_load(data, size), size);
+    }
+}
+
+bool VirtioPci::signal_queue(uint16_t q) {
+    isr_ |= 1;
+    return q < queues_.size() && msix_.raise(vectors_[q]);
+}
+
+void VirtioPci::signal_config() {
+    isr_ |= 2;
+    msix_.raise(config_vector_);
+}
+
+void VirtioPci::mark_broken(const std::string& why) {
+    if (status_.fetch_or(virtio::kNeedsReset) & virtio::kNeedsReset) return;  // once per reset
+    std::fprintf(stderr, "minivmm: virtio device %u needs reset: %s\n", dev_->device_id(), why.c_str());
+    signal_config();
+}
+
+}  // namespace minivmm

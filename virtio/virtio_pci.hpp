@@ -1,0 +1,62 @@
+// The modern virtio-over-PCI transport (virtio 1.x, 4.1): a PCI function
+// whose vendor capabilities point at the common, notify, ISR and device
+// configuration structures in BAR 0, with MSI-X in BAR 1.
+#pragma once
+#include <atomic>
+#include <memory>
+#include <mutex>
+
+#include "virtio/device.hpp"
+#include "vmm/msix.hpp"
+#include "vmm/pci.hpp"
+
+namespace minivmm {
+
+class VirtioPci : public PciDevice, public VirtioTransport {
+public:
+    // BAR 0 layout: one page per structure.
+    static constexpr uint32_t kCommon = 0x0000, kIsr = 0x1000, kDeviceCfg = 0x2000, kNotify = 0x3000;
+    static constexpr uint32_t kNotifyMultiplier = 4;
+    static constexpr uint32_t kMsixTable = 0x0000, kMsixPba = 0x800;  // in BAR 1
+
+    VirtioPci(std::unique_ptr<VirtioDevice> dev, Msix::Deliver deliver);
+    ~VirtioPci() override;
+
+    void bar_read(int bar, uint64_t off, uint8_t* data, uint32_t size) override;
+    void bar_write(int bar, uint64_t off, const uint8_t* data, uint32_t size) override;
+    bool signal_queue(uint16_t queue) override;
+    void mark_broken(const std::string& why) override;
+
+    VirtioDevice& device() { return *dev_; }
+    uint8_t status() const;
+    const Msix& msix() const { return msix_; }
+
+protected:
+    bool capability_writable(uint32_t reg) const override;
+    void capability_written(uint32_t reg) override;
+    void capability_reading(uint32_t reg) override;
+
+private:
+    void common_read(uint64_t off, uint8_t* data, uint32_t size);
+    void common_write(uint64_t off, uint64_t v, uint32_t size);
+    void set_status(uint8_t s);
+    void reset_locked();
+    void signal_config();
+
+    std::unique_ptr<VirtioDevice> dev_;
+    Msix msix_;
+    // The common configuration, written by any vCPU. The datapath never takes
+    // it: reset() waits for the datapath, which may be raising an interrupt
+    // or marking the device broken meanwhile (those use the atomics below).
+    mutable std::mutex lock_;
+    std::atomic<uint8_t> status_{0}, isr_{0};
+    uint32_t device_feature_select_ = 0, driver_feature_select_ = 0;
+    uint64_t driver_features_ = 0;
+    uint16_t queue_select_ = 0;
+    std::atomic<uint16_t> config_vector_{Msix::kNoVector};
+    std::vector<QueueConfig> queues_;
+    std::unique_ptr<std::atomic<uint16_t>[]> vectors_;  // queues_[i].msix_vector, for the datapath
+    uint8_t msix_cap_ = 0, pci_cfg_cap_ = 0;
+};
+
+}  // namespace minivmm

@@ -1,0 +1,91 @@
+// Conventional PCI: one bus, configuration mechanism #1 at ports 0xCF8/0xCFC
+// (what Linux probes when ACPI has no MCFG), memory BARs in the 32-bit hole.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "vmm/io_bus.hpp"
+
+namespace minivmm {
+
+// One function's 256-byte configuration space and its memory BARs. Devices
+// subclass it and serve their BARs through bar_read/bar_write.
+class PciDevice {
+public:
+    static constexpr int kBars = 6;
+    PciDevice(uint16_t vendor, uint16_t device, uint32_t class_code, uint8_t revision);
+    virtual ~PciDevice() = default;
+
+    // Configuration space access as the guest sees it: read-only fields stay,
+    // BARs answer the sizing protocol, capabilities are read-only to the guest
+    // except where a subclass says otherwise.
+    uint32_t config_read(uint32_t reg);  // reg is dword aligned
+    void config_write(uint32_t reg, uint32_t value, uint32_t byte_mask);
+
+    // A 32-bit, non-prefetchable memory BAR of size bytes (a power of two >= 4 KiB).
+    void add_bar(int index, uint32_t size);
+    uint32_t bar_size(int index) const { return bar_size_[index]; }
+    uint64_t bar_address(int index) const;
+    void set_bar_address(int index, uint64_t gpa);  // firmware's job: minivmm does it
+    bool memory_enabled() const { return cfg_[4] & 2; }
+
+    // Appends a capability; returns its offset. body excludes the ID and next bytes.
+    uint8_t add_capability(uint8_t id, const std::vector<uint8_t>& body);
+
+    virtual void bar_read(int bar, uint64_t offset, uint8_t* data, uint32_t size) = 0;
+    virtual void bar_write(int bar, uint64_t offset, const uint8_t* data, uint32_t size) = 0;
+
+protected:
+    // Called after the guest wrote to a capability dword the subclass owns.
+    virtual bool capability_writable(uint32_t reg) const { (void)reg; return false; }
+    virtual void capability_written(uint32_t reg) { (void)reg; }
+    // Called before the guest reads a capability dword (for registers that
+    // are windows onto something else).
+    virtual void capability_reading(uint32_t reg) { (void)reg; }
+    std::array<uint8_t, 256> cfg_{};
+
+private:
+    std::array<uint32_t, kBars> bar_size_{};
+    uint8_t next_cap_ = 0x40, last_cap_ = 0;
+};
+
+// Bus 0: the host bridge at 00.0 and devices at 01.0, 02.0, ... Also the MMIO
+// handler for the whole PCI window, so BARs the guest moves keep working.
+class PciBus : public IoDevice {
+public:
+    static constexpr uint16_t kConfigPort = 0xcf8, kConfigLen = 8;
+    static constexpr uint64_t kWindowStart = 0xc000'0000ull, kWindowEnd = 0xfec0'0000ull;
+
+    PciBus();
+    // Returns the slot number; assigns the device's BARs in the window.
+    unsigned add(std::shared_ptr<PciDevice> dev);
+    // IoDevice for the configuration ports.
+    void read(uint64_t offset, uint8_t* data, uint32_t size) override;
+    void write(uint64_t offset, const uint8_t* data, uint32_t size) override;
+    IoDevice& mmio() { return mmio_; }
+
+private:
+    class Mmio : public IoDevice {
+    public:
+        explicit Mmio(PciBus& bus) : bus_(bus) {}
+        void read(uint64_t offset, uint8_t* data, uint32_t size) override;
+        void write(uint64_t offset, const uint8_t* data, uint32_t size) override;
+
+    private:
+        PciBus& bus_;
+    };
+    // The device and BAR decoding window address gpa, or nullptr.
+    PciDevice* decode(uint64_t gpa, uint32_t size, int& bar, uint64_t& offset);
+    PciDevice* selected(uint32_t& reg);
+
+    std::mutex lock_;  // config address register and BAR moves vs. decoding
+    uint32_t address_ = 0;
+    uint64_t next_bar_ = kWindowStart;
+    std::vector<std::shared_ptr<PciDevice>> slots_;
+    Mmio mmio_{*this};
+};
+
+}  // namespace minivmm
