@@ -1,5 +1,5 @@
 #!/bin/bash
-# make test: unit tests, then integration tests; ends with one summary line
+# make test: unit tests, a short fuzzing pass, then integration tests; ends with one summary line
 # "N passed, M failed" counting every test case of every suite.
 set -u
 cd "$(dirname "$0")/.."
@@ -17,6 +17,22 @@ p=${p:-0} f=${f:-0}
 # A crash before gtest's summary still counts as a failure.
 if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; fi
 passed=$((passed + p)) failed=$((failed + f))
+
+echo "== fuzz tests (libFuzzer, a fixed number of inputs)"
+flog=build/fuzz-output.log
+tests/run-fuzz.sh 2>&1 | tee "$flog"
+rc=${PIPESTATUS[0]}
+results=$(grep -a '^RESULT ' "$flog" | tr -d '\r')
+ffailed=0
+while read -r _ name p f; do
+    [ -n "${name:-}" ] || continue
+    passed=$((passed + p)) failed=$((failed + f)) ffailed=$((ffailed + f))
+done <<< "$results"
+# No results, or a failing run that reported no failure, counts as one.
+if [ -z "$results" ] || { [ "$rc" != 0 ] && [ "$ffailed" = 0 ]; }; then
+    failed=$((failed + 1))
+    echo "the fuzz tests did not report their results"
+fi
 
 echo "== integration tests"
 ilog=build/integration-output.log

@@ -9,5 +9,5 @@ py=/usr/bin/python3
 status=0
 $py tests/integration/harness.py test_machine || status=1
 tests/rig/outer-run.sh --timeout "${MINIVMM_OUTER_TIMEOUT:-2400}" -- \
-    "$py tests/integration/harness.py ${MINIVMM_VM_SUITES:-test_boot}" || status=1
+    "$py tests/integration/harness.py ${MINIVMM_VM_SUITES:-test_boot test_net}" || status=1
 exit $status

@@ -60,9 +60,9 @@ void VirtioPci::capability_written(uint32_t reg) {
     if (reg == msix_cap_) {
         uint32_t v = static_cast<uint32_t>(le_load(&cfg_[reg], 4));
         msix_.control_written(static_cast<uint16_t>(v >> 16));
-        // Keep the read-only parts (ID, next, table size) as they were.
-        le_store(&cfg_[reg], 4, (v & 0xffffu) | uint32_t(msix_.control()) << 16);
-        cfg_[reg] = Msix::kCapId;
+        // Keep the read-only parts (ID, next, table size) as they were; next
+        // is 0 because MSI-X is the last capability in the list.
+        le_store(&cfg_[reg], 4, Msix::kCapId | uint32_t(msix_.control()) << 16);
         return;
     }
     if (reg != pci_cfg_cap_ + 16u) {
@@ -107,6 +107,9 @@ void VirtioPci::set_status(uint8_t s) {
         reset_locked();
         return;
     }
+    // Only a reset clears bits (3.1.1); a driver trying otherwise would make
+    // the device start twice on the same rings. The bits it had stay set.
+    s |= old;
     if ((s & virtio::kFeaturesOk) && !(old & virtio::kFeaturesOk)) {
         // Only a subset of what was offered, and always the modern interface;
         // otherwise FEATURES_OK does not stick and the driver gives up (3.1.1).

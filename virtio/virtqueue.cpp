@@ -145,7 +145,7 @@ bool SplitQueue::need_interrupt() {
     if (old == now) return false;
     signalled_used_ = now;
     if (!event_idx_) return !(load16(avail) & 1);  // VRING_AVAIL_F_NO_INTERRUPT
-    // Interrupt iff used_event lies in (old, now]: the spec's vring_need_event.
+    // Interrupt iff used_event lies in [old, now): the spec's vring_need_event.
     uint16_t event = load16(avail + 4 + 2ull * size_);
     return static_cast<uint16_t>(now - event - 1) < static_cast<uint16_t>(now - old);
 }

@@ -44,6 +44,13 @@ void Machine::check_limits(const Kvm& kvm) const {
 
 Machine::Machine(const Options& opts, const Kvm& kvm, const BootFiles& files)
     : opts_(opts), vm_((check_limits(kvm), kvm)), mem_(opts.mem) {
+    // Signals for the VMM as a whole are taken synchronously by the thread in
+    // run(). Blocked before any thread starts (the NICs start theirs below):
+    // threads inherit the mask, so none of them gets one and dies of it.
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&sigs, s);
+    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
     uint32_t slot = 0;
     for (const auto& r : mem_.regions()) vm_.set_memory(slot++, r.gpa, r.size, r.hva);
 
@@ -122,12 +129,6 @@ void Machine::print_stats() const {
 Machine::~Machine() = default;
 
 int Machine::run() {
-    // Signals for the VMM as a whole are taken synchronously by this thread;
-    // every thread started below inherits the mask, so none of them gets one.
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&sigs, s);
-    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
     Vcpu::install_kick_handler();
 
     {

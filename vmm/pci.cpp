@@ -38,7 +38,9 @@ void PciDevice::add_bar(int i, uint32_t size) {
 
 uint8_t PciDevice::add_capability(uint8_t id, const std::vector<uint8_t>& body) {
     uint8_t at = next_cap_;
-    if (at + 2 + body.size() > cfg_.size()) throw std::logic_error("PCI capabilities overflow config space");
+    // next_cap_ wraps to 0 when a capability ends at the top of config space.
+    if (at < 0x40 || at + 2 + body.size() > cfg_.size())
+        throw std::logic_error("PCI capabilities overflow config space");
     cfg_[at] = id;
     cfg_[at + 1] = 0;
     std::memcpy(&cfg_[at + 2], body.data(), body.size());

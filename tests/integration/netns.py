@@ -29,7 +29,8 @@ class Netns:
         return r
 
     def popen(self, cmd):
-        return subprocess.Popen(self.prefix() + ["sh", "-c", cmd], stdout=subprocess.PIPE,
+        # exec: killing the Popen then kills the program, not just a shell.
+        return subprocess.Popen(self.prefix() + ["sh", "-c", "exec " + cmd], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
 
     def close(self):
