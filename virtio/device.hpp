@@ -31,6 +31,16 @@ public:
     virtual bool signal_queue(uint16_t queue) = 0;
     // The driver broke the rules: set DEVICE_NEEDS_RESET and tell it.
     virtual void mark_broken(const std::string& why) = 0;
+
+    // For vhost backends, eventfds that bypass minivmm's userspace, valid from
+    // activate() until reset(); -1 where the transport cannot provide them.
+    // kick: signalled by KVM when the guest writes the queue's notify address.
+    virtual int kick_eventfd(uint16_t queue) { (void)queue; return -1; }
+    // call: signalling it interrupts the guest on the queue's MSI-X vector
+    // (through KVM; held pending while the vector is masked).
+    virtual int call_eventfd(uint16_t queue) { (void)queue; return -1; }
+    // error: signalling it marks the device DEVICE_NEEDS_RESET.
+    virtual int error_eventfd(uint16_t queue) { (void)queue; return -1; }
 };
 
 class VirtioDevice {

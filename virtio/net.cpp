@@ -3,10 +3,8 @@
 #include <linux/if_tun.h>
 #include <poll.h>
 #include <sys/eventfd.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
-#include <climits>
 #include <cstring>
 
 #include "vmm/error.hpp"
@@ -16,34 +14,30 @@
 namespace minivmm {
 
 namespace {
-// The largest frame a tap hands over: a 64 KiB GSO super-frame plus link
-// header, after our virtio-net header.
-constexpr size_t kMaxFrame = net::kHeaderLen + 65536 + 256;
 // Frames moved per lock hold before the RX thread sends an interrupt and
 // lets a reset in: bounds both interrupt latency and reset latency.
-constexpr int kRxBatch = 64;
+constexpr unsigned kRxBatch = 64;
+// The transport features a vhost backend implements; the net-specific rest
+// (offloads, MAC, status) is the tap's or the VMM's business.
+constexpr uint64_t kVhostFeatures = virtio::kFVersion1 | virtio::kFEventIdx | virtio::kFIndirectDesc | net::kMrgRxbuf;
 }  // namespace
 
-void QueueStats::print(std::FILE* f, const char* name) const {
-    std::fprintf(f, "  %s: %llu packets, %llu bytes, %llu notifications, %llu interrupts, %llu errors\n", name,
-                 (unsigned long long)packets, (unsigned long long)bytes, (unsigned long long)notifications,
-                 (unsigned long long)interrupts, (unsigned long long)errors);
-}
-
-VirtioNet::VirtioNet(const GuestMemory& mem, std::unique_ptr<Tap> tap, const Mac& mac)
-    : mem_(mem), tap_(std::move(tap)), mac_(mac), rx_frame_(kMaxFrame) {
+VirtioNet::VirtioNet(const GuestMemory& mem, std::unique_ptr<Tap> tap, const Mac& mac,
+                     std::unique_ptr<VhostBackend> vhost)
+    : mem_(mem), tap_(std::move(tap)), mac_(mac), vhost_(std::move(vhost)) {
     // With VERSION_1 the header always has num_buffers: 12 bytes both ways.
     tap_->set_vnet_header_size(net::kHeaderLen);
     tap_->set_offload(0);
     wake_fd_ = Fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake_fd_) throw sys_error("eventfd");
-    rx_thread_ = std::thread([this] { rx_loop(); });
+    if (!vhost_) rx_thread_ = std::thread([this] { rx_loop(); });
 }
 
 VirtioNet::~VirtioNet() {
+    reset();
     quit_ = true;
     wake();
-    rx_thread_.join();
+    if (rx_thread_.joinable()) rx_thread_.join();
 }
 
 uint64_t VirtioNet::features() const {
@@ -78,7 +72,7 @@ void VirtioNet::activate(uint64_t features, const std::vector<QueueConfig>& queu
         queues_[i]->set_event_idx(features & virtio::kFEventIdx);
         if (!queues_[i]->valid()) return broken("queue " + std::to_string(i) + ": bad size or ring address");
     }
-    // The tap may now hand us frames with partial checksums or GSO, as the
+    // The tap may now hand over frames with partial checksums or GSO, as the
     // guest agreed to take them.
     unsigned off = 0;
     if (features & net::kGuestCsum) {
@@ -88,17 +82,63 @@ void VirtioNet::activate(uint64_t features, const std::vector<QueueConfig>& queu
         if (features & net::kGuestEcn) off |= TUN_F_TSO_ECN;
     }
     tap_->set_offload(off);
+    if (vhost_) {
+        try {
+            activate_vhost(queues, t);
+        } catch (const std::exception& e) {
+            broken(std::string("vhost: ") + e.what());
+        }
+        return;
+    }
     wake();
+}
+
+void VirtioNet::activate_vhost(const std::vector<QueueConfig>& queues, VirtioTransport& t) {
+    uint64_t want = features_ & kVhostFeatures;
+    if (want & ~vhost_->get_features()) return broken("the vhost backend lacks features the driver took");
+    vhost_->set_features(want);
+    std::vector<VhostRegion> regions;
+    for (const MemRegion& r : mem_.regions()) regions.push_back({r.gpa, r.size, reinterpret_cast<uint64_t>(r.hva)});
+    vhost_->set_mem_table(regions);
+    for (unsigned i = 0; i < 2; i++) {
+        if (!queues_[i]) continue;
+        const QueueConfig& q = queues[i];
+        int kick = t.kick_eventfd(static_cast<uint16_t>(i)), call = t.call_eventfd(static_cast<uint16_t>(i)),
+            err = t.error_eventfd(static_cast<uint16_t>(i));
+        if (kick < 0 || call < 0 || err < 0) return broken("the transport has no KVM eventfds for vhost");
+        vhost_->set_vring_num(i, q.size);
+        vhost_->set_vring_base(i, 0);
+        // Ring placement was checked above (queues_[i]->valid()).
+        auto hva = [&](uint64_t gpa) { return reinterpret_cast<uint64_t>(mem_.ptr(gpa, 1)); };
+        vhost_->set_vring_addr(i, {hva(q.desc), hva(q.driver), hva(q.device), q.device, false});
+        vhost_->set_vring_kick(i, kick);
+        vhost_->set_vring_call(i, call);
+        vhost_->set_vring_err(i, err);
+        vhost_->set_backend(i, tap_->fd());
+        vhost_running_[i] = true;
+    }
 }
 
 void VirtioNet::reset() {
     std::lock_guard g(dp_);
+    for (unsigned i = 0; i < 2; i++) {
+        if (!vhost_running_[i]) continue;
+        vhost_running_[i] = false;
+        try {
+            // Stop in the order the kernel wants: detach the tap, then read
+            // where the ring stopped (which also stops it).
+            vhost_->set_backend(i, -1);
+            vhost_->get_vring_base(i);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "minivmm: stopping vhost: %s\n", e.what());
+        }
+    }
     active_ = false;
     transport_ = nullptr;
     features_ = 0;
     queues_[0].reset();
     queues_[1].reset();
-    rx_len_ = 0;  // a frame held for buffers that will never come: dropped
+    rx_.drop();  // a frame held for buffers that will never come
     tap_->set_offload(0);
 }
 
@@ -114,6 +154,14 @@ void VirtioNet::interrupt(uint16_t q) {
 
 void VirtioNet::notify(uint16_t q) {
     stats_[q].notifications++;
+    if (vhost_) {
+        // A kick that missed the ioeventfd (an unusual write width): forward it.
+        std::lock_guard g(dp_);
+        int fd = transport_ && vhost_running_[q % 2] ? transport_->kick_eventfd(q) : -1;
+        uint64_t one = 1;
+        if (fd >= 0) [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
+        return;
+    }
     if (q == net::kRxQueue) {
         wake();  // buffers for a frame that waits, or the first ones
         return;
@@ -124,83 +172,13 @@ void VirtioNet::notify(uint16_t q) {
 
 void VirtioNet::tx_all() {
     SplitQueue& q = *queues_[net::kTxQueue];
-    QueueStats& st = stats_[net::kTxQueue];
-    std::vector<iovec> iov;
+    std::string why;
     for (;;) {
-        Chain c;
-        std::string why;
-        auto r = q.pop(c, why);
-        if (r == SplitQueue::Pop::Broken) return broken("tx: " + why);
-        if (r == SplitQueue::Pop::Empty) {
-            if (q.enable_notify()) continue;  // more arrived while we looked
-            break;
-        }
-        // A send buffer is read-only for the device and starts with the header.
-        bool ok = !c.writable_bytes && c.readable_bytes >= net::kHeaderLen && c.readable_bytes <= kMaxFrame &&
-                  c.segs.size() <= IOV_MAX;
-        if (ok) {
-            iov.clear();
-            for (const Segment& s : c.segs) iov.push_back({mem_.ptr(s.gpa, s.len), s.len});
-            ssize_t n = ::writev(tap_->fd(), iov.data(), static_cast<int>(iov.size()));
-            // The tap drops rather than blocks when its queue is full; a bad
-            // header (GSO the kernel refuses) is the guest's error: counted.
-            ok = n == static_cast<ssize_t>(c.readable_bytes);
-        }
-        if (ok) {
-            st.packets++;
-            st.bytes += c.readable_bytes - net::kHeaderLen;
-        } else {
-            st.errors++;
-        }
-        q.push_used(c.head, 0);
+        Work w = net_tx(q, mem_, tap_->fd(), stats_[net::kTxQueue], 256, why);
+        if (w == Work::Broken) return broken("tx: " + why);
+        if (w == Work::Idle && !q.enable_notify()) break;  // else more arrived while we looked
     }
     interrupt(net::kTxQueue);
-}
-
-VirtioNet::Rx VirtioNet::rx_one() {
-    SplitQueue& q = *queues_[net::kRxQueue];
-    bool mergeable = features_ & net::kMrgRxbuf;
-    // Enough buffers for the whole frame, or none taken: a frame is never
-    // truncated. Without mergeable buffers one chain must hold it all.
-    std::vector<Chain> chains;
-    uint64_t room = 0;
-    while (room < rx_len_) {
-        Chain c;
-        std::string why;
-        auto r = q.pop(c, why);
-        if (r == SplitQueue::Pop::Broken) return broken("rx: " + why), Rx::Broken;
-        if (r == SplitQueue::Pop::Empty) {
-            q.unpop(static_cast<uint16_t>(chains.size()));
-            return Rx::NoBuffers;
-        }
-        if (c.readable_bytes) return broken("rx: buffer with device-readable parts"), Rx::Broken;
-        room += c.writable_bytes;
-        chains.push_back(std::move(c));
-        if (!mergeable) break;
-    }
-    if (room < rx_len_) {
-        // Only without mergeable buffers: the driver posted a buffer too small
-        // for a frame it agreed to take. Drop the frame, keep the buffer.
-        q.unpop(1);
-        stats_[net::kRxQueue].errors++;
-        return Rx::Dropped;
-    }
-    le_store(&rx_frame_[10], 2, chains.size());  // num_buffers
-    size_t done = 0;
-    for (const Chain& c : chains) {
-        uint32_t written = 0;
-        for (const Segment& s : c.segs) {
-            if (done == rx_len_) break;
-            size_t n = std::min<size_t>(s.len, rx_len_ - done);
-            std::memcpy(mem_.ptr(s.gpa, s.len), &rx_frame_[done], n);
-            done += n;
-            written += static_cast<uint32_t>(n);
-        }
-        q.push_used(c.head, written);
-    }
-    stats_[net::kRxQueue].packets++;
-    stats_[net::kRxQueue].bytes += rx_len_ - net::kHeaderLen;
-    return Rx::Delivered;
 }
 
 void VirtioNet::rx_loop() {
@@ -214,37 +192,32 @@ void VirtioNet::rx_loop() {
         want_frames = false;
         if (!active_ || !queues_[net::kRxQueue]) continue;
         SplitQueue& q = *queues_[net::kRxQueue];
-        for (int i = 0; i < kRxBatch; i++) {
-            if (!rx_len_) {
-                ssize_t got = ::read(tap_->fd(), rx_frame_.data(), rx_frame_.size());
-                if (got < static_cast<ssize_t>(net::kHeaderLen)) {
-                    want_frames = true;  // EAGAIN: nothing more for now
-                    break;
-                }
-                rx_len_ = static_cast<size_t>(got);
-            }
-            Rx r = rx_one();
-            if (r == Rx::Broken) break;
-            if (r == Rx::NoBuffers) {
-                // Ask for a kick, unless buffers arrived meanwhile.
-                if (q.enable_notify()) {
-                    i--;
-                    continue;
-                }
-                break;
-            }
-            rx_len_ = 0;
-            if (i == kRxBatch - 1) want_frames = true;
+        std::string why;
+        Work w;
+        do {
+            w = rx_.run(q, mem_, tap_->fd(), features_ & net::kMrgRxbuf, stats_[net::kRxQueue], kRxBatch, why);
+            // Out of buffers: ask for a kick, unless they arrived meanwhile.
+        } while (w == Work::NeedBuffers && q.enable_notify());
+        if (w == Work::Broken) {
+            broken("rx: " + why);
+            continue;
         }
-        if (active_) interrupt(net::kRxQueue);
-        if (active_ && !rx_len_) q.disable_notify();
+        interrupt(net::kRxQueue);
+        want_frames = w != Work::NeedBuffers;
+        if (want_frames) q.disable_notify();
     }
 }
 
 void VirtioNet::print_stats(std::FILE* f, const std::string& label) const {
-    std::fprintf(f, "minivmm: %s (tap %s):\n", label.c_str(), tap_->name().c_str());
-    stats_[net::kRxQueue].print(f, "rx");
-    stats_[net::kTxQueue].print(f, "tx");
+    std::fprintf(f, "minivmm: %s (tap %s, vhost=%s):\n", label.c_str(), tap_->name().c_str(), datapath());
+    for (uint16_t q : {net::kRxQueue, net::kTxQueue}) {
+        const char* name = q == net::kRxQueue ? "rx" : "tx";
+        const QueueStats* st = vhost_ ? vhost_->stats(q) : &stats_[q];
+        if (st)
+            st->print(f, name);
+        else
+            std::fprintf(f, "  %s: served by the kernel's vhost-net (its counters are not visible here)\n", name);
+    }
 }
 
 }  // namespace minivmm

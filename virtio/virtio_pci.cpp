@@ -1,7 +1,15 @@
 #include "virtio/virtio_pci.hpp"
 
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstring>
+
+#include "vmm/error.hpp"
+#include "vmm/gsi_router.hpp"
+#include "vmm/kvm.hpp"
 
 namespace minivmm {
 
@@ -22,7 +30,7 @@ std::vector<uint8_t> vendor_cap(uint8_t type, uint8_t bar, uint32_t off, uint32_
 }
 }  // namespace
 
-VirtioPci::VirtioPci(std::unique_ptr<VirtioDevice> dev, Msix::Deliver deliver)
+VirtioPci::VirtioPci(std::unique_ptr<VirtioDevice> dev, Msix::Deliver deliver, const KvmHooks* kvm)
     : PciDevice(0x1af4, static_cast<uint16_t>(0x1040 + dev->device_id()), dev->device_id() == 1 ? 0x020000 : 0xff0000,
                 1),  // revision 1: a modern-only device
       dev_(std::move(dev)),
@@ -44,10 +52,141 @@ VirtioPci::VirtioPci(std::unique_ptr<VirtioDevice> dev, Msix::Deliver deliver)
     pci_cfg_cap_ = add_capability(kVendorCap, vendor_cap(kTypePciCfg, 0, 0, 0, 4));
     msix_cap_ = add_capability(Msix::kCapId, msix_.capability(1, kMsixTable, kMsixPba));
     for (uint16_t i = 0; i < dev_->num_queues(); i++) vectors_[i] = Msix::kNoVector;
+    fds_.resize(dev_->num_queues());
+    if (kvm) {
+        kvm_ = std::make_unique<KvmHooks>(*kvm);
+        watch_fd_ = Fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        if (!watch_fd_) throw sys_error("eventfd");
+        // irqfds follow the guest's MSI-X table: a masked vector's irqfd is
+        // detached, and the watcher turns its calls into pending bits.
+        msix_.set_observer([this](uint16_t v) {
+            for (uint16_t q = 0; q < fds_.size(); q++)
+                if (vectors_[q] == v) refresh_irqfd(q);
+        });
+        watcher_ = std::thread([this] { watch(); });
+    }
     reset_locked();
 }
 
-VirtioPci::~VirtioPci() { dev_->reset(); }
+VirtioPci::~VirtioPci() {
+    dev_->reset();
+    teardown_fds();
+    if (watcher_.joinable()) {
+        quit_ = true;
+        poke_watcher();
+        watcher_.join();
+    }
+}
+
+namespace {
+Fd new_eventfd() {
+    Fd fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!fd) throw sys_error("eventfd");
+    return fd;
+}
+void drain(int fd) {
+    uint64_t v;
+    [[maybe_unused]] ssize_t n = ::read(fd, &v, sizeof v);
+}
+}  // namespace
+
+void VirtioPci::poke_watcher() {
+    uint64_t one = 1;
+    if (watch_fd_) [[maybe_unused]] ssize_t n = ::write(watch_fd_.get(), &one, sizeof one);
+}
+
+int VirtioPci::kick_eventfd(uint16_t q) {
+    if (!kvm_ || q >= fds_.size()) return -1;
+    std::lock_guard g(irq_lock_);
+    QueueFds& f = fds_[q];
+    if (!f.kick) {
+        f.kick = new_eventfd();
+        // The driver writes the 16-bit queue index at the queue's notify address.
+        f.kick_addr = bar_address(0) + kNotify + uint64_t(kNotifyMultiplier) * q;
+        kvm_->vm.ioeventfd(f.kick_addr, 2, f.kick.get(), true);
+    }
+    return f.kick.get();
+}
+
+int VirtioPci::call_eventfd(uint16_t q) {
+    if (!kvm_ || q >= fds_.size()) return -1;
+    {
+        std::lock_guard g(irq_lock_);
+        QueueFds& f = fds_[q];
+        if (f.call) return f.call.get();
+        f.call = new_eventfd();
+        f.gsi = kvm_->router.add_msi({0, 0});
+        f.routed = true;
+    }
+    refresh_irqfd(q);
+    return fds_[q].call.get();
+}
+
+int VirtioPci::error_eventfd(uint16_t q) {
+    if (!kvm_ || q >= fds_.size()) return -1;
+    std::lock_guard g(irq_lock_);
+    if (!fds_[q].err) fds_[q].err = new_eventfd();
+    poke_watcher();
+    return fds_[q].err.get();
+}
+
+void VirtioPci::refresh_irqfd(uint16_t q) {
+    std::lock_guard g(irq_lock_);
+    QueueFds& f = fds_[q];
+    if (!f.call) return;
+    MsiMessage m{};
+    if (msix_.live(vectors_[q], m)) {
+        kvm_->router.update_msi(f.gsi, m);
+        if (!f.attached) kvm_->vm.irqfd(f.call.get(), f.gsi, true);
+        f.attached = true;
+    } else if (f.attached) {
+        kvm_->vm.irqfd(f.call.get(), f.gsi, false);
+        f.attached = false;
+    }
+    poke_watcher();  // the set of fds it watches changed
+}
+
+void VirtioPci::teardown_fds() {
+    std::lock_guard g(irq_lock_);
+    for (QueueFds& f : fds_) {
+        if (f.kick) kvm_->vm.ioeventfd(f.kick_addr, 2, f.kick.get(), false);
+        if (f.attached) kvm_->vm.irqfd(f.call.get(), f.gsi, false);
+        if (f.routed) kvm_->router.remove(f.gsi);
+        f = QueueFds{};
+    }
+    generation_++;
+    poke_watcher();
+}
+
+void VirtioPci::watch() {
+    enum Kind { kErr, kCall };
+    while (!quit_) {
+        std::vector<pollfd> pfds{{watch_fd_.get(), POLLIN, 0}};
+        std::vector<std::pair<Kind, uint16_t>> who{{kErr, 0}};
+        uint64_t gen;
+        {
+            std::lock_guard g(irq_lock_);
+            gen = generation_;
+            for (uint16_t q = 0; q < fds_.size(); q++) {
+                if (fds_[q].err) pfds.push_back({fds_[q].err.get(), POLLIN, 0}), who.push_back({kErr, q});
+                if (fds_[q].call && !fds_[q].attached)
+                    pfds.push_back({fds_[q].call.get(), POLLIN, 0}), who.push_back({kCall, q});
+            }
+        }
+        if (poll(pfds.data(), pfds.size(), -1) < 0) continue;
+        if (pfds[0].revents) drain(watch_fd_.get());
+        std::lock_guard g(irq_lock_);
+        if (gen != generation_) continue;  // fds were closed meanwhile: numbers may be reused
+        for (size_t i = 1; i < pfds.size(); i++) {
+            if (!(pfds[i].revents & POLLIN)) continue;
+            drain(pfds[i].fd);
+            if (who[i].first == kErr)
+                mark_broken("vhost backend reported a bad ring on queue " + std::to_string(who[i].second));
+            else
+                msix_.raise(vectors_[who[i].second]);  // masked: becomes pending
+        }
+    }
+}
 
 uint8_t VirtioPci::status() const { return status_; }
 
@@ -88,6 +227,7 @@ void VirtioPci::capability_reading(uint32_t reg) {
 
 void VirtioPci::reset_locked() {
     dev_->reset();
+    if (kvm_) teardown_fds();
     status_ = 0;
     isr_ = 0;
     device_feature_select_ = driver_feature_select_ = 0;
@@ -178,6 +318,7 @@ void VirtioPci::common_write(uint64_t off, uint64_t v, uint32_t size) {
     QueueConfig& q = queues_[queue_select_];
     if (off == 26) {
         vectors_[queue_select_] = q.msix_vector = vector_ok(v);
+        if (kvm_) refresh_irqfd(queue_select_);
         return;
     }
     if (status_ & virtio::kDriverOk) return;  // the rest is fixed while the device runs

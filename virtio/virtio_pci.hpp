@@ -5,27 +5,41 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <thread>
 
 #include "virtio/device.hpp"
+#include "vmm/kvm.hpp"
 #include "vmm/msix.hpp"
 #include "vmm/pci.hpp"
 
 namespace minivmm {
 
+class GsiRouter;
+class Vm;
+
 class VirtioPci : public PciDevice, public VirtioTransport {
 public:
+    // With kvm, the transport can hand vhost backends KVM ioeventfds and
+    // irqfds; without (unit tests), every kick and interrupt goes through it.
+    struct KvmHooks {
+        Vm& vm;
+        GsiRouter& router;
+    };
     // BAR 0 layout: one page per structure.
     static constexpr uint32_t kCommon = 0x0000, kIsr = 0x1000, kDeviceCfg = 0x2000, kNotify = 0x3000;
     static constexpr uint32_t kNotifyMultiplier = 4;
     static constexpr uint32_t kMsixTable = 0x0000, kMsixPba = 0x800;  // in BAR 1
 
-    VirtioPci(std::unique_ptr<VirtioDevice> dev, Msix::Deliver deliver);
+    VirtioPci(std::unique_ptr<VirtioDevice> dev, Msix::Deliver deliver, const KvmHooks* kvm = nullptr);
     ~VirtioPci() override;
 
     void bar_read(int bar, uint64_t off, uint8_t* data, uint32_t size) override;
     void bar_write(int bar, uint64_t off, const uint8_t* data, uint32_t size) override;
     bool signal_queue(uint16_t queue) override;
     void mark_broken(const std::string& why) override;
+    int kick_eventfd(uint16_t queue) override;
+    int call_eventfd(uint16_t queue) override;
+    int error_eventfd(uint16_t queue) override;
 
     VirtioDevice& device() { return *dev_; }
     uint8_t status() const;
@@ -42,6 +56,26 @@ private:
     void set_status(uint8_t s);
     void reset_locked();
     void signal_config();
+
+    // Per-queue eventfds for vhost. irq_lock_ guards them; it is taken
+    // before the MSI-X table's lock, never after.
+    struct QueueFds {
+        Fd kick, call, err;
+        uint64_t kick_addr = 0;
+        uint32_t gsi = 0;
+        bool routed = false, attached = false;
+    };
+    void refresh_irqfd(uint16_t q);  // irqfd attached iff the vector is live
+    void teardown_fds();
+    void watch();                    // thread: errors, and calls while masked
+    void poke_watcher();
+    std::unique_ptr<KvmHooks> kvm_;
+    std::mutex irq_lock_;
+    std::vector<QueueFds> fds_;
+    uint64_t generation_ = 0;  // bumped when fds close
+    Fd watch_fd_;
+    std::atomic<bool> quit_{false};
+    std::thread watcher_;
 
     std::unique_ptr<VirtioDevice> dev_;
     Msix msix_;

@@ -22,7 +22,7 @@ uint16_t load16(const uint8_t* p) { return std::atomic_ref<const uint16_t>(*rein
 void store16(uint8_t* p, uint16_t v) { std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(p)).store(v, std::memory_order_release); }
 }  // namespace
 
-SplitQueue::SplitQueue(const GuestMemory& mem, uint16_t size, uint64_t desc, uint64_t avail, uint64_t used)
+SplitQueue::SplitQueue(const MemView& mem, uint16_t size, uint64_t desc, uint64_t avail, uint64_t used)
     : mem_(mem), size_(size), desc_(desc), avail_(avail), used_(used) {
     bool pow2 = size && size <= kMaxSize && !(size & (size - 1));
     // Alignment from the spec (2.7): descriptors 16, avail 2, used 4.
@@ -113,7 +113,16 @@ bool SplitQueue::push_used(uint16_t head, uint32_t written) {
     std::memcpy(elem + 4, &written, 4);
     // The element must be visible before the index that publishes it.
     store16(used + 2, ++used_idx_);
+    if (log_) {
+        log_(used_ + 4 + 8 * ((used_idx_ - 1) % size_), 8);
+        log_(used_ + 2, 2);
+    }
     return true;
+}
+
+void SplitQueue::resume(uint16_t base) {
+    last_avail_ = avail_seen_ = base;
+    if (valid_) used_idx_ = signalled_used_ = load16(mem_.ptr(used_ + 2, 2));
 }
 
 bool SplitQueue::enable_notify() {

@@ -2,12 +2,13 @@
 // guest-supplied index, address and length checked before use.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 namespace minivmm {
 
-class GuestMemory;
+class MemView;
 
 struct Segment {
     uint64_t gpa;
@@ -25,7 +26,7 @@ class SplitQueue {
 public:
     static constexpr uint16_t kMaxSize = 32768;  // spec maximum queue size
     // Ring addresses are guest-physical; size must be a power of two.
-    SplitQueue(const GuestMemory& mem, uint16_t size, uint64_t desc, uint64_t avail, uint64_t used);
+    SplitQueue(const MemView& mem, uint16_t size, uint64_t desc, uint64_t avail, uint64_t used);
 
     enum class Pop { Empty, Ok, Broken };
     // Takes the next available chain. Broken means the driver violated the
@@ -51,15 +52,25 @@ public:
     // the last time this returned true.
     bool need_interrupt();
     uint16_t size() const { return size_; }
+    // Where the device is in the avail ring: vhost's vring base, saved when
+    // a backend stops and given to the next one.
+    uint16_t last_avail() const { return last_avail_; }
+    // Continue a ring a previous backend served: next avail entry to take is
+    // base, and the used index is whatever the ring says now.
+    void resume(uint16_t base);
+    // Dirty logging for migration: called for every range of guest memory
+    // the device writes through this queue (used ring entries and index).
+    void set_write_log(std::function<void(uint64_t gpa, uint64_t len)> log) { log_ = std::move(log); }
 
 private:
     bool walk(uint64_t table, uint32_t count, uint16_t first, bool indirect, Chain& out, std::string& why);
 
-    const GuestMemory& mem_;
+    const MemView& mem_;
     uint16_t size_;
     uint64_t desc_, avail_, used_;
     uint16_t last_avail_ = 0, avail_seen_ = 0, used_idx_ = 0, signalled_used_ = 0;
     bool valid_ = false, event_idx_ = false;
+    std::function<void(uint64_t, uint64_t)> log_;
 };
 
 }  // namespace minivmm

@@ -11,13 +11,23 @@ namespace minivmm {
 constexpr uint64_t kMmioHoleStart = 0xC000'0000ull;
 constexpr uint64_t kMmioHoleEnd = 0x1'0000'0000ull;
 
+// Guest-physical addresses to host pointers, bounds-checked: what device
+// code (the virtqueue) may touch. GuestMemory is the VMM's whole RAM; a vhost
+// worker sees only the memory table it was given.
+class MemView {
+public:
+    virtual ~MemView() = default;
+    // Host pointer for [gpa, gpa+len), or nullptr unless all of it is RAM.
+    virtual uint8_t* ptr(uint64_t gpa, uint64_t len) const = 0;
+};
+
 struct MemRegion {
     uint64_t gpa;
     uint64_t size;
     uint8_t* hva;
 };
 
-class GuestMemory {
+class GuestMemory : public MemView {
 public:
     // Lazily backed (MAP_NORESERVE anonymous memory): pages cost host RAM only
     // once the guest touches them.
@@ -33,7 +43,7 @@ public:
     uint64_t size() const { return size_; }
     // Host pointer for [gpa, gpa+len), or nullptr unless the whole range lies in
     // one RAM region. Every guest-supplied address goes through here.
-    uint8_t* ptr(uint64_t gpa, uint64_t len) const;
+    uint8_t* ptr(uint64_t gpa, uint64_t len) const override;
     // Typed access for fixed structures the VMM itself places.
     template <typename T>
     T* at(uint64_t gpa) const { return reinterpret_cast<T*>(ptr(gpa, sizeof(T))); }

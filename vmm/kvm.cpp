@@ -136,4 +136,21 @@ void Vm::signal_msi(uint64_t address, uint32_t data) {
         std::fprintf(stderr, "minivmm: KVM_SIGNAL_MSI: %s\n", std::strerror(errno));
 }
 
+void Vm::ioeventfd(uint64_t addr, uint32_t len, int fd, bool assign) {
+    kvm_ioeventfd e{};
+    e.addr = addr;
+    e.len = len;
+    e.fd = fd;
+    e.flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN;
+    kvm_ioctl(fd_.get(), KVM_IOEVENTFD, &e, "IOEVENTFD");
+}
+
+void Vm::irqfd(int fd, uint32_t gsi, bool assign) {
+    kvm_irqfd f{};
+    f.fd = static_cast<uint32_t>(fd);
+    f.gsi = gsi;
+    f.flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN;
+    kvm_ioctl(fd_.get(), KVM_IRQFD, &f, "IRQFD");
+}
+
 }  // namespace minivmm

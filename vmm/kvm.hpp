@@ -81,6 +81,11 @@ public:
     void irq_line(uint32_t gsi, bool level);
     // Inject one MSI (address/data as the guest programmed them).
     void signal_msi(uint64_t address, uint32_t data);
+    // A guest write of len bytes at MMIO address addr signals fd, in KVM, with
+    // no exit to minivmm (KVM_IOEVENTFD).
+    void ioeventfd(uint64_t addr, uint32_t len, int fd, bool assign);
+    // Signalling fd raises GSI gsi in KVM (KVM_IRQFD).
+    void irqfd(int fd, uint32_t gsi, bool assign);
 
 private:
     Fd fd_;

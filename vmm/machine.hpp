@@ -10,6 +10,7 @@
 #include "vmm/guest_memory.hpp"
 #include "vmm/io_bus.hpp"
 #include "vmm/kvm.hpp"
+#include "vmm/gsi_router.hpp"
 #include "vmm/pci.hpp"
 #include "vmm/serial.hpp"
 #include "vmm/stop.hpp"
@@ -41,6 +42,7 @@ private:
     std::unique_ptr<Serial> serial_;
     AcpiPm pm_{stop_};
     I8042Reset i8042_{stop_};
+    GsiRouter router_{vm_};  // before the PCI devices: they return routes as they go
     PciBus pci_;
     // After mem_: NICs stop their datapath threads before RAM goes away.
     struct Nic {

@@ -22,10 +22,25 @@ uint16_t Msix::control() const {
 }
 
 void Msix::control_written(uint16_t control) {
+    {
+        std::lock_guard g(lock_);
+        enable_ = control & (1u << 15);
+        function_mask_ = control & (1u << 14);
+        flush_pending_locked();
+    }
+    notify_all();
+}
+
+void Msix::notify_all() {
+    if (observer_)
+        for (uint16_t v = 0; v < size(); v++) observer_(v);
+}
+
+bool Msix::live(uint16_t v, MsiMessage& msg) const {
     std::lock_guard g(lock_);
-    enable_ = control & (1u << 15);
-    function_mask_ = control & (1u << 14);
-    flush_pending_locked();
+    if (v >= size() || !enable_ || masked_locked(entries_[v])) return false;
+    msg = {uint64_t(entries_[v].addr_hi) << 32 | entries_[v].addr_lo, entries_[v].data};
+    return true;
 }
 
 bool Msix::enabled() const {
@@ -81,19 +96,22 @@ void Msix::table_read(uint64_t off, uint8_t* data, uint32_t size) {
 
 void Msix::table_write(uint64_t off, const uint8_t* data, uint32_t size) {
     if ((size != 4 && size != 8) || off % size || off + size > table_bytes()) return;
-    std::lock_guard g(lock_);
-    for (uint32_t done = 0; done < size; done += 4) {
-        Entry& e = entries_[(off + done) / 16];
-        uint32_t v = static_cast<uint32_t>(le_load(data + done, 4));
-        switch ((off + done) % 16 / 4) {
-            case 0: e.addr_lo = v & ~3u; break;  // dword aligned: low bits are reserved
-            case 1: e.addr_hi = v; break;
-            case 2: e.data = v; break;
-            case 3: e.control = v & 1; break;  // only the mask bit is defined
+    {
+        std::lock_guard g(lock_);
+        for (uint32_t done = 0; done < size; done += 4) {
+            Entry& e = entries_[(off + done) / 16];
+            uint32_t v = static_cast<uint32_t>(le_load(data + done, 4));
+            switch ((off + done) % 16 / 4) {
+                case 0: e.addr_lo = v & ~3u; break;  // dword aligned: low bits are reserved
+                case 1: e.addr_hi = v; break;
+                case 2: e.data = v; break;
+                case 3: e.control = v & 1; break;  // only the mask bit is defined
+            }
         }
+        // Unmasking an entry with its pending bit set sends the message now.
+        flush_pending_locked();
     }
-    // Unmasking an entry with its pending bit set sends the message now.
-    flush_pending_locked();
+    if (observer_) observer_(static_cast<uint16_t>(off / 16));
 }
 
 void Msix::pba_read(uint64_t off, uint8_t* data, uint32_t size) {

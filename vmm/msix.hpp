@@ -44,6 +44,11 @@ public:
     // function is masked, and delivered when unmasked. Out-of-range vectors
     // (the driver assigned none) are dropped; returns whether it was delivered.
     bool raise(uint16_t vector);
+    // Whether vector v would be delivered now, and the message it would send.
+    bool live(uint16_t v, MsiMessage& msg) const;
+    // Called (outside the table's lock) with each vector whose entry, mask or
+    // the function's enable/mask may have changed: irqfd routes follow it.
+    void set_observer(std::function<void(uint16_t)> f) { observer_ = std::move(f); }
     bool enabled() const;
     bool masked(uint16_t vector) const;
     bool pending(uint16_t vector) const;
@@ -59,7 +64,9 @@ private:
     mutable std::mutex lock_;
     std::vector<Entry> entries_;
     bool enable_ = false, function_mask_ = false;
+    void notify_all();
     Deliver deliver_;
+    std::function<void(uint16_t)> observer_;
 };
 
 }  // namespace minivmm

@@ -1,0 +1,120 @@
+// vhost=kernel: the kernel's vhost-net, driven through /dev/vhost-net.
+#include <fcntl.h>
+#include <linux/ioctl.h>
+#include <sys/ioctl.h>
+
+#include <cstring>
+
+#include "vhost/vhost.hpp"
+#include "vmm/error.hpp"
+#include "vmm/kvm.hpp"
+
+namespace minivmm {
+
+namespace {
+// <linux/vhost.h> pulls in <linux/virtio_ring.h>, whose inline C does not
+// compile as C++: the uAPI structs and ioctl numbers, restated.
+struct vhost_vring_state {
+    unsigned int index, num;
+};
+struct vhost_vring_file {
+    unsigned int index;
+    int fd;
+};
+struct vhost_vring_addr {
+    unsigned int index, flags;
+    uint64_t desc_user_addr, used_user_addr, avail_user_addr, log_guest_addr;
+};
+struct vhost_memory_region {
+    uint64_t guest_phys_addr, memory_size, userspace_addr, flags_padding;
+};
+struct vhost_memory {
+    uint32_t nregions, padding;
+};
+constexpr unsigned kVringFLog = 0;
+constexpr unsigned long VHOST_GET_FEATURES = _IOR(0xAF, 0x00, uint64_t);
+constexpr unsigned long VHOST_SET_FEATURES = _IOW(0xAF, 0x00, uint64_t);
+constexpr unsigned long VHOST_SET_OWNER = _IO(0xAF, 0x01);
+constexpr unsigned long VHOST_SET_MEM_TABLE = _IOW(0xAF, 0x03, vhost_memory);
+constexpr unsigned long VHOST_SET_LOG_BASE = _IOW(0xAF, 0x04, uint64_t);
+constexpr unsigned long VHOST_SET_VRING_NUM = _IOW(0xAF, 0x10, vhost_vring_state);
+constexpr unsigned long VHOST_SET_VRING_ADDR = _IOW(0xAF, 0x11, vhost_vring_addr);
+constexpr unsigned long VHOST_SET_VRING_BASE = _IOW(0xAF, 0x12, vhost_vring_state);
+constexpr unsigned long VHOST_GET_VRING_BASE = _IOWR(0xAF, 0x12, vhost_vring_state);
+constexpr unsigned long VHOST_SET_VRING_KICK = _IOW(0xAF, 0x20, vhost_vring_file);
+constexpr unsigned long VHOST_SET_VRING_CALL = _IOW(0xAF, 0x21, vhost_vring_file);
+constexpr unsigned long VHOST_SET_VRING_ERR = _IOW(0xAF, 0x22, vhost_vring_file);
+constexpr unsigned long VHOST_NET_SET_BACKEND = _IOW(0xAF, 0x30, vhost_vring_file);
+static_assert(sizeof(vhost_vring_addr) == 40 && sizeof(vhost_memory) == 8);
+
+class KernelVhost : public VhostBackend {
+public:
+    explicit KernelVhost(Fd fd) : fd_(std::move(fd)) {}
+    const char* name() const override { return "kernel"; }
+    void set_owner() override { call(VHOST_SET_OWNER, nullptr, "SET_OWNER"); }
+    uint64_t get_features() override {
+        uint64_t f = 0;
+        call(VHOST_GET_FEATURES, &f, "GET_FEATURES");
+        return f;
+    }
+    void set_features(uint64_t f) override { call(VHOST_SET_FEATURES, &f, "SET_FEATURES"); }
+    void set_mem_table(const std::vector<VhostRegion>& regions) override {
+        // struct vhost_memory ends in a flexible array: build it by hand.
+        std::vector<uint8_t> buf(sizeof(vhost_memory) + regions.size() * sizeof(vhost_memory_region));
+        auto* m = reinterpret_cast<vhost_memory*>(buf.data());
+        m->nregions = static_cast<uint32_t>(regions.size());
+        auto* r = reinterpret_cast<vhost_memory_region*>(buf.data() + sizeof(vhost_memory));
+        for (size_t i = 0; i < regions.size(); i++)
+            r[i] = {regions[i].gpa, regions[i].size, regions[i].uaddr, 0};
+        call(VHOST_SET_MEM_TABLE, buf.data(), "SET_MEM_TABLE");
+    }
+    void set_log_base(uint64_t uaddr) override { call(VHOST_SET_LOG_BASE, &uaddr, "SET_LOG_BASE"); }
+    void set_vring_num(unsigned idx, unsigned num) override {
+        vhost_vring_state s{idx, num};
+        call(VHOST_SET_VRING_NUM, &s, "SET_VRING_NUM");
+    }
+    void set_vring_base(unsigned idx, unsigned base) override {
+        vhost_vring_state s{idx, base};
+        call(VHOST_SET_VRING_BASE, &s, "SET_VRING_BASE");
+    }
+    unsigned get_vring_base(unsigned idx) override {
+        vhost_vring_state s{idx, 0};
+        call(VHOST_GET_VRING_BASE, &s, "GET_VRING_BASE");
+        return s.num;
+    }
+    void set_vring_addr(unsigned idx, const VringAddr& a) override {
+        vhost_vring_addr v{};
+        v.index = idx;
+        v.flags = a.log_used ? 1u << kVringFLog : 0;
+        v.desc_user_addr = a.desc;
+        v.avail_user_addr = a.avail;
+        v.used_user_addr = a.used;
+        v.log_guest_addr = a.log;
+        call(VHOST_SET_VRING_ADDR, &v, "SET_VRING_ADDR");
+    }
+    void set_vring_kick(unsigned idx, int fd) override { file(VHOST_SET_VRING_KICK, idx, fd, "SET_VRING_KICK"); }
+    void set_vring_call(unsigned idx, int fd) override { file(VHOST_SET_VRING_CALL, idx, fd, "SET_VRING_CALL"); }
+    void set_vring_err(unsigned idx, int fd) override { file(VHOST_SET_VRING_ERR, idx, fd, "SET_VRING_ERR"); }
+    void set_backend(unsigned idx, int fd) override { file(VHOST_NET_SET_BACKEND, idx, fd, "NET_SET_BACKEND"); }
+
+private:
+    void file(unsigned long req, unsigned idx, int fd, const char* what) {
+        vhost_vring_file f{idx, fd};
+        call(req, &f, what);
+    }
+    void call(unsigned long req, void* arg, const char* what) {
+        if (ioctl(fd_.get(), req, arg) < 0) throw sys_error(std::string("vhost-net ") + what);
+    }
+    Fd fd_;
+};
+}  // namespace
+
+std::unique_ptr<VhostBackend> open_kernel_vhost() {
+    Fd fd(::open("/dev/vhost-net", O_RDWR | O_CLOEXEC));
+    if (!fd) throw sys_error("cannot open /dev/vhost-net");
+    auto v = std::make_unique<KernelVhost>(std::move(fd));
+    v->set_owner();
+    return v;
+}
+
+}  // namespace minivmm

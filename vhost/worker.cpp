@@ -1,0 +1,222 @@
+// vhost=worker: the vhost-net protocol served by minivmm itself, one thread
+// per virtqueue. Each thread sleeps on its ring's kick eventfd (a KVM
+// ioeventfd, so a guest kick never exits to minivmm) and signals the call
+// eventfd (a KVM irqfd). Guest memory is reached only through the memory
+// table it was given, with the virtqueue's bounds and chain checks.
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "vhost/vhost.hpp"
+#include "virtio/device.hpp"
+#include "virtio/net_datapath.hpp"
+#include "vmm/error.hpp"
+#include "vmm/guest_memory.hpp"
+#include "vmm/kvm.hpp"
+
+namespace minivmm {
+
+namespace {
+constexpr unsigned kBudget = 64;  // frames per wake-up: one busy ring cannot hog a CPU
+
+// The memory table: guest-physical ranges and where the VMM maps them.
+class MemTable : public MemView {
+public:
+    std::vector<VhostRegion> regions;
+    uint8_t* ptr(uint64_t gpa, uint64_t len) const override {
+        for (const auto& r : regions)
+            if (gpa >= r.gpa && len <= r.size && gpa - r.gpa <= r.size - len)
+                return reinterpret_cast<uint8_t*>(r.uaddr + (gpa - r.gpa));
+        return nullptr;
+    }
+    // Ring addresses arrive as VMM addresses; the queue wants them guest-physical.
+    std::optional<uint64_t> gpa_of(uint64_t uaddr) const {
+        for (const auto& r : regions)
+            if (uaddr >= r.uaddr && uaddr - r.uaddr < r.size) return r.gpa + (uaddr - r.uaddr);
+        return std::nullopt;
+    }
+};
+
+void signal(int fd) {
+    uint64_t one = 1;
+    if (fd >= 0) [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
+}
+void drain(int fd) {
+    uint64_t v;
+    [[maybe_unused]] ssize_t n = ::read(fd, &v, sizeof v);
+}
+
+class WorkerVhost : public VhostBackend {
+public:
+    const char* name() const override { return "worker"; }
+    void set_owner() override {}
+    uint64_t get_features() override {
+        return virtio::kFVersion1 | virtio::kFEventIdx | virtio::kFIndirectDesc | net::kMrgRxbuf | vhost::kFLogAll;
+    }
+    void set_features(uint64_t f) override { features_ = f; }
+    void set_mem_table(const std::vector<VhostRegion>& regions) override {
+        // A new table while rings run: stop them, swap, resume where they were.
+        auto restart = pause_all();
+        mem_.regions = regions;
+        resume_all(restart);
+    }
+    void set_log_base(uint64_t uaddr) override {
+        auto restart = pause_all();
+        log_base_ = reinterpret_cast<uint8_t*>(uaddr);
+        resume_all(restart);
+    }
+    void set_vring_num(unsigned i, unsigned num) override { ring(i).num = num; }
+    void set_vring_base(unsigned i, unsigned base) override { ring(i).base = static_cast<uint16_t>(base); }
+    unsigned get_vring_base(unsigned i) override {
+        stop(ring(i));
+        return ring(i).base;
+    }
+    void set_vring_addr(unsigned i, const VringAddr& a) override {
+        Ring& r = ring(i);
+        bool was = r.thread.joinable();
+        stop(r);  // the seed's promise: rings may move while the device runs
+        r.addr = a;
+        if (was) start(i);
+    }
+    void set_vring_kick(unsigned i, int fd) override { ring(i).kick = fd; }
+    void set_vring_call(unsigned i, int fd) override { ring(i).call = fd; }
+    void set_vring_err(unsigned i, int fd) override { ring(i).err = fd; }
+    void set_backend(unsigned i, int fd) override {
+        Ring& r = ring(i);
+        stop(r);
+        r.tap = fd;
+        if (fd >= 0) start(i);
+    }
+    ~WorkerVhost() override {
+        for (auto& r : rings_) stop(r);
+    }
+    const QueueStats* stats(unsigned idx) const override { return idx < 2 ? &stats_[idx] : nullptr; }
+
+private:
+    struct Ring {
+        unsigned num = 0;
+        uint16_t base = 0;
+        VringAddr addr{};
+        int kick = -1, call = -1, err = -1, tap = -1;
+        Fd stop_fd{eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+        std::atomic<bool> stopping{false};
+        std::thread thread;
+        std::optional<SplitQueue> q;  // only the ring's thread touches it while running
+        NetRx rx;
+    };
+    Ring& ring(unsigned i) {
+        if (i >= 2) throw UserError("vhost worker: no ring " + std::to_string(i));
+        return rings_[i];
+    }
+    std::vector<unsigned> pause_all() {
+        std::vector<unsigned> running;
+        for (unsigned i = 0; i < 2; i++)
+            if (rings_[i].thread.joinable()) {
+                stop(rings_[i]);
+                running.push_back(i);
+            }
+        return running;
+    }
+    void resume_all(const std::vector<unsigned>& which) {
+        for (unsigned i : which) start(i);
+    }
+    void stop(Ring& r) {
+        if (!r.thread.joinable()) return;
+        r.stopping = true;
+        signal(r.stop_fd.get());
+        r.thread.join();
+        r.stopping = false;
+        drain(r.stop_fd.get());
+        r.base = r.q ? r.q->last_avail() : r.base;
+        r.q.reset();
+        r.rx.drop();  // read under the old offload settings: not for a new driver
+    }
+    void start(unsigned i) {
+        Ring& r = rings_[i];
+        auto desc = mem_.gpa_of(r.addr.desc), avail = mem_.gpa_of(r.addr.avail), used = mem_.gpa_of(r.addr.used);
+        if (r.num == 0 || r.num > SplitQueue::kMaxSize || !desc || !avail || !used) {
+            signal(r.err);  // rings outside the memory table: the VMM marks the device broken
+            return;
+        }
+        r.q.emplace(mem_, static_cast<uint16_t>(r.num), *desc, *avail, *used);
+        r.q->set_event_idx(features_ & virtio::kFEventIdx);
+        r.q->resume(r.base);
+        if ((features_ & vhost::kFLogAll) && log_base_) r.q->set_write_log(logger());
+        r.thread = std::thread([this, i] { i == net::kRxQueue ? rx_loop(rings_[i]) : tx_loop(rings_[i]); });
+    }
+    WriteLog logger() {
+        if (!(features_ & vhost::kFLogAll) || !log_base_) return {};
+        uint8_t* base = log_base_;
+        return [base](uint64_t gpa, uint64_t len) {
+            for (uint64_t page = gpa >> 12; page <= (gpa + len - 1) >> 12; page++)
+                std::atomic_ref<uint8_t>(base[page / 8]).fetch_or(uint8_t(1u << (page % 8)));
+        };
+    }
+    void failed(Ring& r, QueueStats& st) {
+        st.errors++;
+        signal(r.err);
+    }
+    // Waits for the kick (or, for RX, a frame); false when told to stop.
+    bool wait(Ring& r, bool want_tap, QueueStats& st) {
+        pollfd fds[3] = {{r.stop_fd.get(), POLLIN, 0}, {r.kick, POLLIN, 0}, {r.tap, short(want_tap ? POLLIN : 0), 0}};
+        while (poll(fds, 3, -1) < 0) {
+        }
+        if (fds[1].revents) {
+            drain(r.kick);
+            st.notifications++;
+        }
+        return !r.stopping;
+    }
+    void interrupt(Ring& r, QueueStats& st) {
+        if (r.q->need_interrupt()) {
+            signal(r.call);
+            st.interrupts++;
+        }
+    }
+    void tx_loop(Ring& r) {
+        QueueStats& st = stats_[net::kTxQueue];
+        std::string why;
+        while (!r.stopping) {
+            r.q->disable_notify();
+            Work w = net_tx(*r.q, mem_, r.tap, st, kBudget, why);
+            interrupt(r, st);
+            if (w == Work::Broken) return failed(r, st);
+            if (w == Work::More || r.q->enable_notify()) continue;
+            if (!wait(r, false, st)) return;
+        }
+    }
+    void rx_loop(Ring& r) {
+        QueueStats& st = stats_[net::kRxQueue];
+        std::string why;
+        WriteLog log = logger();
+        bool mergeable = features_ & net::kMrgRxbuf;
+        bool want_tap = true;
+        while (!r.stopping) {
+            Work w = r.rx.run(*r.q, mem_, r.tap, mergeable, st, kBudget, why, log);
+            interrupt(r, st);
+            if (w == Work::Broken) return failed(r, st);
+            if (w == Work::More) continue;
+            // Waiting for buffers: sleep on the kick only, unless they came meanwhile.
+            want_tap = w != Work::NeedBuffers;
+            if (!want_tap && r.q->enable_notify()) continue;
+            if (!wait(r, want_tap, st)) return;
+            if (!want_tap) r.q->disable_notify();
+        }
+    }
+
+    MemTable mem_;
+    QueueStats stats_[2];
+    uint64_t features_ = 0;
+    uint8_t* log_base_ = nullptr;
+    Ring rings_[2];
+};
+}  // namespace
+
+std::unique_ptr<VhostBackend> make_worker_vhost() { return std::make_unique<WorkerVhost>(); }
+
+}  // namespace minivmm
