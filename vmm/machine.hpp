@@ -31,6 +31,7 @@ private:
     void check_limits(const Kvm& kvm) const;
     void add_nics();
     void wait_for_stop();
+    void nudge_vcpus();
     void print_stats() const;
 
     const Options& opts_;
