@@ -89,6 +89,9 @@ public:
     void set_backend(unsigned i, int fd) override {
         Ring& r = ring(i);
         stop(r);
+        // A frame held for buffers was read under the old offload settings:
+        // not for a new driver. (Ring moves and new tables keep it.)
+        r.rx.drop();
         r.tap = fd;
         if (fd >= 0) start(i);
     }
@@ -108,6 +111,9 @@ private:
         std::thread thread;
         std::optional<SplitQueue> q;  // only the ring's thread touches it while running
         NetRx rx;
+        WriteLog log;             // dirty log, while logging
+        uint64_t used_gpa = 0;
+        bool event_idx = false;
     };
     Ring& ring(unsigned i) {
         if (i >= 2) throw UserError("vhost worker: no ring " + std::to_string(i));
@@ -134,7 +140,6 @@ private:
         drain(r.stop_fd.get());
         r.base = r.q ? r.q->last_avail() : r.base;
         r.q.reset();
-        r.rx.drop();  // read under the old offload settings: not for a new driver
     }
     void start(unsigned i) {
         Ring& r = rings_[i];
@@ -144,9 +149,12 @@ private:
             return;
         }
         r.q.emplace(mem_, static_cast<uint16_t>(r.num), *desc, *avail, *used);
-        r.q->set_event_idx(features_ & virtio::kFEventIdx);
+        r.event_idx = features_ & virtio::kFEventIdx;
+        r.q->set_event_idx(r.event_idx);
         r.q->resume(r.base);
-        if ((features_ & vhost::kFLogAll) && log_base_) r.q->set_write_log(logger());
+        r.used_gpa = *used;
+        r.log = logger();
+        if (r.log) r.q->set_write_log(r.log);
         r.thread = std::thread([this, i] { i == net::kRxQueue ? rx_loop(rings_[i]) : tx_loop(rings_[i]); });
     }
     WriteLog logger() {
@@ -178,34 +186,47 @@ private:
             st.interrupts++;
         }
     }
+    // The queue logs the used entries it writes, not the notification word
+    // (used->flags, or avail_event with EVENT_IDX) these write: logged here.
+    bool enable_notify(Ring& r) {
+        bool more = r.q->enable_notify();
+        log_notify_word(r);
+        return more;
+    }
+    void disable_notify(Ring& r) {
+        r.q->disable_notify();
+        if (!r.event_idx) log_notify_word(r);  // with EVENT_IDX it writes nothing
+    }
+    void log_notify_word(Ring& r) {
+        if (r.log) r.log(r.event_idx ? r.used_gpa + 4 + 8ull * r.num : r.used_gpa, 2);
+    }
     void tx_loop(Ring& r) {
         QueueStats& st = stats_[net::kTxQueue];
         std::string why;
         while (!r.stopping) {
-            r.q->disable_notify();
+            disable_notify(r);
             Work w = net_tx(*r.q, mem_, r.tap, st, kBudget, why);
             interrupt(r, st);
             if (w == Work::Broken) return failed(r, st);
-            if (w == Work::More || r.q->enable_notify()) continue;
+            if (w == Work::More || enable_notify(r)) continue;
             if (!wait(r, false, st)) return;
         }
     }
     void rx_loop(Ring& r) {
         QueueStats& st = stats_[net::kRxQueue];
         std::string why;
-        WriteLog log = logger();
         bool mergeable = features_ & net::kMrgRxbuf;
         bool want_tap = true;
         while (!r.stopping) {
-            Work w = r.rx.run(*r.q, mem_, r.tap, mergeable, st, kBudget, why, log);
+            Work w = r.rx.run(*r.q, mem_, r.tap, mergeable, st, kBudget, why, r.log);
             interrupt(r, st);
             if (w == Work::Broken) return failed(r, st);
             if (w == Work::More) continue;
             // Waiting for buffers: sleep on the kick only, unless they came meanwhile.
             want_tap = w != Work::NeedBuffers;
-            if (!want_tap && r.q->enable_notify()) continue;
+            if (!want_tap && enable_notify(r)) continue;
             if (!wait(r, want_tap, st)) return;
-            if (!want_tap) r.q->disable_notify();
+            if (!want_tap) disable_notify(r);
         }
     }
 

@@ -1,0 +1,835 @@
+// The in-process vhost backend (vhost=worker) against a simulated guest
+// driver writing split rings into GuestMemory, with a real tap as the packet
+// backend. Each test runs in a thread of its own that first enters a private
+// network namespace, so the tap (and anything the test does to it) is gone
+// with the thread. The test side of the tap is an AF_PACKET socket bound to
+// it: what the socket sends arrives on the tap fd (the worker's RX), what the
+// worker writes to the tap fd (TX) the socket receives.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <optional>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "vhost/tap.hpp"
+#include "vhost/vhost.hpp"
+#include "virtio/device.hpp"
+#include "virtio/net_datapath.hpp"
+#include "vmm/guest_memory.hpp"
+#include "vmm/kvm.hpp"
+
+using namespace minivmm;
+
+namespace {
+constexpr uint64_t kMemSize = 16ull << 20;
+constexpr uint16_t kQSize = 8;
+constexpr unsigned kRx = net::kRxQueue, kTx = net::kTxQueue;
+constexpr uint16_t kNext = 1, kWrite = 2, kIndirect = 4;
+constexpr uint16_t kEtherType = 0x88b5;  // IEEE local experimental: nothing else sends it
+constexpr int kTimeoutMs = 2000;          // a bug fails the test instead of hanging it
+constexpr int kQuietMs = 300;             // how long "nothing happens" is watched
+// Buffers: one 4 KiB slot per descriptor head.
+constexpr uint64_t kTxBuf = 0x100000, kRxBuf = 0x200000;
+
+struct RingLayout {
+    uint64_t desc, avail, used;  // guest-physical
+};
+constexpr RingLayout kRxRing{0x10000, 0x11000, 0x12000}, kTxRing{0x20000, 0x21000, 0x22000};
+
+uint64_t rx_slot(uint16_t head) { return kRxBuf + 0x1000ull * head; }
+uint64_t tx_slot(uint16_t head) { return kTxBuf + 0x1000ull * head; }
+
+// Runs body in a new thread in a fresh network namespace; unshare() changes
+// only the calling thread, so the rest of the test program is untouched.
+// Without the privilege for that (not root) the test is skipped.
+void in_netns(const std::function<void()>& body) {
+    int unshare_err = 0;
+    std::thread t([&] {
+        if (::unshare(CLONE_NEWNET) != 0) {
+            unshare_err = errno;
+            return;
+        }
+        // No IPv6 chatter (router solicitations, MLD) from the tap when it
+        // comes up: every frame on it is the test's own.
+        int f = ::open("/proc/sys/net/ipv6/conf/default/disable_ipv6", O_WRONLY | O_CLOEXEC);
+        if (f >= 0) {
+            [[maybe_unused]] ssize_t n = ::write(f, "1", 1);
+            ::close(f);
+        }
+        try {
+            body();
+        } catch (const std::exception& e) {
+            ADD_FAILURE() << "exception: " << e.what();
+        }
+    });
+    t.join();
+    if (unshare_err == EPERM) GTEST_SKIP() << "needs CAP_SYS_ADMIN for a network namespace of its own";
+    if (unshare_err) ADD_FAILURE() << "unshare(CLONE_NEWNET): " << std::strerror(unshare_err);
+}
+
+Fd make_eventfd() { return Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)); }
+
+// Waits up to ms for the eventfd to be signalled, and consumes the signal.
+bool wait_event(int fd, int ms) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, ms) <= 0) return false;
+    uint64_t v;
+    return ::read(fd, &v, sizeof v) == sizeof v && v > 0;
+}
+
+std::vector<uint8_t> make_frame(size_t len, uint8_t seed) {
+    std::vector<uint8_t> f(len);
+    std::memset(f.data(), 0xff, 6);  // broadcast
+    const uint8_t src[6] = {0x02, 0, 0, 0, 0, seed};
+    std::memcpy(&f[6], src, 6);
+    f[12] = kEtherType >> 8;
+    f[13] = kEtherType & 0xff;
+    for (size_t i = 14; i < len; i++) f[i] = static_cast<uint8_t>(seed * 31 + i * 7);
+    return f;
+}
+
+// The driver's side of one split ring.
+struct DriverRing {
+    GuestMemory& mem;
+    RingLayout at;
+    bool event_idx = false;
+    uint16_t avail_idx = 0;
+
+    uint8_t* p(uint64_t gpa, uint64_t len) const {
+        uint8_t* q = mem.ptr(gpa, len);
+        if (!q) throw std::runtime_error("test bug: address outside guest memory");
+        return q;
+    }
+    uint16_t load16(uint64_t gpa) const {
+        return std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(p(gpa, 2))).load(std::memory_order_acquire);
+    }
+    void store16(uint64_t gpa, uint16_t v) {
+        std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(p(gpa, 2))).store(v, std::memory_order_release);
+    }
+    void desc(uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next = 0, uint64_t table = 0) {
+        uint8_t* d = p((table ? table : at.desc) + 16ull * i, 16);
+        std::memcpy(d, &addr, 8);
+        std::memcpy(d + 8, &len, 4);
+        std::memcpy(d + 12, &flags, 2);
+        std::memcpy(d + 14, &next, 2);
+    }
+    // Puts head into the avail ring and publishes it.
+    void offer(uint16_t head) {
+        store16(at.avail + 4 + 2 * (avail_idx % kQSize), head);
+        store16(at.avail + 2, ++avail_idx);
+    }
+    void set_avail_flags(uint16_t f) { store16(at.avail, f); }
+    uint16_t used_flags() const { return load16(at.used); }
+    uint16_t used_idx() const { return load16(at.used + 2); }
+    uint16_t avail_event() const { return load16(at.used + 4 + 8 * kQSize); }
+    std::pair<uint32_t, uint32_t> used_elem(uint16_t k) const {
+        uint32_t id, len;
+        std::memcpy(&id, p(at.used + 4 + 8 * (k % kQSize), 4), 4);
+        std::memcpy(&len, p(at.used + 8 + 8 * (k % kQSize), 4), 4);
+        return {id, len};
+    }
+    // Whether a driver that just moved avail idx on from old must notify (2.7.10, 2.7.13.4).
+    bool wants_kick(uint16_t old) const {
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        if (event_idx) {
+            uint16_t ev = avail_event();
+            return static_cast<uint16_t>(avail_idx - ev - 1) < static_cast<uint16_t>(avail_idx - old);
+        }
+        return !(used_flags() & 1);  // VRING_USED_F_NO_NOTIFY
+    }
+    bool wait_used(uint16_t n, int ms = kTimeoutMs) const {
+        auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+        while (used_idx() != n) {
+            if (std::chrono::steady_clock::now() > end) return false;
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        return true;
+    }
+};
+
+struct Options {
+    uint64_t features = virtio::kFVersion1;
+    RingLayout rx = kRxRing, tx = kTxRing;
+    bool log = false;  // set_log_base(bitmap) before the rings start
+};
+
+// A worker backend configured as minivmm's virtio-net would, with its tap,
+// eventfds, guest memory and the test's packet socket.
+struct Rig {
+    Options opt;
+    GuestMemory mem{kMemSize};
+    std::vector<uint8_t> bitmap = std::vector<uint8_t>(kMemSize / 4096 / 8);  // dirty log
+    Fd kick[2] = {make_eventfd(), make_eventfd()}, call[2] = {make_eventfd(), make_eventfd()},
+       err[2] = {make_eventfd(), make_eventfd()};
+    Tap tap{"vwtest0"};
+    Fd pkt;
+    int ifindex = 0;
+    DriverRing ring[2] = {{mem, opt.rx}, {mem, opt.tx}};
+    std::unique_ptr<VhostBackend> vh = make_worker_vhost();  // last: its threads stop first
+
+    explicit Rig(Options o = {}) : opt(o) {
+        ring[kRx].at = opt.rx;
+        ring[kTx].at = opt.tx;
+        for (auto& r : ring) r.event_idx = opt.features & virtio::kFEventIdx;
+        tap.set_vnet_header_size(net::kHeaderLen);
+        ifindex = static_cast<int>(if_nametoindex(tap.name().c_str()));
+        if (!ifindex) throw std::runtime_error("tap has no interface index");
+        pkt = Fd(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL)));
+        if (!pkt) throw std::runtime_error(std::string("AF_PACKET socket: ") + std::strerror(errno));
+        sockaddr_ll sll{};
+        sll.sll_family = AF_PACKET;
+        sll.sll_protocol = htons(ETH_P_ALL);
+        sll.sll_ifindex = ifindex;
+        if (::bind(pkt.get(), reinterpret_cast<sockaddr*>(&sll), sizeof sll) != 0)
+            throw std::runtime_error(std::string("bind AF_PACKET: ") + std::strerror(errno));
+
+        vh->set_owner();
+        EXPECT_EQ(opt.features & ~vh->get_features(), 0u) << "the worker lacks a feature the test wants";
+        vh->set_features(opt.features);
+        vh->set_mem_table({{0, kMemSize, hva(0)}});
+        if (opt.log) vh->set_log_base(reinterpret_cast<uint64_t>(bitmap.data()));
+        for (unsigned i = 0; i < 2; i++) {
+            vh->set_vring_num(i, kQSize);
+            vh->set_vring_base(i, 0);
+            vh->set_vring_addr(i, vring_addr(ring[i].at));
+            vh->set_vring_kick(i, kick[i].get());
+            vh->set_vring_call(i, call[i].get());
+            vh->set_vring_err(i, err[i].get());
+        }
+    }
+    uint64_t hva(uint64_t gpa) const { return reinterpret_cast<uint64_t>(mem.ptr(gpa, 1)); }
+    VringAddr vring_addr(const RingLayout& l) const {
+        return {hva(l.desc), hva(l.avail), hva(l.used), l.used, opt.log};
+    }
+    void start(unsigned q) { vh->set_backend(q, tap.fd()); }
+    const QueueStats& stats(unsigned q) const { return *vh->stats(q); }
+
+    void kick_now(unsigned q) {
+        uint64_t one = 1;
+        [[maybe_unused]] ssize_t n = ::write(kick[q].get(), &one, sizeof one);
+    }
+    // Offers the heads and kicks if the device asked for it, as a driver does.
+    void publish(unsigned q, std::initializer_list<uint16_t> heads) {
+        uint16_t old = ring[q].avail_idx;
+        for (uint16_t h : heads) ring[q].offer(h);
+        if (ring[q].wants_kick(old)) kick_now(q);
+    }
+
+    void put(uint64_t gpa, const std::vector<uint8_t>& bytes) {
+        std::memcpy(ring[0].p(gpa, bytes.size()), bytes.data(), bytes.size());
+    }
+    std::vector<uint8_t> get(uint64_t gpa, size_t len) const {
+        uint8_t* s = ring[0].p(gpa, len);
+        return {s, s + len};
+    }
+    // A one-descriptor TX chain at head: [zero virtio-net header | frame].
+    void tx_chain(uint16_t head, const std::vector<uint8_t>& frame) {
+        std::vector<uint8_t> b(net::kHeaderLen, 0);
+        b.insert(b.end(), frame.begin(), frame.end());
+        put(tx_slot(head), b);
+        ring[kTx].desc(head, tx_slot(head), static_cast<uint32_t>(b.size()), 0);
+    }
+    // Writable one-descriptor RX buffers of len bytes at heads first.., filled with junk.
+    void rx_buffers(uint16_t first, uint16_t n, uint32_t len) {
+        for (uint16_t h = first; h < first + n; h++) {
+            std::memset(ring[0].p(rx_slot(h), len), 0xee, len);
+            ring[kRx].desc(h, rx_slot(h), len, kWrite);
+        }
+    }
+
+    void send_frame(const std::vector<uint8_t>& f) {
+        sockaddr_ll sll{};
+        sll.sll_family = AF_PACKET;
+        sll.sll_protocol = htons(kEtherType);
+        sll.sll_ifindex = ifindex;
+        sll.sll_halen = 6;
+        std::memcpy(sll.sll_addr, f.data(), 6);
+        ssize_t n = ::sendto(pkt.get(), f.data(), f.size(), 0, reinterpret_cast<sockaddr*>(&sll), sizeof sll);
+        ASSERT_EQ(n, static_cast<ssize_t>(f.size())) << "sendto: " << std::strerror(errno);
+    }
+    // The next frame of ours that came out of the tap (the worker's TX), if one comes within ms.
+    std::optional<std::vector<uint8_t>> recv_frame(int ms = kTimeoutMs) {
+        auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+        std::vector<uint8_t> buf(65536);
+        for (;;) {
+            int left = static_cast<int>(
+                std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now()).count());
+            pollfd pfd{pkt.get(), POLLIN, 0};
+            if (left < 0 || ::poll(&pfd, 1, left) <= 0) return std::nullopt;
+            sockaddr_ll from{};
+            socklen_t fl = sizeof from;
+            ssize_t n = ::recvfrom(pkt.get(), buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&from), &fl);
+            if (n < 14 || from.sll_pkttype == PACKET_OUTGOING) continue;
+            if (((buf[12] << 8) | buf[13]) != kEtherType) continue;
+            return std::vector<uint8_t>(buf.begin(), buf.begin() + n);
+        }
+    }
+    // The bytes a used entry k of the RX ring says the device wrote into its one-descriptor buffer.
+    std::vector<uint8_t> rx_used_bytes(uint16_t k) const {
+        auto [id, len] = ring[kRx].used_elem(k);
+        return get(rx_slot(static_cast<uint16_t>(id)), len);
+    }
+    bool dirty(uint64_t page) const { return bitmap[page / 8] & (1u << (page % 8)); }
+    std::set<uint64_t> dirty_pages() const {
+        std::set<uint64_t> s;
+        for (uint64_t pg = 0; pg < kMemSize / 4096; pg++)
+            if (dirty(pg)) s.insert(pg);
+        return s;
+    }
+};
+
+uint16_t le16(const std::vector<uint8_t>& b, size_t off) { return static_cast<uint16_t>(b[off] | b[off + 1] << 8); }
+
+// The header the tap put in front of a received frame: no offloads, and
+// num_buffers as the device set it.
+void expect_rx_header(const std::vector<uint8_t>& b, uint16_t num_buffers) {
+    ASSERT_GE(b.size(), net::kHeaderLen);
+    EXPECT_EQ(b[1], 0) << "gso_type";  // VIRTIO_NET_HDR_GSO_NONE
+    EXPECT_EQ(le16(b, 10), num_buffers) << "num_buffers";
+}
+std::vector<uint8_t> payload(const std::vector<uint8_t>& b) { return {b.begin() + net::kHeaderLen, b.end()}; }
+}  // namespace
+
+TEST(VhostWorker, TxFrameReachesTheTapAndTheUsedRing) {
+    in_netns([] {
+        Rig r;
+        r.start(kTx);
+        // The usual Linux layout: the header in a descriptor of its own.
+        auto f1 = make_frame(100, 1);
+        r.put(tx_slot(0), std::vector<uint8_t>(net::kHeaderLen, 0));
+        r.put(tx_slot(1), f1);
+        r.ring[kTx].desc(0, tx_slot(0), net::kHeaderLen, kNext, 1);
+        r.ring[kTx].desc(1, tx_slot(1), static_cast<uint32_t>(f1.size()), 0);
+        r.publish(kTx, {0});
+        auto got = r.recv_frame();
+        ASSERT_TRUE(got) << "the frame never came out of the tap";
+        EXPECT_EQ(*got, f1);
+        ASSERT_TRUE(r.ring[kTx].wait_used(1));
+        EXPECT_EQ(r.ring[kTx].used_elem(0), std::make_pair(0u, 0u));  // id 0, nothing written
+        EXPECT_TRUE(wait_event(r.call[kTx].get(), kTimeoutMs)) << "no interrupt for the used entry";
+        EXPECT_EQ(r.stats(kTx).packets.load(), 1u);
+        EXPECT_EQ(r.stats(kTx).bytes.load(), f1.size());
+        EXPECT_EQ(r.stats(kTx).errors.load(), 0u);
+
+        // VRING_AVAIL_F_NO_INTERRUPT: the frame goes, the interrupt does not.
+        r.ring[kTx].set_avail_flags(1);
+        auto f2 = make_frame(300, 2);
+        r.tx_chain(2, f2);
+        r.publish(kTx, {2});
+        got = r.recv_frame();
+        ASSERT_TRUE(got);
+        EXPECT_EQ(*got, f2);
+        ASSERT_TRUE(r.ring[kTx].wait_used(2));
+        EXPECT_EQ(r.ring[kTx].used_elem(1), std::make_pair(2u, 0u));
+        EXPECT_FALSE(wait_event(r.call[kTx].get(), kQuietMs)) << "interrupt although the driver suppressed it";
+        EXPECT_FALSE(r.recv_frame(kQuietMs)) << "a frame sent twice";
+        EXPECT_FALSE(wait_event(r.err[kTx].get(), 0));
+    });
+}
+
+TEST(VhostWorker, TxThroughAnIndirectTable) {
+    in_netns([] {
+        Rig r(Options{.features = virtio::kFVersion1 | virtio::kFIndirectDesc});
+        r.start(kTx);
+        auto f = make_frame(64, 3);
+        const uint64_t table = 0x30000;
+        r.put(tx_slot(0), std::vector<uint8_t>(net::kHeaderLen, 0));
+        r.put(tx_slot(1), f);
+        r.ring[kTx].desc(0, tx_slot(0), net::kHeaderLen, kNext, 1, table);
+        r.ring[kTx].desc(1, tx_slot(1), static_cast<uint32_t>(f.size()), 0, 0, table);
+        r.ring[kTx].desc(5, table, 32, kIndirect);
+        r.publish(kTx, {5});
+        auto got = r.recv_frame();
+        ASSERT_TRUE(got);
+        EXPECT_EQ(*got, f);
+        ASSERT_TRUE(r.ring[kTx].wait_used(1));
+        EXPECT_EQ(r.ring[kTx].used_elem(0).first, 5u);
+    });
+}
+
+// A send chain with a device-writable part is the guest's error: that chain
+// is dropped and counted, but the ring keeps going (no err signal).
+TEST(VhostWorker, TxChainWithWritablePartIsDroppedNotSent) {
+    in_netns([] {
+        Rig r;
+        r.start(kTx);
+        auto bad = make_frame(80, 4);
+        r.tx_chain(0, bad);
+        r.ring[kTx].desc(0, tx_slot(0), static_cast<uint32_t>(net::kHeaderLen + bad.size()), kNext, 1);
+        r.ring[kTx].desc(1, tx_slot(1), 64, kWrite);
+        r.publish(kTx, {0});
+        ASSERT_TRUE(r.ring[kTx].wait_used(1));
+        EXPECT_EQ(r.ring[kTx].used_elem(0), std::make_pair(0u, 0u));
+        EXPECT_FALSE(r.recv_frame(kQuietMs)) << "a chain with a writable part was sent";
+        EXPECT_EQ(r.stats(kTx).errors.load(), 1u);
+        EXPECT_EQ(r.stats(kTx).packets.load(), 0u);
+        EXPECT_FALSE(wait_event(r.err[kTx].get(), 0));
+        auto good = make_frame(80, 5);
+        r.tx_chain(2, good);
+        r.publish(kTx, {2});
+        auto got = r.recv_frame();
+        ASSERT_TRUE(got);
+        EXPECT_EQ(*got, good);
+    });
+}
+
+TEST(VhostWorker, RxFrameLandsInAPostedBuffer) {
+    in_netns([] {
+        Rig r;
+        r.rx_buffers(0, 2, 2048);
+        r.publish(kRx, {0, 1});
+        r.start(kRx);
+        auto f = make_frame(200, 6);
+        r.send_frame(f);
+        ASSERT_TRUE(r.ring[kRx].wait_used(1)) << "the frame never reached the RX ring";
+        EXPECT_EQ(r.ring[kRx].used_elem(0), std::make_pair(0u, uint32_t(net::kHeaderLen + f.size())));
+        auto b = r.rx_used_bytes(0);
+        expect_rx_header(b, 1);
+        EXPECT_EQ(payload(b), f);
+        EXPECT_TRUE(wait_event(r.call[kRx].get(), kTimeoutMs)) << "no interrupt for the received frame";
+        EXPECT_EQ(r.stats(kRx).packets.load(), 1u);
+        EXPECT_EQ(r.stats(kRx).bytes.load(), f.size());
+
+        auto f2 = make_frame(1514, 7);
+        r.send_frame(f2);
+        ASSERT_TRUE(r.ring[kRx].wait_used(2));
+        EXPECT_EQ(r.ring[kRx].used_elem(1), std::make_pair(1u, uint32_t(net::kHeaderLen + f2.size())));
+        b = r.rx_used_bytes(1);
+        expect_rx_header(b, 1);
+        EXPECT_EQ(payload(b), f2);
+        EXPECT_EQ(r.get(rx_slot(1) + b.size(), 16), std::vector<uint8_t>(16, 0xee)) << "wrote past the frame";
+        EXPECT_FALSE(wait_event(r.err[kRx].get(), 0));
+    });
+}
+
+TEST(VhostWorker, RxMergeableSpreadsAFrameOverSmallBuffers) {
+    in_netns([] {
+        Rig r(Options{.features = virtio::kFVersion1 | net::kMrgRxbuf});
+        r.rx_buffers(0, 4, 256);
+        r.publish(kRx, {0, 1, 2, 3});
+        r.start(kRx);
+        auto f = make_frame(700, 8);  // 712 bytes with the header: three buffers
+        r.send_frame(f);
+        ASSERT_TRUE(r.ring[kRx].wait_used(3));
+        EXPECT_EQ(r.ring[kRx].used_elem(0), std::make_pair(0u, 256u));
+        EXPECT_EQ(r.ring[kRx].used_elem(1), std::make_pair(1u, 256u));
+        EXPECT_EQ(r.ring[kRx].used_elem(2), std::make_pair(2u, 200u));
+        std::vector<uint8_t> all;
+        for (uint16_t k = 0; k < 3; k++) {
+            auto part = r.rx_used_bytes(k);
+            all.insert(all.end(), part.begin(), part.end());
+        }
+        expect_rx_header(all, 3);
+        EXPECT_EQ(payload(all), f);
+        EXPECT_TRUE(wait_event(r.call[kRx].get(), kTimeoutMs));
+        EXPECT_EQ(r.get(rx_slot(3), 256), std::vector<uint8_t>(256, 0xee)) << "the fourth buffer was touched";
+        EXPECT_EQ(r.ring[kRx].used_idx(), 3);
+
+        // A small frame next takes just the one buffer left.
+        auto f2 = make_frame(100, 9);
+        r.send_frame(f2);
+        ASSERT_TRUE(r.ring[kRx].wait_used(4));
+        EXPECT_EQ(r.ring[kRx].used_elem(3), std::make_pair(3u, uint32_t(net::kHeaderLen + f2.size())));
+        auto b = r.rx_used_bytes(3);
+        expect_rx_header(b, 1);
+        EXPECT_EQ(payload(b), f2);
+        EXPECT_EQ(r.stats(kRx).packets.load(), 2u);
+    });
+}
+
+// Without MRG_RXBUF one buffer must hold the whole frame: a frame too big
+// for it is dropped and counted, and the buffer is kept for the next one.
+TEST(VhostWorker, RxWithoutMergeableDropsAFrameTooBigForABuffer) {
+    in_netns([] {
+        Rig r;
+        r.rx_buffers(0, 4, 256);
+        r.publish(kRx, {0, 1, 2, 3});
+        r.start(kRx);
+        r.send_frame(make_frame(700, 31));
+        std::this_thread::sleep_for(std::chrono::milliseconds(kQuietMs));
+        EXPECT_EQ(r.ring[kRx].used_idx(), 0) << "a frame spread over buffers without MRG_RXBUF";
+        EXPECT_EQ(r.stats(kRx).errors.load(), 1u);
+        EXPECT_FALSE(wait_event(r.err[kRx].get(), 0)) << "the guest's small buffers are not a broken ring";
+        auto f = make_frame(200, 32);
+        r.send_frame(f);
+        ASSERT_TRUE(r.ring[kRx].wait_used(1));
+        EXPECT_EQ(r.ring[kRx].used_elem(0), std::make_pair(0u, uint32_t(net::kHeaderLen + f.size())));
+        auto b = r.rx_used_bytes(0);
+        expect_rx_header(b, 1);
+        EXPECT_EQ(payload(b), f);
+    });
+}
+
+// A frame that finds too few buffers waits for the driver to post more (and
+// must ask for the kick that says so), with and without event indexes.
+TEST(VhostWorker, RxWaitsForEnoughBuffers) {
+    for (bool event_idx : {false, true}) {
+        SCOPED_TRACE(event_idx ? "EVENT_IDX" : "no EVENT_IDX");
+        in_netns([event_idx] {
+            Rig r(Options{.features = virtio::kFVersion1 | net::kMrgRxbuf | (event_idx ? virtio::kFEventIdx : 0)});
+            r.rx_buffers(0, 1, 256);
+            r.publish(kRx, {0});
+            r.start(kRx);
+            auto f = make_frame(700, 10);
+            r.send_frame(f);
+            std::this_thread::sleep_for(std::chrono::milliseconds(kQuietMs));
+            EXPECT_EQ(r.ring[kRx].used_idx(), 0) << "a frame delivered into too little room";
+            r.rx_buffers(1, 2, 256);
+            r.publish(kRx, {1, 2});
+            ASSERT_TRUE(r.ring[kRx].wait_used(3)) << "the frame was lost, or the device never asked for a kick";
+            std::vector<uint8_t> all;
+            for (uint16_t k = 0; k < 3; k++) {
+                EXPECT_EQ(r.ring[kRx].used_elem(k).first, k);
+                auto part = r.rx_used_bytes(k);
+                all.insert(all.end(), part.begin(), part.end());
+            }
+            expect_rx_header(all, 3);
+            EXPECT_EQ(payload(all), f);
+            EXPECT_EQ(r.stats(kRx).errors.load(), 0u);
+        });
+    }
+}
+
+TEST(VhostWorker, RxBufferWithReadablePartBreaksTheRing) {
+    in_netns([] {
+        Rig r;
+        r.ring[kRx].desc(0, rx_slot(0), 1024, 0);  // device-readable: not a receive buffer
+        r.publish(kRx, {0});
+        r.start(kRx);
+        r.send_frame(make_frame(100, 11));
+        EXPECT_TRUE(wait_event(r.err[kRx].get(), kTimeoutMs)) << "the broken ring was not reported";
+        EXPECT_EQ(r.ring[kRx].used_idx(), 0);
+        EXPECT_GE(r.stats(kRx).errors.load(), 1u);
+    });
+}
+
+namespace {
+struct BadTx {
+    const char* name;
+    std::function<void(Rig&)> make;
+};
+const BadTx kBadTx[] = {
+    {"DescriptorLoop",
+     [](Rig& r) {
+         r.ring[kTx].desc(0, tx_slot(0), 64, kNext, 1);
+         r.ring[kTx].desc(1, tx_slot(1), 64, kNext, 0);
+         r.ring[kTx].offer(0);
+     }},
+    {"NextOutOfRange",
+     [](Rig& r) {
+         r.ring[kTx].desc(0, tx_slot(0), 64, kNext, 200);
+         r.ring[kTx].offer(0);
+     }},
+    {"HeadOutOfRange", [](Rig& r) { r.ring[kTx].offer(kQSize + 1); }},
+    {"AvailIndexJump",
+     [](Rig& r) {
+         r.tx_chain(0, make_frame(64, 12));
+         r.ring[kTx].avail_idx = kQSize + 5;
+         r.ring[kTx].offer(0);
+     }},
+    {"BufferOutsideMemory",
+     [](Rig& r) {
+         r.ring[kTx].desc(0, kMemSize - 8, 64, 0);
+         r.ring[kTx].offer(0);
+     }},
+};
+void PrintTo(const BadTx& b, std::ostream* os) { *os << b.name; }
+struct VhostWorkerMaliciousTx : ::testing::TestWithParam<BadTx> {};
+}  // namespace
+
+// The err eventfd fires, nothing crashes, the ring stops (a repaired ring is
+// not served until the VMM restarts it) and the other ring carries on.
+TEST_P(VhostWorkerMaliciousTx, SignalsErrAndStopsTheRing) {
+    in_netns([this] {
+        Rig r;
+        r.start(kTx);
+        r.start(kRx);
+        GetParam().make(r);
+        r.kick_now(kTx);
+        ASSERT_TRUE(wait_event(r.err[kTx].get(), kTimeoutMs)) << "the broken ring was not reported";
+        EXPECT_GE(r.stats(kTx).errors.load(), 1u);
+        EXPECT_EQ(r.ring[kTx].used_idx(), 0);
+
+        // The driver repairs the ring: a worker still serving it would send.
+        auto f = make_frame(90, 13);
+        r.tx_chain(0, f);
+        r.ring[kTx].avail_idx = 0;
+        r.ring[kTx].offer(0);
+        r.kick_now(kTx);
+        EXPECT_FALSE(r.recv_frame(kQuietMs)) << "the worker went on with a ring it found broken";
+        EXPECT_EQ(r.ring[kTx].used_idx(), 0);
+        EXPECT_FALSE(wait_event(r.call[kTx].get(), 0));
+
+        // The RX ring is not affected.
+        r.rx_buffers(0, 1, 2048);
+        r.publish(kRx, {0});
+        auto in = make_frame(70, 14);
+        r.send_frame(in);
+        ASSERT_TRUE(r.ring[kRx].wait_used(1));
+        EXPECT_EQ(payload(r.rx_used_bytes(0)), in);
+
+        // A device reset restarts the ring from the start: the repaired chain goes.
+        r.vh->set_backend(kTx, -1);
+        EXPECT_EQ(r.vh->get_vring_base(kTx), 0u);
+        r.vh->set_vring_base(kTx, 0);
+        r.start(kTx);
+        auto got = r.recv_frame();
+        ASSERT_TRUE(got);
+        EXPECT_EQ(*got, f);
+        EXPECT_TRUE(r.ring[kTx].wait_used(1));
+    });
+}
+
+INSTANTIATE_TEST_SUITE_P(VhostWorker, VhostWorkerMaliciousTx, ::testing::ValuesIn(kBadTx),
+                         [](const ::testing::TestParamInfo<BadTx>& i) { return std::string(i.param.name); });
+
+TEST(VhostWorker, RingOutsideTheMemoryTableSignalsErr) {
+    in_netns([] {
+        Rig r;
+        uint8_t elsewhere[4096] __attribute__((aligned(16))) = {};
+        auto a = r.vring_addr(kTxRing);
+        a.used = reinterpret_cast<uint64_t>(elsewhere);  // VMM memory, but not guest memory
+        r.vh->set_vring_addr(kTx, a);
+        r.start(kTx);
+        EXPECT_TRUE(wait_event(r.err[kTx].get(), kTimeoutMs));
+        // Moved back into guest memory, it works.
+        r.vh->set_vring_addr(kTx, r.vring_addr(kTxRing));
+        r.start(kTx);
+        auto f = make_frame(60, 15);
+        r.tx_chain(0, f);
+        r.publish(kTx, {0});
+        auto got = r.recv_frame();
+        ASSERT_TRUE(got);
+        EXPECT_EQ(*got, f);
+    });
+}
+
+// With VHOST_F_LOG_ALL every page the device writes is marked: receive
+// buffers (only as far as the frame goes) and the used ring; nothing else.
+TEST(VhostWorker, DirtyLogMarksEveryPageWritten) {
+    in_netns([] {
+        Rig r(Options{.features = virtio::kFVersion1 | vhost::kFLogAll, .log = true});
+        // One chain: 256 bytes straddling pages 0x200/0x201, then 2 KiB in
+        // page 0x300, then 2 KiB in page 0x400 the frame does not reach.
+        r.ring[kRx].desc(0, 0x200f80, 256, kWrite | kNext, 1);
+        r.ring[kRx].desc(1, 0x300000, 2048, kWrite | kNext, 2);
+        r.ring[kRx].desc(2, 0x400000, 2048, kWrite);
+        r.publish(kRx, {0});
+        r.start(kRx);
+        auto f = make_frame(600, 16);  // 612 bytes: 256 + 356
+        r.send_frame(f);
+        ASSERT_TRUE(r.ring[kRx].wait_used(1));
+        EXPECT_EQ(r.ring[kRx].used_elem(0), std::make_pair(0u, 612u));
+        auto b = r.get(0x200f80, 256);
+        auto rest = r.get(0x300000, 356);
+        b.insert(b.end(), rest.begin(), rest.end());
+        expect_rx_header(b, 1);
+        EXPECT_EQ(payload(b), f);
+        std::set<uint64_t> want = {kRxRing.used >> 12, 0x200, 0x201, 0x300};
+        EXPECT_EQ(r.dirty_pages(), want);
+    });
+}
+
+TEST(VhostWorker, DirtyLogOnlyWithLogAll) {
+    in_netns([] {
+        Rig r(Options{.log = true});  // a log base, but VHOST_F_LOG_ALL not negotiated
+        r.rx_buffers(0, 1, 2048);
+        r.publish(kRx, {0});
+        r.start(kRx);
+        r.send_frame(make_frame(100, 17));
+        ASSERT_TRUE(r.ring[kRx].wait_used(1));
+        EXPECT_TRUE(r.dirty_pages().empty());
+    });
+}
+
+// The device also writes avail_event (EVENT_IDX) at the end of the used
+// ring; with the used ring ending right at a page boundary that word is in a
+// page of its own, which must be logged too.
+TEST(VhostWorker, DirtyLogCoversTheAvailEventWord) {
+    in_netns([] {
+        const uint64_t used = 0x24000 - (4 + 8 * kQSize);  // avail_event at 0x24000
+        Rig r(Options{.features = virtio::kFVersion1 | virtio::kFEventIdx | vhost::kFLogAll,
+                      .tx = {0x20000, 0x21000, used},
+                      .log = true});
+        r.start(kTx);
+        auto f = make_frame(64, 18);
+        r.tx_chain(0, f);
+        r.publish(kTx, {0});
+        ASSERT_TRUE(r.recv_frame());
+        ASSERT_TRUE(r.ring[kTx].wait_used(1));
+        // The worker asks for the next kick once it is idle.
+        auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(kTimeoutMs);
+        while (r.ring[kTx].avail_event() != 1 && std::chrono::steady_clock::now() < end)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        ASSERT_EQ(r.ring[kTx].avail_event(), 1);
+        EXPECT_TRUE(r.dirty(0x23)) << "used entries and index";
+        EXPECT_TRUE(r.dirty(0x24)) << "avail_event written but not logged";
+        // Not the descriptors, the avail ring or the send buffer: those are only read.
+        EXPECT_EQ(r.dirty_pages(), (std::set<uint64_t>{0x23, 0x24}));
+    });
+}
+
+TEST(VhostWorker, RxStopAndRestartContinuesAtTheBase) {
+    in_netns([] {
+        Rig r;
+        r.rx_buffers(0, 4, 2048);
+        r.publish(kRx, {0, 1, 2, 3});
+        r.start(kRx);
+        auto a = make_frame(100, 19);
+        r.send_frame(a);
+        ASSERT_TRUE(r.ring[kRx].wait_used(1));
+
+        r.vh->set_backend(kRx, -1);
+        unsigned base = r.vh->get_vring_base(kRx);
+        EXPECT_EQ(base, 1u);
+        // Stopped: a frame waits in the tap.
+        auto b = make_frame(150, 20);
+        r.send_frame(b);
+        std::this_thread::sleep_for(std::chrono::milliseconds(kQuietMs));
+        EXPECT_EQ(r.ring[kRx].used_idx(), 1) << "a stopped ring received";
+
+        r.vh->set_vring_base(kRx, base);
+        r.start(kRx);
+        ASSERT_TRUE(r.ring[kRx].wait_used(2));
+        EXPECT_EQ(r.ring[kRx].used_elem(1), std::make_pair(1u, uint32_t(net::kHeaderLen + b.size())));
+        EXPECT_EQ(payload(r.rx_used_bytes(1)), b);
+        EXPECT_EQ(payload(r.rx_used_bytes(0)), a) << "the first buffer was overwritten";
+        auto c = make_frame(120, 21);
+        r.send_frame(c);
+        ASSERT_TRUE(r.ring[kRx].wait_used(3));
+        EXPECT_EQ(r.ring[kRx].used_elem(2).first, 2u);
+        EXPECT_EQ(payload(r.rx_used_bytes(2)), c);
+        EXPECT_EQ(r.vh->get_vring_base(kRx), 3u);
+    });
+}
+
+TEST(VhostWorker, TxStopAndRestartContinuesAtTheBase) {
+    in_netns([] {
+        Rig r;
+        r.start(kTx);
+        std::vector<std::vector<uint8_t>> f;
+        for (uint8_t i = 0; i < 3; i++) f.push_back(make_frame(80 + i, static_cast<uint8_t>(22 + i)));
+        r.tx_chain(0, f[0]);
+        r.tx_chain(1, f[1]);
+        r.publish(kTx, {0, 1});
+        for (int i = 0; i < 2; i++) {
+            auto got = r.recv_frame();
+            ASSERT_TRUE(got);
+            EXPECT_EQ(*got, f[i]);
+        }
+        ASSERT_TRUE(r.ring[kTx].wait_used(2));
+
+        r.vh->set_backend(kTx, -1);
+        unsigned base = r.vh->get_vring_base(kTx);
+        EXPECT_EQ(base, 2u);
+        r.tx_chain(2, f[2]);
+        r.ring[kTx].offer(2);
+        r.kick_now(kTx);
+        EXPECT_FALSE(r.recv_frame(kQuietMs)) << "a stopped ring sent";
+
+        // Restarted, the worker looks at the ring without waiting for a kick.
+        r.vh->set_vring_base(kTx, base);
+        r.start(kTx);
+        auto got = r.recv_frame();
+        ASSERT_TRUE(got);
+        EXPECT_EQ(*got, f[2]);
+        ASSERT_TRUE(r.ring[kTx].wait_used(3));
+        EXPECT_EQ(r.ring[kTx].used_elem(2).first, 2u);
+        EXPECT_FALSE(r.recv_frame(kQuietMs)) << "frames sent again after the restart";
+    });
+}
+
+namespace {
+// The driver copies its ring to new guest addresses, as a VMM migrating or
+// remapping it would, and the device is told while it runs.
+RingLayout move_ring(Rig& r, unsigned q, const RingLayout& to) {
+    const RingLayout& from = r.ring[q].at;
+    std::memcpy(r.ring[q].p(to.desc, 16 * kQSize), r.ring[q].p(from.desc, 16 * kQSize), 16 * kQSize);
+    std::memcpy(r.ring[q].p(to.avail, 6 + 2 * kQSize), r.ring[q].p(from.avail, 6 + 2 * kQSize), 6 + 2 * kQSize);
+    std::memcpy(r.ring[q].p(to.used, 6 + 8 * kQSize), r.ring[q].p(from.used, 6 + 8 * kQSize), 6 + 8 * kQSize);
+    RingLayout old = from;
+    r.ring[q].at = to;
+    r.vh->set_vring_addr(q, r.vring_addr(to));
+    return old;
+}
+constexpr RingLayout kMovedRing{0x50000, 0x51000, 0x52000};
+}  // namespace
+
+TEST(VhostWorker, TxRingMovedWhileRunning) {
+    in_netns([] {
+        Rig r;
+        r.start(kTx);
+        auto f0 = make_frame(70, 25), f1 = make_frame(71, 26), f2 = make_frame(72, 27);
+        r.tx_chain(0, f0);
+        r.tx_chain(1, f1);
+        r.publish(kTx, {0, 1});
+        ASSERT_TRUE(r.recv_frame());
+        ASSERT_TRUE(r.recv_frame());
+        ASSERT_TRUE(r.ring[kTx].wait_used(2));
+
+        RingLayout old = move_ring(r, kTx, kMovedRing);
+        r.tx_chain(2, f2);
+        r.publish(kTx, {2});
+        auto got = r.recv_frame();
+        ASSERT_TRUE(got);
+        EXPECT_EQ(*got, f2);
+        ASSERT_TRUE(r.ring[kTx].wait_used(3)) << "used entry not in the moved ring";
+        EXPECT_EQ(r.ring[kTx].used_elem(2).first, 2u);
+        EXPECT_EQ(DriverRing({r.mem, old}).used_idx(), 2) << "the old ring was written after the move";
+        EXPECT_FALSE(r.recv_frame(kQuietMs)) << "frames sent again after the move";
+    });
+}
+
+TEST(VhostWorker, RxRingMovedWhileRunning) {
+    in_netns([] {
+        Rig r;
+        r.rx_buffers(0, 4, 2048);
+        r.publish(kRx, {0, 1, 2, 3});
+        r.start(kRx);
+        auto a = make_frame(100, 28), b = make_frame(110, 29);
+        r.send_frame(a);
+        ASSERT_TRUE(r.ring[kRx].wait_used(1));
+
+        RingLayout old = move_ring(r, kRx, kMovedRing);
+        r.send_frame(b);
+        ASSERT_TRUE(r.ring[kRx].wait_used(2)) << "used entry not in the moved ring";
+        EXPECT_EQ(r.ring[kRx].used_elem(1).first, 1u);
+        EXPECT_EQ(payload(r.rx_used_bytes(1)), b);
+        EXPECT_EQ(DriverRing({r.mem, old}).used_idx(), 1) << "the old ring was written after the move";
+    });
+}
+
+// A frame read from the tap while no buffer was posted is held for the
+// driver; moving the ring (or a new memory table, or the start of dirty
+// logging) is not a reset and must not lose it.
+TEST(VhostWorker, HeldFrameSurvivesARingMove) {
+    in_netns([] {
+        Rig r;
+        r.start(kRx);
+        auto f = make_frame(200, 30);
+        r.send_frame(f);
+        std::this_thread::sleep_for(std::chrono::milliseconds(kQuietMs));  // read and held
+        EXPECT_EQ(r.ring[kRx].used_idx(), 0);
+        move_ring(r, kRx, kMovedRing);
+        r.rx_buffers(0, 1, 2048);
+        r.publish(kRx, {0});
+        ASSERT_TRUE(r.ring[kRx].wait_used(1)) << "the held frame was lost";
+        EXPECT_EQ(payload(r.rx_used_bytes(0)), f);
+    });
+}
