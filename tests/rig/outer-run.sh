@@ -109,12 +109,23 @@ attempt() {
     total_s=$(elapsed)
 }
 
+# crashed : the outer kernel itself died (seen: "stack guard page was hit" in
+# exc_general_protection inside the inner VMM's KVM_RUN, the emulated SVM
+# having left a bad GS base) and QEMU exited without the command's status.
+crashed() {
+    [ "$outcome" = done ] && [ ! -s "$rundir/results/rc" ] &&
+        grep -qE 'Kernel panic - not syncing|stack guard page was hit' "$log"
+}
+
 attempt
-if [ "$outcome" = lockup ]; then
-    say "soft lockup in outer host (watchdog report, or no output for ${MINIVMM_OUTER_SILENCE:-600}s), retrying once in a fresh outer host"
-    say "log of the hung attempt: $log"
+if [ "$outcome" = lockup ] || crashed; then
+    what="soft lockup in outer host (watchdog report, or no output for ${MINIVMM_OUTER_SILENCE:-600}s)"
+    crashed && what="outer kernel crashed in the emulated CPU"
+    say "$what, retrying once in a fresh outer host"
+    say "log of the failed attempt: $log"
     attempt
     [ "$outcome" = lockup ] && { say "FAILED: soft lockup again in the retry; log: $log"; exit 1; }
+    crashed && { say "FAILED: outer kernel crashed again in the retry; log: $log"; exit 1; }
 fi
 if [ "$outcome" = timeout ]; then
     say "FAILED: timed out after ${timeout}s, QEMU killed; log: $log"
