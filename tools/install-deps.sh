@@ -8,6 +8,7 @@ pkgs=(
     python3 util-linux iproute2                   # test driver, unshare/setpriv, netns
     qemu-system-x86 busybox-static cpio           # outer host and guest images
     iperf3 sockperf ethtool                       # tools copied into the guest image
+    libbenchmark-dev gnuplot-nox                  # make bench: datapath microbenchmark, chart
 )
 missing=()
 for p in "${pkgs[@]}"; do
