@@ -18,6 +18,6 @@ if [ -n "${MINIVMM_VM_SUITES:-}" ]; then
     outer "${MINIVMM_TEST_FILTER:-}" $MINIVMM_VM_SUITES
 else
     outer "" test_boot
-    for s in one_nic_kernel one_nic_worker one_nic_off two_nics; do outer "$s" test_net; done
+    for s in one_nic_kernel one_nic_worker one_nic_off two_nics mq_kernel mq_worker mq_off; do outer "$s" test_net; done
 fi
 exit $status

@@ -47,17 +47,19 @@ constexpr unsigned long VHOST_SET_VRING_ERR = _IOW(0xAF, 0x22, vhost_vring_file)
 constexpr unsigned long VHOST_NET_SET_BACKEND = _IOW(0xAF, 0x30, vhost_vring_file);
 static_assert(sizeof(vhost_vring_addr) == 40 && sizeof(vhost_memory) == 8);
 
+// vhost-net serves one queue pair per open: ring i is ring i % 2 of device
+// i / 2, and device-wide settings go to every device.
 class KernelVhost : public VhostBackend {
 public:
-    explicit KernelVhost(Fd fd) : fd_(std::move(fd)) {}
+    explicit KernelVhost(std::vector<Fd> fds) : fds_(std::move(fds)) {}
     const char* name() const override { return "kernel"; }
-    void set_owner() override { call(VHOST_SET_OWNER, nullptr, "SET_OWNER"); }
+    void set_owner() override { all(VHOST_SET_OWNER, nullptr, "SET_OWNER"); }
     uint64_t get_features() override {
         uint64_t f = 0;
-        call(VHOST_GET_FEATURES, &f, "GET_FEATURES");
+        call(0, VHOST_GET_FEATURES, &f, "GET_FEATURES");
         return f;
     }
-    void set_features(uint64_t f) override { call(VHOST_SET_FEATURES, &f, "SET_FEATURES"); }
+    void set_features(uint64_t f) override { all(VHOST_SET_FEATURES, &f, "SET_FEATURES"); }
     void set_mem_table(const std::vector<VhostRegion>& regions) override {
         // struct vhost_memory ends in a flexible array: build it by hand.
         std::vector<uint8_t> buf(sizeof(vhost_memory) + regions.size() * sizeof(vhost_memory_region));
@@ -66,31 +68,31 @@ public:
         auto* r = reinterpret_cast<vhost_memory_region*>(buf.data() + sizeof(vhost_memory));
         for (size_t i = 0; i < regions.size(); i++)
             r[i] = {regions[i].gpa, regions[i].size, regions[i].uaddr, 0};
-        call(VHOST_SET_MEM_TABLE, buf.data(), "SET_MEM_TABLE");
+        all(VHOST_SET_MEM_TABLE, buf.data(), "SET_MEM_TABLE");
     }
-    void set_log_base(uint64_t uaddr) override { call(VHOST_SET_LOG_BASE, &uaddr, "SET_LOG_BASE"); }
+    void set_log_base(uint64_t uaddr) override { all(VHOST_SET_LOG_BASE, &uaddr, "SET_LOG_BASE"); }
     void set_vring_num(unsigned idx, unsigned num) override {
-        vhost_vring_state s{idx, num};
-        call(VHOST_SET_VRING_NUM, &s, "SET_VRING_NUM");
+        vhost_vring_state s{idx % 2, num};
+        call(dev(idx), VHOST_SET_VRING_NUM, &s, "SET_VRING_NUM");
     }
     void set_vring_base(unsigned idx, unsigned base) override {
-        vhost_vring_state s{idx, base};
-        call(VHOST_SET_VRING_BASE, &s, "SET_VRING_BASE");
+        vhost_vring_state s{idx % 2, base};
+        call(dev(idx), VHOST_SET_VRING_BASE, &s, "SET_VRING_BASE");
     }
     unsigned get_vring_base(unsigned idx) override {
-        vhost_vring_state s{idx, 0};
-        call(VHOST_GET_VRING_BASE, &s, "GET_VRING_BASE");
+        vhost_vring_state s{idx % 2, 0};
+        call(dev(idx), VHOST_GET_VRING_BASE, &s, "GET_VRING_BASE");
         return s.num;
     }
     void set_vring_addr(unsigned idx, const VringAddr& a) override {
         vhost_vring_addr v{};
-        v.index = idx;
+        v.index = idx % 2;
         v.flags = a.log_used ? 1u << kVringFLog : 0;
         v.desc_user_addr = a.desc;
         v.avail_user_addr = a.avail;
         v.used_user_addr = a.used;
         v.log_guest_addr = a.log;
-        call(VHOST_SET_VRING_ADDR, &v, "SET_VRING_ADDR");
+        call(dev(idx), VHOST_SET_VRING_ADDR, &v, "SET_VRING_ADDR");
     }
     void set_vring_kick(unsigned idx, int fd) override { file(VHOST_SET_VRING_KICK, idx, fd, "SET_VRING_KICK"); }
     void set_vring_call(unsigned idx, int fd) override { file(VHOST_SET_VRING_CALL, idx, fd, "SET_VRING_CALL"); }
@@ -98,21 +100,32 @@ public:
     void set_backend(unsigned idx, int fd) override { file(VHOST_NET_SET_BACKEND, idx, fd, "NET_SET_BACKEND"); }
 
 private:
+    unsigned dev(unsigned idx) const {
+        if (idx / 2 >= fds_.size()) throw UserError("vhost-net: no ring " + std::to_string(idx));
+        return idx / 2;
+    }
     void file(unsigned long req, unsigned idx, int fd, const char* what) {
-        vhost_vring_file f{idx, fd};
-        call(req, &f, what);
+        vhost_vring_file f{idx % 2, fd};
+        call(dev(idx), req, &f, what);
     }
-    void call(unsigned long req, void* arg, const char* what) {
-        if (ioctl(fd_.get(), req, arg) < 0) throw sys_error(std::string("vhost-net ") + what);
+    void all(unsigned long req, void* arg, const char* what) {
+        for (unsigned d = 0; d < fds_.size(); d++) call(d, req, arg, what);
     }
-    Fd fd_;
+    void call(unsigned d, unsigned long req, void* arg, const char* what) {
+        if (ioctl(fds_[d].get(), req, arg) < 0) throw sys_error(std::string("vhost-net ") + what);
+    }
+    std::vector<Fd> fds_;
 };
 }  // namespace
 
-std::unique_ptr<VhostBackend> open_kernel_vhost() {
-    Fd fd(::open("/dev/vhost-net", O_RDWR | O_CLOEXEC));
-    if (!fd) throw sys_error("cannot open /dev/vhost-net");
-    auto v = std::make_unique<KernelVhost>(std::move(fd));
+std::unique_ptr<VhostBackend> open_kernel_vhost(unsigned pairs) {
+    std::vector<Fd> fds;
+    for (unsigned i = 0; i < pairs; i++) {
+        Fd fd(::open("/dev/vhost-net", O_RDWR | O_CLOEXEC));
+        if (!fd) throw sys_error("cannot open /dev/vhost-net");
+        fds.push_back(std::move(fd));
+    }
+    auto v = std::make_unique<KernelVhost>(std::move(fds));
     v->set_owner();
     return v;
 }

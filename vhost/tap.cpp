@@ -14,30 +14,56 @@
 
 namespace minivmm {
 
-Tap::Tap(const std::string& name) : name_(name) {
+Fd Tap::open_queue(bool multi_queue, bool existed) {
+    Fd fd(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
+    if (!fd) {
+        if (errno == ENOENT) throw UserError("--net " + name_ + ": /dev/net/tun is missing (modprobe tun)");
+        throw sys_error("--net " + name_ + ": cannot open /dev/net/tun");
+    }
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, name_.c_str(), IFNAMSIZ - 1);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (multi_queue ? IFF_MULTI_QUEUE : 0);
+    if (ioctl(fd.get(), TUNSETIFF, &ifr) < 0) {
+        int err = errno;
+        if (err == EPERM)
+            throw UserError("--net " + name_ + ": no permission to " + (existed ? "attach to" : "create") +
+                            " this tap (needs CAP_NET_ADMIN, or a tap created for your user)");
+        // The kernel says EINVAL both for "not a tap" and for a queue-mode
+        // mismatch; the caller tells them apart.
+        if (err == EINVAL && existed) return Fd();
+        if (err == EBUSY) throw UserError("--net " + name_ + ": tap is in use by another process");
+        throw sys_error("--net " + name_ + ": cannot attach to tap", err);
+    }
+    // The kernel checks flags the tap was made with; ours must all be honoured.
+    if (ioctl(fd.get(), TUNGETIFF, &ifr) == 0 && !(ifr.ifr_flags & IFF_VNET_HDR))
+        throw UserError("--net " + name_ + ": tap does not support virtio-net headers");
+    return fd;
+}
+
+Tap::Tap(const std::string& name, unsigned queues) : name_(name) {
     if (name.empty() || name.size() >= IFNAMSIZ) throw UserError("--net: bad interface name '" + name + "'");
     // Whether TUNSETIFF below attaches or creates: creating needs saying.
     bool existed = if_nametoindex(name.c_str()) != 0;
-    fd_ = Fd(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
-    if (!fd_) {
-        if (errno == ENOENT) throw UserError("--net " + name + ": /dev/net/tun is missing (modprobe tun)");
-        throw sys_error("--net " + name + ": cannot open /dev/net/tun");
+    bool mq = queues > 1;
+    Fd first = open_queue(mq, existed);
+    if (!first && !mq) {
+        // One queue is enough of a tap made with multi_queue too.
+        first = open_queue(true, existed);
+        mq = true;
     }
-    ifreq ifr{};
-    std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-    if (ioctl(fd_.get(), TUNSETIFF, &ifr) < 0) {
-        int err = errno;
-        if (err == EPERM)
-            throw UserError("--net " + name + ": no permission to " + (existed ? "attach to" : "create") +
-                            " this tap (needs CAP_NET_ADMIN, or a tap created for your user)");
-        if (err == EINVAL && existed) throw UserError("--net " + name + ": interface exists but is not a tap");
-        if (err == EBUSY) throw UserError("--net " + name + ": tap is in use by another process");
-        throw sys_error("--net " + name + ": cannot attach to tap", err);
+    if (!first) {
+        if (queues > 1)
+            throw UserError("--net " + name + ": exists but is not a tap made with multi_queue, which queues=" +
+                            std::to_string(queues) + " needs (ip tuntap add dev " + name +
+                            " mode tap multi_queue)");
+        throw UserError("--net " + name + ": interface exists but is not a tap");
     }
-    // The kernel checks flags the tap was made with; ours must all be honoured.
-    if (ioctl(fd_.get(), TUNGETIFF, &ifr) == 0 && !(ifr.ifr_flags & IFF_VNET_HDR))
-        throw UserError("--net " + name + ": tap does not support virtio-net headers");
+    fds_.push_back(std::move(first));
+    for (unsigned q = 1; q < queues; q++) {
+        Fd fd = open_queue(true, true);
+        if (!fd) throw UserError("--net " + name + ": cannot open tap queue " + std::to_string(q));
+        fds_.push_back(std::move(fd));
+    }
     if (!existed) {
         created_ = true;
         // A fresh tap is down; bring the link up so only an address is missing.
@@ -49,21 +75,33 @@ Tap::Tap(const std::string& name) : name_(name) {
             ioctl(s, SIOCSIFFLAGS, &up);
         }
         if (s >= 0) ::close(s);
-        std::fprintf(stderr, "minivmm: created tap %s for this VM (it goes away when minivmm exits)\n",
-                     name.c_str());
+        std::fprintf(stderr, "minivmm: created tap %s%s for this VM (it goes away when minivmm exits)\n",
+                     name.c_str(), queues > 1 ? " (multi_queue)" : "");
     }
 }
 
+// Header size and offloads belong to the tap device, not a queue: set them
+// through queue 0, which is never detached (a detached fd refuses ioctls).
 void Tap::set_vnet_header_size(int bytes) {
-    if (ioctl(fd_.get(), TUNSETVNETHDRSZ, &bytes) < 0) throw sys_error("tap " + name_ + ": TUNSETVNETHDRSZ");
+    if (ioctl(fd(0), TUNSETVNETHDRSZ, &bytes) < 0) throw sys_error("tap " + name_ + ": TUNSETVNETHDRSZ");
 }
 
 void Tap::set_offload(unsigned flags) {
     // Failure is not fatal (an older kernel lacking a flag): the tap then
     // finishes checksums and segments itself, which is slower but correct.
-    if (ioctl(fd_.get(), TUNSETOFFLOAD, static_cast<unsigned long>(flags)) < 0)
+    if (ioctl(fd(0), TUNSETOFFLOAD, static_cast<unsigned long>(flags)) < 0)
         std::fprintf(stderr, "minivmm: tap %s: TUNSETOFFLOAD %#x failed: %s\n", name_.c_str(), flags,
                      std::strerror(errno));
+}
+
+void Tap::set_queue_attached(unsigned queue, bool attached) {
+    if (queue == 0 || queue >= fds_.size()) return;
+    ifreq ifr{};
+    ifr.ifr_flags = attached ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE;
+    // EINVAL: already in that state.
+    if (ioctl(fd(queue), TUNSETQUEUE, &ifr) < 0 && errno != EINVAL)
+        std::fprintf(stderr, "minivmm: tap %s: %s queue %u: %s\n", name_.c_str(), attached ? "attach" : "detach",
+                     queue, std::strerror(errno));
 }
 
 }  // namespace minivmm

@@ -3,6 +3,9 @@
 // implementations: the kernel's /dev/vhost-net (kernel.cpp) and minivmm's own
 // worker threads (worker.cpp). Addresses of rings are VMM virtual addresses,
 // buffer addresses guest-physical, translated through the memory table.
+// Rings are numbered as the device's queues: 2k receives and 2k+1 sends for
+// queue pair k (one vhost-net device serves one pair; a backend here may
+// serve several).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -54,9 +57,10 @@ public:
     virtual const QueueStats* stats(unsigned idx) const { (void)idx; return nullptr; }
 };
 
-// vhost=kernel: throws UserError if /dev/vhost-net cannot be opened.
-std::unique_ptr<VhostBackend> open_kernel_vhost();
-// vhost=worker.
-std::unique_ptr<VhostBackend> make_worker_vhost();
+// vhost=kernel, one /dev/vhost-net per queue pair: throws UserError if it
+// cannot be opened.
+std::unique_ptr<VhostBackend> open_kernel_vhost(unsigned pairs = 1);
+// vhost=worker: one thread per ring, named "vhost-<label>-rx<k>"/"-tx<k>".
+std::unique_ptr<VhostBackend> make_worker_vhost(unsigned pairs = 1, const std::string& label = "net");
 
 }  // namespace minivmm

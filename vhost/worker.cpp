@@ -4,6 +4,7 @@
 // eventfd (a KVM irqfd). Guest memory is reached only through the memory
 // table it was given, with the virtqueue's bounds and chain checks.
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -53,6 +54,9 @@ void drain(int fd) {
 
 class WorkerVhost : public VhostBackend {
 public:
+    WorkerVhost(unsigned pairs, const std::string& label) : label_(label) {
+        for (unsigned i = 0; i < 2 * pairs; i++) rings_.push_back(std::make_unique<Ring>());
+    }
     const char* name() const override { return "worker"; }
     void set_owner() override {}
     uint64_t get_features() override {
@@ -96,9 +100,9 @@ public:
         if (fd >= 0) start(i);
     }
     ~WorkerVhost() override {
-        for (auto& r : rings_) stop(r);
+        for (auto& r : rings_) stop(*r);
     }
-    const QueueStats* stats(unsigned idx) const override { return idx < 2 ? &stats_[idx] : nullptr; }
+    const QueueStats* stats(unsigned idx) const override { return idx < rings_.size() ? &rings_[idx]->st : nullptr; }
 
 private:
     struct Ring {
@@ -114,16 +118,17 @@ private:
         WriteLog log;             // dirty log, while logging
         uint64_t used_gpa = 0;
         bool event_idx = false;
+        QueueStats st;
     };
     Ring& ring(unsigned i) {
-        if (i >= 2) throw UserError("vhost worker: no ring " + std::to_string(i));
-        return rings_[i];
+        if (i >= rings_.size()) throw UserError("vhost worker: no ring " + std::to_string(i));
+        return *rings_[i];
     }
     std::vector<unsigned> pause_all() {
         std::vector<unsigned> running;
-        for (unsigned i = 0; i < 2; i++)
-            if (rings_[i].thread.joinable()) {
-                stop(rings_[i]);
+        for (unsigned i = 0; i < rings_.size(); i++)
+            if (rings_[i]->thread.joinable()) {
+                stop(*rings_[i]);
                 running.push_back(i);
             }
         return running;
@@ -142,7 +147,7 @@ private:
         r.q.reset();
     }
     void start(unsigned i) {
-        Ring& r = rings_[i];
+        Ring& r = *rings_[i];
         auto desc = mem_.gpa_of(r.addr.desc), avail = mem_.gpa_of(r.addr.avail), used = mem_.gpa_of(r.addr.used);
         if (r.num == 0 || r.num > SplitQueue::kMaxSize || !desc || !avail || !used) {
             signal(r.err);  // rings outside the memory table: the VMM marks the device broken
@@ -155,7 +160,11 @@ private:
         r.used_gpa = *used;
         r.log = logger();
         if (r.log) r.q->set_write_log(r.log);
-        r.thread = std::thread([this, i] { i == net::kRxQueue ? rx_loop(rings_[i]) : tx_loop(rings_[i]); });
+        bool rx = i % 2 == 0;
+        r.thread = std::thread([this, &r, rx] { rx ? rx_loop(r) : tx_loop(r); });
+        // What it serves, for ps -L and top -H (15 characters at most).
+        std::string tname = "vhost-" + label_ + (rx ? "-rx" : "-tx") + std::to_string(i / 2);
+        pthread_setname_np(r.thread.native_handle(), tname.substr(0, 15).c_str());
     }
     WriteLog logger() {
         if (!(features_ & vhost::kFLogAll) || !log_base_) return {};
@@ -165,25 +174,25 @@ private:
                 std::atomic_ref<uint8_t>(base[page / 8]).fetch_or(uint8_t(1u << (page % 8)));
         };
     }
-    void failed(Ring& r, QueueStats& st) {
-        st.errors++;
+    void failed(Ring& r) {
+        r.st.errors++;
         signal(r.err);
     }
     // Waits for the kick (or, for RX, a frame); false when told to stop.
-    bool wait(Ring& r, bool want_tap, QueueStats& st) {
+    bool wait(Ring& r, bool want_tap) {
         pollfd fds[3] = {{r.stop_fd.get(), POLLIN, 0}, {r.kick, POLLIN, 0}, {r.tap, short(want_tap ? POLLIN : 0), 0}};
         while (poll(fds, 3, -1) < 0) {
         }
         if (fds[1].revents) {
             drain(r.kick);
-            st.notifications++;
+            r.st.notifications++;
         }
         return !r.stopping;
     }
-    void interrupt(Ring& r, QueueStats& st) {
+    void interrupt(Ring& r) {
         if (r.q->need_interrupt()) {
             signal(r.call);
-            st.interrupts++;
+            r.st.interrupts++;
         }
     }
     // The queue logs the used entries it writes, not the notification word
@@ -201,43 +210,43 @@ private:
         if (r.log) r.log(r.event_idx ? r.used_gpa + 4 + 8ull * r.num : r.used_gpa, 2);
     }
     void tx_loop(Ring& r) {
-        QueueStats& st = stats_[net::kTxQueue];
         std::string why;
         while (!r.stopping) {
             disable_notify(r);
-            Work w = net_tx(*r.q, mem_, r.tap, st, kBudget, why);
-            interrupt(r, st);
-            if (w == Work::Broken) return failed(r, st);
+            Work w = net_tx(*r.q, mem_, r.tap, r.st, kBudget, why);
+            interrupt(r);
+            if (w == Work::Broken) return failed(r);
             if (w == Work::More || enable_notify(r)) continue;
-            if (!wait(r, false, st)) return;
+            if (!wait(r, false)) return;
         }
     }
     void rx_loop(Ring& r) {
-        QueueStats& st = stats_[net::kRxQueue];
         std::string why;
         bool mergeable = features_ & net::kMrgRxbuf;
         bool want_tap = true;
         while (!r.stopping) {
-            Work w = r.rx.run(*r.q, mem_, r.tap, mergeable, st, kBudget, why, r.log);
-            interrupt(r, st);
-            if (w == Work::Broken) return failed(r, st);
+            Work w = r.rx.run(*r.q, mem_, r.tap, mergeable, r.st, kBudget, why, r.log);
+            interrupt(r);
+            if (w == Work::Broken) return failed(r);
             if (w == Work::More) continue;
             // Waiting for buffers: sleep on the kick only, unless they came meanwhile.
             want_tap = w != Work::NeedBuffers;
             if (!want_tap && enable_notify(r)) continue;
-            if (!wait(r, want_tap, st)) return;
+            if (!wait(r, want_tap)) return;
             if (!want_tap) disable_notify(r);
         }
     }
 
+    std::string label_;
     MemTable mem_;
-    QueueStats stats_[2];
     uint64_t features_ = 0;
     uint8_t* log_base_ = nullptr;
-    Ring rings_[2];
+    std::vector<std::unique_ptr<Ring>> rings_;  // threads point into them: never moved
 };
 }  // namespace
 
-std::unique_ptr<VhostBackend> make_worker_vhost() { return std::make_unique<WorkerVhost>(); }
+std::unique_ptr<VhostBackend> make_worker_vhost(unsigned pairs, const std::string& label) {
+    return std::make_unique<WorkerVhost>(pairs, label);
+}
 
 }  // namespace minivmm

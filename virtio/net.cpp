@@ -2,6 +2,7 @@
 
 #include <linux/if_tun.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -18,206 +19,285 @@ namespace {
 // lets a reset in: bounds both interrupt latency and reset latency.
 constexpr unsigned kRxBatch = 64;
 // The transport features a vhost backend implements; the net-specific rest
-// (offloads, MAC, status) is the tap's or the VMM's business.
+// (offloads, MAC, status, control queue) is the tap's or the VMM's business.
 constexpr uint64_t kVhostFeatures = virtio::kFVersion1 | virtio::kFEventIdx | virtio::kFIndirectDesc | net::kMrgRxbuf;
 }  // namespace
 
 VirtioNet::VirtioNet(const GuestMemory& mem, std::unique_ptr<Tap> tap, const Mac& mac,
-                     std::unique_ptr<VhostBackend> vhost)
-    : mem_(mem), tap_(std::move(tap)), mac_(mac), vhost_(std::move(vhost)) {
+                     std::unique_ptr<VhostBackend> vhost, const std::string& label)
+    : mem_(mem), tap_(std::move(tap)), vhost_(std::move(vhost)), label_(label), mac_(mac) {
+    if (tap_->queues() < 1 || tap_->queues() > kMaxPairs) throw UserError("--net: bad number of queue pairs");
     // With VERSION_1 the header always has num_buffers: 12 bytes both ways.
     tap_->set_vnet_header_size(net::kHeaderLen);
     tap_->set_offload(0);
-    wake_fd_ = Fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!wake_fd_) throw sys_error("eventfd");
-    if (!vhost_) rx_thread_ = std::thread([this] { rx_loop(); });
+    for (unsigned k = 0; k < tap_->queues(); k++) {
+        auto p = std::make_unique<Pair>();
+        p->wake = Fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        if (!p->wake) throw sys_error("eventfd");
+        pairs_.push_back(std::move(p));
+    }
+    if (vhost_) return;
+    for (unsigned k = 0; k < pairs_.size(); k++) {
+        Pair& p = *pairs_[k];
+        p.thread = std::thread([this, k] { rx_loop(k); });
+        pthread_setname_np(p.thread.native_handle(), (label_ + "-rx" + std::to_string(k)).substr(0, 15).c_str());
+    }
 }
 
 VirtioNet::~VirtioNet() {
     reset();
     quit_ = true;
-    wake();
-    if (rx_thread_.joinable()) rx_thread_.join();
+    for (auto& p : pairs_) {
+        wake(*p);
+        if (p->thread.joinable()) p->thread.join();
+    }
 }
 
 uint64_t VirtioNet::features() const {
     using namespace net;
-    return virtio::kFVersion1 | virtio::kFIndirectDesc | virtio::kFEventIdx | kCsum | kGuestCsum | kMac |
-           kGuestTso4 | kGuestTso6 | kGuestEcn | kHostTso4 | kHostTso6 | kHostEcn | kMrgRxbuf | kStatus;
+    uint64_t f = virtio::kFVersion1 | virtio::kFIndirectDesc | virtio::kFEventIdx | kCsum | kGuestCsum | kMac |
+                 kGuestTso4 | kGuestTso6 | kGuestEcn | kHostTso4 | kHostTso6 | kHostEcn | kMrgRxbuf | kStatus |
+                 kCtrlVq | kCtrlRx | kCtrlMacAddr;
+    return pairs_.size() > 1 ? f | kMq : f;
 }
 
 void VirtioNet::config_read(uint64_t off, uint8_t* data, uint32_t size) {
-    // mac[6], status (link up), max_virtqueue_pairs (one pair).
+    // mac[6], status (link up), max_virtqueue_pairs.
     uint8_t cfg[10] = {};
-    std::memcpy(cfg, mac_.data(), 6);
+    {
+        std::lock_guard g(ctrl_lock_);
+        std::memcpy(cfg, mac_.data(), 6);
+    }
     le_store(cfg + 6, 2, 1);
-    le_store(cfg + 8, 2, 1);
+    le_store(cfg + 8, 2, pairs_.size());
     for (uint32_t i = 0; i < size; i++) data[i] = off + i < sizeof cfg ? cfg[off + i] : 0;
 }
 
-void VirtioNet::wake() {
+void VirtioNet::wake(Pair& p) {
     uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = ::write(wake_fd_.get(), &one, sizeof one);
+    [[maybe_unused]] ssize_t n = ::write(p.wake.get(), &one, sizeof one);
 }
 
 void VirtioNet::activate(uint64_t features, const std::vector<QueueConfig>& queues, VirtioTransport& t) {
-    std::lock_guard g(dp_);
-    features_ = features;
-    transport_ = &t;
-    active_ = true;
-    for (uint16_t i = 0; i < 2; i++) {
-        const QueueConfig& q = queues[i];
-        if (!q.enabled) continue;  // a queue the driver does not use stays off
-        queues_[i].emplace(mem_, q.size, q.desc, q.driver, q.device);
-        queues_[i]->set_event_idx(features & virtio::kFEventIdx);
-        if (!queues_[i]->valid()) return broken("queue " + std::to_string(i) + ": bad size or ring address");
+    std::lock_guard c(ctrl_lock_);
+    // Without MQ the device has one pair and the control queue follows it (5.1.2).
+    bool mq = features & net::kMq;
+    unsigned usable = mq ? pairs() : 1;
+    uint16_t ctrl_index = static_cast<uint16_t>(mq ? 2 * pairs() : 2);
+    {
+        std::vector<std::unique_lock<std::mutex>> held;
+        for (auto& p : pairs_) held.emplace_back(p->lock);
+        features_ = features;
+        transport_ = &t;
+        config_ = queues;
+        for (unsigned k = 0; k < usable; k++) {
+            Pair& p = *pairs_[k];
+            for (uint16_t i : {uint16_t(2 * k), uint16_t(2 * k + 1)}) {
+                const QueueConfig& q = queues[i];
+                if (!q.enabled) continue;  // a queue the driver does not use stays off
+                auto& sq = i % 2 ? p.tx : p.rx;
+                sq.emplace(mem_, q.size, q.desc, q.driver, q.device);
+                sq->set_event_idx(features & virtio::kFEventIdx);
+                if (!sq->valid()) return broken("queue " + std::to_string(i) + ": bad size or ring address");
+            }
+        }
+        if ((features & net::kCtrlVq) && queues[ctrl_index].enabled) {
+            const QueueConfig& q = queues[ctrl_index];
+            ctrl_.emplace(mem_, q.size, q.desc, q.driver, q.device);
+            ctrl_->set_event_idx(features & virtio::kFEventIdx);
+            if (!ctrl_->valid()) return broken("control queue: bad size or ring address");
+            ctrl_index_ = ctrl_index;
+        }
+        // The tap may now hand over frames with partial checksums or GSO, as
+        // the guest agreed to take them.
+        unsigned off = 0;
+        if (features & net::kGuestCsum) {
+            off |= TUN_F_CSUM;
+            if (features & net::kGuestTso4) off |= TUN_F_TSO4;
+            if (features & net::kGuestTso6) off |= TUN_F_TSO6;
+            if (features & net::kGuestEcn) off |= TUN_F_TSO_ECN;
+        }
+        tap_->set_offload(off);
+        active_ = true;
     }
-    // The tap may now hand over frames with partial checksums or GSO, as the
-    // guest agreed to take them.
-    unsigned off = 0;
-    if (features & net::kGuestCsum) {
-        off |= TUN_F_CSUM;
-        if (features & net::kGuestTso4) off |= TUN_F_TSO4;
-        if (features & net::kGuestTso6) off |= TUN_F_TSO6;
-        if (features & net::kGuestEcn) off |= TUN_F_TSO_ECN;
-    }
-    tap_->set_offload(off);
     if (vhost_) {
         try {
-            activate_vhost(queues, t);
+            uint64_t want = features_ & kVhostFeatures;
+            if (want & ~vhost_->get_features()) return broken("the vhost backend lacks features the driver took");
+            vhost_->set_features(want);
+            std::vector<VhostRegion> regions;
+            for (const MemRegion& r : mem_.regions())
+                regions.push_back({r.gpa, r.size, reinterpret_cast<uint64_t>(r.hva)});
+            vhost_->set_mem_table(regions);
+            for (unsigned k = 0; k < usable; k++) activate_vhost(k);
         } catch (const std::exception& e) {
-            broken(std::string("vhost: ") + e.what());
+            return broken(std::string("vhost: ") + e.what());
         }
-        return;
     }
-    wake();
+    // Until the driver sets the number of pairs, it uses the first (5.1.6.5.5).
+    set_pairs_in_use(1);
 }
 
-void VirtioNet::activate_vhost(const std::vector<QueueConfig>& queues, VirtioTransport& t) {
-    uint64_t want = features_ & kVhostFeatures;
-    if (want & ~vhost_->get_features()) return broken("the vhost backend lacks features the driver took");
-    vhost_->set_features(want);
-    std::vector<VhostRegion> regions;
-    for (const MemRegion& r : mem_.regions()) regions.push_back({r.gpa, r.size, reinterpret_cast<uint64_t>(r.hva)});
-    vhost_->set_mem_table(regions);
-    for (unsigned i = 0; i < 2; i++) {
-        if (!queues_[i]) continue;
-        const QueueConfig& q = queues[i];
-        int kick = t.kick_eventfd(static_cast<uint16_t>(i)), call = t.call_eventfd(static_cast<uint16_t>(i)),
-            err = t.error_eventfd(static_cast<uint16_t>(i));
-        if (kick < 0 || call < 0 || err < 0) return broken("the transport has no KVM eventfds for vhost");
+// Gives vhost the rings of pair k; its backend comes when the pair is in use.
+void VirtioNet::activate_vhost(unsigned k) {
+    Pair& p = *pairs_[k];
+    std::lock_guard g(p.lock);
+    for (unsigned i : {2 * k, 2 * k + 1}) {
+        if (!(i % 2 ? p.tx : p.rx)) continue;
+        const QueueConfig& q = config_[i];
+        auto qi = static_cast<uint16_t>(i);
+        int kick = transport_->kick_eventfd(qi), call = transport_->call_eventfd(qi), err = transport_->error_eventfd(qi);
+        if (kick < 0 || call < 0 || err < 0) throw UserError("the transport has no KVM eventfds for vhost");
         vhost_->set_vring_num(i, q.size);
         vhost_->set_vring_base(i, 0);
-        // Ring placement was checked above (queues_[i]->valid()).
+        // Ring placement was checked at activation (SplitQueue::valid).
         auto hva = [&](uint64_t gpa) { return reinterpret_cast<uint64_t>(mem_.ptr(gpa, 1)); };
         vhost_->set_vring_addr(i, {hva(q.desc), hva(q.driver), hva(q.device), q.device, false});
         vhost_->set_vring_kick(i, kick);
         vhost_->set_vring_call(i, call);
         vhost_->set_vring_err(i, err);
-        vhost_->set_backend(i, tap_->fd());
-        vhost_running_[i] = true;
     }
 }
 
-void VirtioNet::reset() {
-    std::lock_guard g(dp_);
-    for (unsigned i = 0; i < 2; i++) {
-        if (!vhost_running_[i]) continue;
-        vhost_running_[i] = false;
-        try {
-            // Stop in the order the kernel wants: detach the tap, then read
-            // where the ring stopped (which also stops it).
-            vhost_->set_backend(i, -1);
-            vhost_->get_vring_base(i);
-        } catch (const std::exception& e) {
-            std::fprintf(stderr, "minivmm: stopping vhost: %s\n", e.what());
+// Pairs [0, n) receive and send; the rest get no frames: their tap queues
+// are detached (the kernel hashes flows over attached queues only) and
+// their vhost rings have no backend.
+void VirtioNet::set_pairs_in_use(unsigned n) {
+    for (unsigned k = 0; k < pairs_.size(); k++) {
+        Pair& p = *pairs_[k];
+        std::lock_guard g(p.lock);
+        bool on = k < n && active_;
+        if (on && !p.tap_attached) tap_->set_queue_attached(k, p.tap_attached = true);
+        if (vhost_ && p.vhost_running != on) {
+            try {
+                for (unsigned i : {2 * k, 2 * k + 1})
+                    if (i % 2 ? p.tx : p.rx) vhost_->set_backend(i, on ? tap_->fd(k) : -1);
+                p.vhost_running = on;
+            } catch (const std::exception& e) {
+                broken(std::string("vhost: ") + e.what());
+            }
         }
+        if (!on && p.tap_attached && k > 0) tap_->set_queue_attached(k, p.tap_attached = false);
+        p.enabled = on;
+        wake(p);
     }
+    in_use_ = n;
+}
+
+void VirtioNet::reset() {
+    std::lock_guard c(ctrl_lock_);
+    std::vector<std::unique_lock<std::mutex>> held;
+    for (auto& p : pairs_) held.emplace_back(p->lock);
     active_ = false;
+    for (unsigned k = 0; k < pairs_.size(); k++) {
+        Pair& p = *pairs_[k];
+        for (unsigned i : {2 * k, 2 * k + 1}) {
+            if (!vhost_ || !(i % 2 ? p.tx : p.rx)) continue;
+            try {
+                // Stop in the order the kernel wants: detach the tap, then
+                // read where the ring stopped (which also stops it).
+                if (p.vhost_running) vhost_->set_backend(i, -1);
+                vhost_->get_vring_base(i);
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "minivmm: %s: stopping vhost: %s\n", label_.c_str(), e.what());
+            }
+        }
+        p.vhost_running = false;
+        p.enabled = false;
+        p.rx.reset();
+        p.tx.reset();
+        p.held.drop();  // a frame held for buffers that will never come
+    }
+    ctrl_.reset();
+    ctrl_index_ = kNoCtrl;
     transport_ = nullptr;
     features_ = 0;
-    queues_[0].reset();
-    queues_[1].reset();
-    rx_.drop();  // a frame held for buffers that will never come
+    in_use_ = 1;
+    promisc_ = allmulti_ = false;
     tap_->set_offload(0);
 }
 
 void VirtioNet::broken(const std::string& why) {
-    // Called with dp_ held. The device stops until the driver resets it.
+    // The device stops until the driver resets it.
     active_ = false;
     if (transport_) transport_->mark_broken(why);
 }
 
-void VirtioNet::interrupt(uint16_t q) {
-    if (queues_[q]->need_interrupt() && transport_->signal_queue(q)) stats_[q].interrupts++;
+void VirtioNet::interrupt(std::optional<SplitQueue>& q, uint16_t index, QueueStats& st) {
+    if (q->need_interrupt() && transport_->signal_queue(index)) st.interrupts++;
 }
 
 void VirtioNet::notify(uint16_t q) {
-    stats_[q].notifications++;
+    if (q == ctrl_index_) return ctrl_all();
+    if (q / 2u >= pairs_.size()) return;
+    Pair& p = *pairs_[q / 2];
+    (q % 2 ? p.tx_stats : p.rx_stats).notifications++;
     if (vhost_) {
         // A kick that missed the ioeventfd (an unusual write width): forward it.
-        std::lock_guard g(dp_);
-        int fd = transport_ && vhost_running_[q % 2] ? transport_->kick_eventfd(q) : -1;
+        std::lock_guard g(p.lock);
+        int fd = transport_ && p.vhost_running ? transport_->kick_eventfd(q) : -1;
         uint64_t one = 1;
         if (fd >= 0) [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
         return;
     }
-    if (q == net::kRxQueue) {
-        wake();  // buffers for a frame that waits, or the first ones
-        return;
-    }
-    std::lock_guard g(dp_);
-    if (active_ && queues_[net::kTxQueue]) tx_all();
+    if (q % 2 == 0) return wake(p);  // buffers for a frame that waits, or the first ones
+    std::lock_guard g(p.lock);
+    if (active_ && p.tx) tx_all(p, q);
 }
 
-void VirtioNet::tx_all() {
-    SplitQueue& q = *queues_[net::kTxQueue];
+void VirtioNet::tx_all(Pair& p, uint16_t q) {
     std::string why;
     for (;;) {
-        Work w = net_tx(q, mem_, tap_->fd(), stats_[net::kTxQueue], 256, why);
+        Work w = net_tx(*p.tx, mem_, tap_->fd(q / 2), p.tx_stats, 256, why);
         if (w == Work::Broken) return broken("tx: " + why);
-        if (w == Work::Idle && !q.enable_notify()) break;  // else more arrived while we looked
+        if (w == Work::Idle && !p.tx->enable_notify()) break;  // else more arrived while we looked
     }
-    interrupt(net::kTxQueue);
+    interrupt(p.tx, q, p.tx_stats);
 }
 
-void VirtioNet::rx_loop() {
-    bool want_frames = false;  // poll the tap: active, with no frame waiting for buffers
+void VirtioNet::rx_loop(unsigned k) {
+    Pair& p = *pairs_[k];
+    int tap = tap_->fd(k);
+    bool want_frames = false;  // poll the tap: in use, with no frame waiting for buffers
     while (!quit_) {
-        pollfd fds[2] = {{wake_fd_.get(), POLLIN, 0}, {tap_->fd(), short(want_frames ? POLLIN : 0), 0}};
+        pollfd fds[2] = {{p.wake.get(), POLLIN, 0}, {tap, short(want_frames ? POLLIN : 0), 0}};
         if (poll(fds, 2, -1) < 0) continue;
         uint64_t n;
-        if (fds[0].revents) [[maybe_unused]] ssize_t r = ::read(wake_fd_.get(), &n, sizeof n);
-        std::lock_guard g(dp_);
+        if (fds[0].revents) [[maybe_unused]] ssize_t r = ::read(p.wake.get(), &n, sizeof n);
+        std::lock_guard g(p.lock);
         want_frames = false;
-        if (!active_ || !queues_[net::kRxQueue]) continue;
-        SplitQueue& q = *queues_[net::kRxQueue];
+        if (!active_ || !p.enabled || !p.rx) continue;
+        SplitQueue& q = *p.rx;
         std::string why;
         Work w;
         do {
-            w = rx_.run(q, mem_, tap_->fd(), features_ & net::kMrgRxbuf, stats_[net::kRxQueue], kRxBatch, why);
+            w = p.held.run(q, mem_, tap, features_ & net::kMrgRxbuf, p.rx_stats, kRxBatch, why);
             // Out of buffers: ask for a kick, unless they arrived meanwhile.
         } while (w == Work::NeedBuffers && q.enable_notify());
         if (w == Work::Broken) {
             broken("rx: " + why);
             continue;
         }
-        interrupt(net::kRxQueue);
+        interrupt(p.rx, static_cast<uint16_t>(2 * k), p.rx_stats);
         want_frames = w != Work::NeedBuffers;
         if (want_frames) q.disable_notify();
     }
 }
 
 void VirtioNet::print_stats(std::FILE* f, const std::string& label) const {
-    std::fprintf(f, "minivmm: %s (tap %s, vhost=%s):\n", label.c_str(), tap_->name().c_str(), datapath());
-    for (uint16_t q : {net::kRxQueue, net::kTxQueue}) {
-        const char* name = q == net::kRxQueue ? "rx" : "tx";
-        const QueueStats* st = vhost_ ? vhost_->stats(q) : &stats_[q];
+    std::fprintf(f, "minivmm: %s (tap %s, vhost=%s, %zu queue pair%s, %u in use):\n", label.c_str(),
+                 tap_->name().c_str(), datapath(), pairs_.size(), pairs_.size() > 1 ? "s" : "", in_use_.load());
+    for (unsigned i = 0; i < 2 * pairs_.size(); i++) {
+        std::string name = (i % 2 ? "tx" : "rx") + std::to_string(i / 2);
+        const Pair& p = *pairs_[i / 2];
+        const QueueStats* st = vhost_ ? vhost_->stats(i) : i % 2 ? &p.tx_stats : &p.rx_stats;
         if (st)
-            st->print(f, name);
+            st->print(f, name.c_str());
         else
-            std::fprintf(f, "  %s: served by the kernel's vhost-net (its counters are not visible here)\n", name);
+            std::fprintf(f, "  %s: served by the kernel's vhost-net (its counters are not visible here)\n",
+                         name.c_str());
     }
+    ctrl_stats_.print(f, "ctrl");
 }
 
 }  // namespace minivmm

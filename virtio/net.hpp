@@ -1,11 +1,14 @@
-// The virtio-net device model (virtio 1.x, 5.1). Its queues are served by
-// one of three datapaths, chosen per NIC:
+// The virtio-net device model (virtio 1.x, 5.1): N receive/transmit queue
+// pairs (queue 2k receives, 2k+1 sends) and a control queue after them. The
+// pairs are served by one of three datapaths, chosen per NIC:
 // - vhost=off, minivmm's own: a guest kick exits to minivmm and the vCPU
-//   thread that took it sends the frames; a minivmm thread moves received
-//   frames into the guest; interrupts are injected by minivmm. The baseline.
-// - vhost=kernel or worker: a VhostBackend serves the queues; kicks reach it
+//   thread that took it sends the frames; one minivmm thread per pair moves
+//   received frames into the guest; interrupts are injected by minivmm. The
+//   baseline.
+// - vhost=kernel or worker: a VhostBackend serves the pairs; kicks reach it
 //   through KVM ioeventfds and its interrupts go out through KVM irqfds, so
 //   nothing on the packet path passes through minivmm's vCPU or I/O loops.
+// The control queue is always minivmm's (net_ctrl.cpp): it is rare and small.
 #pragma once
 #include <array>
 #include <atomic>
@@ -15,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "vhost/tap.hpp"
 #include "vhost/vhost.hpp"
@@ -29,49 +33,73 @@ class GuestMemory;
 class VirtioNet : public VirtioDevice {
 public:
     using Mac = std::array<uint8_t, 6>;
-    // vhost null: minivmm's own datapath (vhost=off).
+    static constexpr unsigned kMaxPairs = 16;
+    // One queue pair per tap queue. vhost null: minivmm's own datapath
+    // (vhost=off). label names the NIC in thread names and messages.
     VirtioNet(const GuestMemory& mem, std::unique_ptr<Tap> tap, const Mac& mac,
-              std::unique_ptr<VhostBackend> vhost = nullptr);
+              std::unique_ptr<VhostBackend> vhost = nullptr, const std::string& label = "net0");
     ~VirtioNet() override;
 
     uint16_t device_id() const override { return 1; }
     uint64_t features() const override;
-    uint16_t num_queues() const override { return 2; }
+    uint16_t num_queues() const override { return static_cast<uint16_t>(2 * pairs_.size() + 1); }
     void config_read(uint64_t off, uint8_t* data, uint32_t size) override;
     void activate(uint64_t features, const std::vector<QueueConfig>& queues, VirtioTransport& t) override;
     void reset() override;
     void notify(uint16_t queue) override;
 
     const char* datapath() const { return vhost_ ? vhost_->name() : "off"; }
+    unsigned pairs() const { return static_cast<unsigned>(pairs_.size()); }
     void print_stats(std::FILE* f, const std::string& label) const;
 
 private:
-    void activate_vhost(const std::vector<QueueConfig>& queues, VirtioTransport& t);
-    void rx_loop();
-    void tx_all();
+    // One receive/transmit pair and what serves it.
+    struct Pair {
+        std::mutex lock;  // the pair's RX thread and the vCPU that kicks its TX
+        std::optional<SplitQueue> rx, tx;
+        NetRx held;
+        QueueStats rx_stats, tx_stats;
+        bool enabled = false;         // in use (VQ_PAIRS_SET)
+        bool tap_attached = true;     // as the kernel leaves a new tap queue
+        bool vhost_running = false;   // its rings have the tap queue as backend
+        Fd wake;                      // eventfd: RX kick, (de)activation, shutdown
+        std::thread thread;           // vhost=off: the receiver
+    };
+    void activate_vhost(unsigned k);
+    void stop_vhost(unsigned k);
+    void set_pairs_in_use(unsigned n);
+    void rx_loop(unsigned k);
+    void tx_all(Pair& p, uint16_t q);
     void broken(const std::string& why);
-    void interrupt(uint16_t q);
-    void wake();
+    void interrupt(std::optional<SplitQueue>& q, uint16_t index, QueueStats& st);
+    static void wake(Pair& p);
+
+    // The control queue (net_ctrl.cpp), served on the vCPU that kicks it.
+    void ctrl_all();
+    uint8_t ctrl_command(uint8_t cls, uint8_t cmd, const std::vector<uint8_t>& data);
 
     const GuestMemory& mem_;
     std::unique_ptr<Tap> tap_;
-    Mac mac_;
     std::unique_ptr<VhostBackend> vhost_;
-    std::array<QueueStats, 2> stats_;
+    std::string label_;
+    std::vector<std::unique_ptr<Pair>> pairs_;  // threads point into them: never moved
 
-    // Datapath state, shared by the RX thread and the vCPU that kicks TX;
-    // reset() takes it to know neither is inside the rings any more.
-    std::mutex dp_;
-    bool active_ = false;
+    // Device state set at activation (all pair locks held) and cleared at reset.
+    std::atomic<bool> active_{false};
     uint64_t features_ = 0;
     VirtioTransport* transport_ = nullptr;
-    std::optional<SplitQueue> queues_[2];
-    bool vhost_running_[2] = {false, false};
-    NetRx rx_;
+    std::vector<QueueConfig> config_;
 
-    Fd wake_fd_;  // eventfd: RX kick, activation, shutdown
+    // Control queue state; ctrl_lock_ also guards the MAC, which it may set.
+    mutable std::mutex ctrl_lock_;
+    Mac mac_;
+    std::optional<SplitQueue> ctrl_;
+    static constexpr uint16_t kNoCtrl = 0xffff;
+    std::atomic<uint16_t> ctrl_index_{kNoCtrl};  // read by kicks without the lock
+    std::atomic<unsigned> in_use_{1};
+    bool promisc_ = false, allmulti_ = false;
+    QueueStats ctrl_stats_;
     std::atomic<bool> quit_{false};
-    std::thread rx_thread_;
 };
 
 }  // namespace minivmm

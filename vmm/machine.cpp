@@ -105,27 +105,31 @@ void Machine::add_nics() {
         const NetSpec& n = opts_.nets[i];
         if (n.kind != NetSpec::Kind::Tap)
             throw UserError("--net: raw= and macvtap= backends are not available in this build yet");
-        if (opt(n, "queues", "1") != "1")
-            throw UserError("--net: queues= above 1 is not available in this build yet");
+        unsigned queues = static_cast<unsigned>(std::stoul(opt(n, "queues", "1")));
+        if (queues > VirtioNet::kMaxPairs)
+            throw UserError("--net " + n.ifname + ": queues=" + std::to_string(queues) + " is more than the " +
+                            std::to_string(VirtioNet::kMaxPairs) + " queue pairs a NIC may have");
         auto mac = nic_mac(n, i);
+        std::string label = "net" + std::to_string(i);
         std::string mode = opt(n, "vhost", "");
         std::unique_ptr<VhostBackend> vhost;
         if (mode == "kernel") {
-            vhost = open_kernel_vhost();
+            vhost = open_kernel_vhost(queues);
         } else if (mode == "worker") {
-            vhost = make_worker_vhost();
+            vhost = make_worker_vhost(queues, label);
         } else if (mode.empty()) {
             // The kernel's vhost-net when this host has it, else our own workers.
             try {
-                vhost = open_kernel_vhost();
+                vhost = open_kernel_vhost(queues);
             } catch (const UserError& e) {
-                vhost = make_worker_vhost();
+                vhost = make_worker_vhost(queues, label);
                 std::fprintf(stderr, "minivmm: net%zu: using vhost=worker (%s)\n", i, e.what());
             }
             if (std::string(vhost->name()) == "kernel")
                 std::fprintf(stderr, "minivmm: net%zu: using vhost=kernel (/dev/vhost-net)\n", i);
         }
-        auto net = std::make_unique<VirtioNet>(mem_, std::make_unique<Tap>(n.ifname), mac, std::move(vhost));
+        auto net = std::make_unique<VirtioNet>(mem_, std::make_unique<Tap>(n.ifname, queues), mac, std::move(vhost),
+                                               label);
         VirtioNet* raw = net.get();
         VirtioPci::KvmHooks hooks{vm_, router_};
         auto pci = std::make_shared<VirtioPci>(
@@ -134,7 +138,8 @@ void Machine::add_nics() {
         nics_.push_back({pci, raw, slot});
         if (opts_.verbose)
             std::fprintf(stderr, "minivmm: net%zu: virtio-net at PCI 00:%02x.0, tap %s, mac %02x:%02x:%02x:%02x:%02x:%02x, "
-                         "vhost=%s\n", i, slot, n.ifname.c_str(), mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], raw->datapath());
+                         "vhost=%s, %u queue pair%s\n", i, slot, n.ifname.c_str(), mac[0], mac[1], mac[2], mac[3], mac[4],
+                         mac[5], raw->datapath(), queues, queues > 1 ? "s" : "");
     }
 }
 

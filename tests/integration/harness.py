@@ -13,7 +13,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vmtest import BootFailure, TestFailure  # noqa: E402
+from vmtest import BootFailure, GuestPanic, TestFailure  # noqa: E402
 
 
 class Results:
@@ -30,9 +30,11 @@ class Results:
         try:
             value = fn()
         except TestFailure as e:
-            # A guest that never reached init, or that died of a triple fault
-            # (the VMM reports it), may be the nested-emulation flake.
-            self.boot_failed |= isinstance(e, BootFailure) or "triple fault" in str(e)
+            # A guest that never reached init, or that died of a triple or
+            # double fault (the VMM or the guest reports it), may be the
+            # nested-emulation flake.
+            self.boot_failed |= (isinstance(e, BootFailure) or "triple fault" in str(e) or
+                                 (isinstance(e, GuestPanic) and e.cpu_fault()))
             self.failed.append(full)
             print(f"FAIL {full}: {e}", flush=True)
             return None
@@ -69,7 +71,7 @@ def main(argv):
                 # known early-boot flake); a second such failure counts.
                 if a.boot_failed and attempt == 1:
                     r.retried.append(scenario)
-                    print(f"RETRY {scenario}: the guest did not reach init or died of a triple fault; its "
+                    print(f"RETRY {scenario}: the guest did not reach init or died of a double or triple fault; its "
                           f"cases are run again in a fresh VM and only the second attempt counts", flush=True)
                     continue
                 r.passed += a.passed
@@ -79,7 +81,7 @@ def main(argv):
     for f in r.failed:
         print(f"  failed: {f}")
     for s in r.retried:
-        print(f"  retried after a guest boot failure or triple fault: {s}")
+        print(f"  retried after a guest boot failure or a double or triple fault: {s}")
     return 0 if not r.failed else 1
 
 

@@ -126,6 +126,12 @@ def scenario_bad_input(r):
     r.case("option without value", lambda: one_line_error(["--kernel"], "needs a value"))
     r.case("bad --net option", lambda: one_line_error(["--kernel", good, "--net", "tap0,speed=9"], "unknown option"))
     r.case("bad MAC", lambda: one_line_error(["--kernel", good, "--net", "tap0,mac=zz"], "MAC"))
+    # Taps only in a private network namespace (unshare -n), never this host's.
+    netns = ("unshare", "-n", "sh", "-c", 'ip tuntap add dev mqt0 mode tap && exec "$0" "$@"')
+    r.case("too many queue pairs", lambda: one_line_error(
+        ["--kernel", good, "--net", "mqt1,vhost=off,queues=17"], "queue pairs", wrap=netns))
+    r.case("queues=2 on a tap made without multi_queue", lambda: one_line_error(
+        ["--kernel", good, "--net", "mqt0,vhost=off,queues=2"], "multi_queue", wrap=netns))
 
     def kvm_missing():
         # A private mount namespace with an empty /dev: the host's is untouched.

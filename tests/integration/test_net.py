@@ -21,7 +21,7 @@ def ping(g, addr, count=20):
     check(rc == 0 and re.search(r"\b0% packet loss", out), f"ping {addr}: {out.strip()[-300:]}")
 
 
-def iperf(g, ns, reverse):
+def iperf(g, ns, reverse, extra=""):
     srv = ns.popen(f"iperf3 -s -1 --forceflush -B {HOST}")
     try:
         seen = ""
@@ -29,7 +29,7 @@ def iperf(g, ns, reverse):
             line = srv.stdout.readline()
             check(line, f"iperf3 server did not start: {seen!r}")
             seen += line
-        rc, out = g.run(f"iperf3 -c {HOST} -t 3 {'-R' if reverse else ''} -f m", timeout=240)
+        rc, out = g.run(f"iperf3 -c {HOST} -t 3 {'-R' if reverse else ''} -f m {extra}", timeout=240)
         m = re.findall(r"([\d.]+) Mbits/sec.*receiver", out)
         check(rc == 0 and m and float(m[-1]) > 0, f"iperf3 {'-R ' if reverse else ''}failed: {out.strip()[-400:]}")
         return f"{float(m[-1]):.0f} Mbit/s"
@@ -89,7 +89,7 @@ def reload_driver(g, times):
         ping(g, HOST, 5)
 
 
-STATS = r"(rx|tx): (\d+) packets, (\d+) bytes, (\d+) notifications, (\d+) interrupts, (\d+) errors"
+STATS = r"((?:rx|tx)\d+|ctrl): (\d+) packets, (\d+) bytes, (\d+) notifications, (\d+) interrupts, (\d+) errors"
 
 
 def sigusr1_stats(g):
@@ -112,8 +112,8 @@ def kicks_bypass_minivmm(g, vhost):
     else:
         check(mmio1 - mmio0 < 30, f"vhost={vhost}: {mmio1 - mmio0} MMIO exits for 300 sends (kicks exit)")
     if vhost != "kernel":  # the kernel's counters are not visible to minivmm
-        check(after["tx"][0] - before["tx"][0] >= 300, f"tx packets {before['tx']} -> {after['tx']}")
-        check(after["rx"][4] == 0 and after["tx"][4] == 0, f"errors counted: {after}")
+        check(after["tx0"][0] - before["tx0"][0] >= 300, f"tx packets {before['tx0']} -> {after['tx0']}")
+        check(after["rx0"][4] == 0 and after["tx0"][4] == 0, f"errors counted: {after}")
     return f"{mmio1 - mmio0} MMIO exits for 300 pings"
 
 
@@ -180,3 +180,123 @@ def scenario_two_nics(r):
         if g:
             g.kill()
         ns.close()
+
+
+def guest_queue_packets(g):
+    """Packets per queue pair as the guest's driver counts them (ethtool -S)."""
+    rc, out = g.run("ethtool -S eth0")
+    check(rc == 0, f"ethtool -S: {out!r}")
+    pairs = {}
+    for q, n in re.findall(r"[rt]x_queue_(\d+)_packets: (\d+)", out):
+        pairs[int(q)] = pairs.get(int(q), 0) + int(n)
+    return pairs
+
+
+def channels(g):
+    rc, out = g.run("ethtool -l eth0")
+    m = re.findall(r"Combined:\s+(\d+)", out)
+    check(rc == 0 and len(m) == 2, f"ethtool -l: {out!r}")
+    return int(m[0]), int(m[1])  # maximum, current
+
+
+def thread_names(pid):
+    names = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            names.append(f.read().strip())
+    return names
+
+
+def kernel_vhost_threads(pid):
+    """vhost-net's kernel workers for this VMM are named vhost-<owner pid>."""
+    n = 0
+    for p in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{p}/comm") as f:
+                n += f.read().strip() == f"vhost-{pid}"
+        except OSError:
+            pass
+    return n
+
+
+def multiqueue(r, vhost):
+    ns = Netns(f"mvtest-mq-{vhost}")
+    tap = f"mvq{vhost}"
+    g = minivmm("--mem", "512M", "--cpus", "2", "--cmdline", f"quiet guest.ip=eth0:{GUEST}/24",
+                "--net", f"{tap},vhost={vhost},queues=2", wrap=ns.prefix(), log_name=f"net-mq-{vhost}")
+    try:
+        r.case("boots with 2 vCPUs and a 2-pair NIC; tap created multi_queue", lambda: (
+            g.boot(BOOT_TIMEOUT), check(f"created tap {tap} (multi_queue)" in g.out, "no 'created tap' line")))
+        r.case("host side configured in the test namespace",
+               lambda: ns.sh(f"ip addr add {HOST}/24 dev {tap} && ip link set {tap} up"))
+
+        def queues():
+            rc, out = g.run("ls /sys/class/net/eth0/queues")
+            check(out.split() == ["rx-0", "rx-1", "tx-0", "tx-1"], f"guest queues: {out.split()}")
+            check(channels(g) == (2, 2), f"ethtool -l: maximum, current = {channels(g)}")
+        r.case("guest has rx-0 rx-1 tx-0 tx-1 and 2 combined channels in use", queues)
+
+        def threads():
+            names = thread_names(g.proc.pid)
+            if vhost == "kernel":
+                check(kernel_vhost_threads(g.proc.pid) == 2, "not one vhost-net kernel worker per queue pair")
+                return
+            want = ({f"vhost-net0-{d}{k}" for d in ("rx", "tx") for k in (0, 1)} if vhost == "worker"
+                    else {"net0-rx0", "net0-rx1"})
+            check(want <= set(names), f"thread names {sorted(names)} lack {sorted(want - set(names))}")
+        r.case("a named thread per queue it serves", threads)
+        r.case("guest pings host, 0% loss", lambda: ping(g, HOST))
+
+        def both_pairs_carry_traffic():
+            before = guest_queue_packets(g)
+            iperf(g, ns, True, "-P 4")
+            # Sends from each vCPU: the driver maps CPU k to TX queue k (XPS).
+            for cpu in (0, 1):
+                rc, out = g.run(f"taskset -c {cpu} ping -c 20 -i 0.05 -q {HOST}", timeout=120)
+                check(rc == 0, f"ping on CPU {cpu}: {out!r}")
+            iperf(g, ns, False, "-P 4")
+            after = guest_queue_packets(g)
+            used = [after.get(k, 0) - before.get(k, 0) for k in (0, 1)]
+            check(all(n > 0 for n in used), f"packets per queue pair (guest's counters): {used}")
+            if vhost != "kernel":  # minivmm's own counters, where it keeps them
+                q, _ = sigusr1_stats(g)
+                check(all(q[f"rx{k}"][0] + q[f"tx{k}"][0] > 0 for k in (0, 1)), f"minivmm's counters: {q}")
+                check(all(v[4] == 0 for n, v in q.items() if n != "ctrl"), f"errors counted: {q}")
+            return f"pairs moved {used[0]} and {used[1]} packets"
+        r.case("iperf3 -P 4 both ways uses both queue pairs", both_pairs_carry_traffic)
+
+        def change_channels():
+            rc, out = g.run("ethtool -L eth0 combined 1")
+            check(rc == 0 and channels(g) == (2, 1), f"ethtool -L combined 1: {out!r}")
+            before = guest_queue_packets(g)
+            ping(g, HOST, 10)
+            iperf(g, ns, True, "-P 4")
+            after = guest_queue_packets(g)
+            check(after.get(1, 0) == before.get(1, 0), f"pair 1 moved packets while not in use: {before} -> {after}")
+            rc, out = g.run("ethtool -L eth0 combined 2")
+            check(rc == 0 and channels(g) == (2, 2), f"ethtool -L combined 2: {out!r}")
+            ping(g, HOST, 10)
+            iperf(g, ns, False, "-P 4")
+        r.case("ethtool -L 1 then 2, traffic continues (only pair 0 used at 1)", change_channels)
+
+        def reload_mq():
+            reload_driver(g, 2)
+            check(channels(g) == (2, 2), f"after reload: {channels(g)}")
+            iperf(g, ns, True, "-P 4")
+        r.case("two driver reloads with multiqueue, traffic after each", reload_mq)
+        r.case("guest poweroff exits 0", lambda: (g.send("poweroff -f\n"), check(g.wait_exit(120) == 0, "exit")))
+    finally:
+        g.kill()
+        ns.close()
+
+
+def scenario_mq_kernel(r):
+    multiqueue(r, "kernel")
+
+
+def scenario_mq_worker(r):
+    multiqueue(r, "worker")
+
+
+def scenario_mq_off(r):
+    multiqueue(r, "off")

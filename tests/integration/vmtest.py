@@ -29,6 +29,19 @@ class BootFailure(TestFailure):
     """The guest never reached its init: the harness may retry the scenario once."""
 
 
+class GuestPanic(TestFailure):
+    """The guest kernel panicked: nothing it was doing will finish, so waits end at once."""
+
+    def cpu_fault(self):
+        # A double fault (an event delivered on a user stack at kernel entry)
+        # is how the emulated outer host's nested SVM has been seen to break
+        # guests (README, known problems); other panics may be ours.
+        return "double fault" in str(self)
+
+
+PANIC = "Kernel panic - not syncing"
+
+
 def check(cond, what):
     if not cond:
         raise TestFailure(what)
@@ -38,6 +51,7 @@ class Guest:
     def __init__(self, argv, log_name, verbose=True):
         self.argv = argv
         self.out = ""
+        self.panic_at = -1  # where the guest's kernel panic message starts, once it has
         self.lock = threading.Condition()
         self.verbose = verbose
         self.started = time.monotonic()
@@ -65,6 +79,8 @@ class Guest:
             self.log.flush()
             with self.lock:
                 self.out += text
+                if self.panic_at < 0 and PANIC in self.out[-(len(text) + len(PANIC)):]:
+                    self.panic_at = self.out.find(PANIC)
                 self.lock.notify_all()
         with self.lock:
             self.lock.notify_all()
@@ -78,6 +94,10 @@ class Guest:
                 m = rx.search(self.out, start)
                 if m:
                     return m
+                if self.panic_at >= 0:
+                    p = self.panic_at
+                    raise GuestPanic(f"guest kernel panicked; was waiting for {pattern!r} (log {self.log_path}):\n"
+                                     f"{self.out[max(0, p - 1500):p + 120]}")
                 left = deadline - time.monotonic()
                 if left <= 0 or (self.proc.poll() is not None and not self.reader.is_alive()):
                     tail = self.out[-600:]

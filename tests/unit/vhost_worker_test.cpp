@@ -33,8 +33,10 @@
 #include "virtio/net_datapath.hpp"
 #include "vmm/guest_memory.hpp"
 #include "vmm/kvm.hpp"
+#include "tests/unit/netns_helpers.hpp"
 
 using namespace minivmm;
+using namespace minivmm::testing;
 
 namespace {
 constexpr uint64_t kMemSize = 16ull << 20;
@@ -54,44 +56,6 @@ constexpr RingLayout kRxRing{0x10000, 0x11000, 0x12000}, kTxRing{0x20000, 0x2100
 
 uint64_t rx_slot(uint16_t head) { return kRxBuf + 0x1000ull * head; }
 uint64_t tx_slot(uint16_t head) { return kTxBuf + 0x1000ull * head; }
-
-// Runs body in a new thread in a fresh network namespace; unshare() changes
-// only the calling thread, so the rest of the test program is untouched.
-// Without the privilege for that (not root) the test is skipped.
-void in_netns(const std::function<void()>& body) {
-    int unshare_err = 0;
-    std::thread t([&] {
-        if (::unshare(CLONE_NEWNET) != 0) {
-            unshare_err = errno;
-            return;
-        }
-        // No IPv6 chatter (router solicitations, MLD) from the tap when it
-        // comes up: every frame on it is the test's own.
-        int f = ::open("/proc/sys/net/ipv6/conf/default/disable_ipv6", O_WRONLY | O_CLOEXEC);
-        if (f >= 0) {
-            [[maybe_unused]] ssize_t n = ::write(f, "1", 1);
-            ::close(f);
-        }
-        try {
-            body();
-        } catch (const std::exception& e) {
-            ADD_FAILURE() << "exception: " << e.what();
-        }
-    });
-    t.join();
-    if (unshare_err == EPERM) GTEST_SKIP() << "needs CAP_SYS_ADMIN for a network namespace of its own";
-    if (unshare_err) ADD_FAILURE() << "unshare(CLONE_NEWNET): " << std::strerror(unshare_err);
-}
-
-Fd make_eventfd() { return Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)); }
-
-// Waits up to ms for the eventfd to be signalled, and consumes the signal.
-bool wait_event(int fd, int ms) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, ms) <= 0) return false;
-    uint64_t v;
-    return ::read(fd, &v, sizeof v) == sizeof v && v > 0;
-}
 
 std::vector<uint8_t> make_frame(size_t len, uint8_t seed) {
     std::vector<uint8_t> f(len);

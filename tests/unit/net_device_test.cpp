@@ -1,0 +1,267 @@
+// The virtio-net device model with several queue pairs and its control
+// queue, driven as a guest driver would (rings in GuestMemory, kicks through
+// notify()) against a multi-queue tap in a private network namespace.
+#include <arpa/inet.h>
+#include <linux/if_packet.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <dirent.h>
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "tests/unit/netns_helpers.hpp"
+#include "vhost/tap.hpp"
+#include "virtio/net.hpp"
+#include "vmm/error.hpp"
+#include "vmm/guest_memory.hpp"
+
+using namespace minivmm;
+using namespace minivmm::testing;
+
+namespace {
+constexpr uint16_t kNext = 1, kWrite = 2;
+constexpr uint16_t kQSize = 8;
+constexpr uint64_t kCtrlDesc = 0x10000, kCtrlAvail = 0x11000, kCtrlUsed = 0x12000, kCmdBuf = 0x20000,
+                   kStatusBuf = 0x21000;
+constexpr uint8_t kOk = 0, kErr = 1;
+
+class FakeTransport : public VirtioTransport {
+public:
+    bool signal_queue(uint16_t q) override {
+        signalled.insert(q);
+        return true;
+    }
+    void mark_broken(const std::string& why) override { broken = why; }
+    std::set<uint16_t> signalled;
+    std::string broken;
+};
+
+// A device with `pairs` queue pairs whose rings are all placed, and a
+// driver that sends control commands one at a time.
+struct CtrlRig {
+    GuestMemory mem{16ull << 20};
+    Tap* tap = nullptr;
+    std::unique_ptr<VirtioNet> net;
+    FakeTransport t;
+    uint16_t avail = 0, ctrl_index = 0;
+
+    CtrlRig(unsigned pairs, uint64_t features, const std::string& label = "t0") {
+        auto tp = std::make_unique<Tap>("mqtest0", pairs);
+        tap = tp.get();
+        net = std::make_unique<VirtioNet>(mem, std::move(tp), VirtioNet::Mac{0x52, 0x54, 0, 1, 2, 3}, nullptr, label);
+        std::vector<QueueConfig> qs(net->num_queues());
+        for (uint16_t i = 0; i < qs.size(); i++) {
+            uint64_t base = 0x100000 + 0x4000ull * i;
+            qs[i] = {kQSize, base, base + 0x1000, base + 0x2000, true, i};
+        }
+        ctrl_index = static_cast<uint16_t>(features & net::kMq ? 2 * pairs : 2);
+        qs[ctrl_index] = {kQSize, kCtrlDesc, kCtrlAvail, kCtrlUsed, true, 0};
+        net->activate(features, qs, t);
+    }
+    ~CtrlRig() { net->reset(); }
+
+    void desc(uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next) {
+        uint8_t* d = mem.ptr(kCtrlDesc + 16ull * i, 16);
+        std::memcpy(d, &addr, 8);
+        std::memcpy(d + 8, &len, 4);
+        std::memcpy(d + 12, &flags, 2);
+        std::memcpy(d + 14, &next, 2);
+    }
+    uint16_t used_idx() { return *reinterpret_cast<uint16_t*>(mem.ptr(kCtrlUsed + 2, 2)); }
+    // Sends class/cmd/data; returns the status byte the device wrote, or -1
+    // if it did not complete the command.
+    int command(uint8_t cls, uint8_t cmd, const std::vector<uint8_t>& data, bool with_status = true) {
+        std::vector<uint8_t> buf = {cls, cmd};
+        buf.insert(buf.end(), data.begin(), data.end());
+        std::memcpy(mem.ptr(kCmdBuf, buf.size()), buf.data(), buf.size());
+        *mem.ptr(kStatusBuf, 1) = 0xee;
+        desc(0, kCmdBuf, static_cast<uint32_t>(buf.size()), with_status ? kNext : 0, 1);
+        desc(1, kStatusBuf, 1, kWrite, 0);
+        uint16_t before = used_idx();
+        *reinterpret_cast<uint16_t*>(mem.ptr(kCtrlAvail + 4 + 2 * (avail % kQSize), 2)) = 0;
+        *reinterpret_cast<uint16_t*>(mem.ptr(kCtrlAvail + 2, 2)) = ++avail;
+        net->notify(ctrl_index);
+        if (used_idx() != static_cast<uint16_t>(before + 1)) return -1;
+        return *mem.ptr(kStatusBuf, 1);
+    }
+    int pairs_set(uint16_t n) { return command(4, 0, {uint8_t(n), uint8_t(n >> 8)}); }
+};
+
+constexpr uint64_t kMqFeatures =
+    virtio::kFVersion1 | net::kCtrlVq | net::kCtrlRx | net::kCtrlMacAddr | net::kMq | net::kMrgRxbuf;
+
+// Sends 64 UDP flows into the tap (as the host would) and returns how many
+// frames each tap queue received: the kernel hashes flows over the queues
+// that are attached, so a detached queue gets none.
+std::vector<int> spread(const Tap& tap) {
+    Fd pkt(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL)));
+    if (!pkt) throw std::runtime_error("AF_PACKET socket");
+    sockaddr_ll sll{};
+    sll.sll_family = AF_PACKET;
+    sll.sll_ifindex = static_cast<int>(if_nametoindex(tap.name().c_str()));
+    sll.sll_halen = 6;
+    for (int flow = 0; flow < 64; flow++) {
+        uint8_t f[14 + 20 + 8 + 4] = {0x52, 0x54, 0, 1, 2, 3, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00};
+        uint8_t* ip = f + 14;
+        ip[0] = 0x45;
+        ip[3] = 20 + 8 + 4;  // total length
+        ip[8] = 64;          // TTL
+        ip[9] = 17;          // UDP
+        ip[12] = 10, ip[15] = 2;
+        ip[16] = 10, ip[19] = 15;
+        uint8_t* udp = ip + 20;
+        udp[0] = 0x80, udp[1] = static_cast<uint8_t>(flow);  // a source port per flow
+        udp[2] = 0x13, udp[3] = 0x88;
+        udp[5] = 8 + 4;
+        if (::sendto(pkt.get(), f, sizeof f, 0, reinterpret_cast<sockaddr*>(&sll), sizeof sll) != sizeof f)
+            throw std::runtime_error(std::string("sendto: ") + std::strerror(errno));
+    }
+    std::vector<int> got(tap.queues());
+    for (unsigned q = 0; q < tap.queues(); q++) {
+        uint8_t b[2048];
+        while (::read(tap.fd(q), b, sizeof b) > 0) got[q]++;
+    }
+    return got;
+}
+}  // namespace
+
+TEST(NetDevice, OffersMultiqueueOnlyWithSeveralPairs) {
+    in_netns([] {
+        GuestMemory mem(16ull << 20);
+        VirtioNet one(mem, std::make_unique<Tap>("mqtest1"), {0x52, 0x54, 0, 0, 0, 1});
+        EXPECT_EQ(one.num_queues(), 3);  // rx0, tx0, ctrl
+        EXPECT_FALSE(one.features() & net::kMq);
+        EXPECT_TRUE(one.features() & net::kCtrlVq);
+        VirtioNet four(mem, std::make_unique<Tap>("mqtest4", 4), {0x52, 0x54, 0, 0, 0, 4});
+        EXPECT_EQ(four.num_queues(), 9);
+        EXPECT_TRUE(four.features() & net::kMq);
+        uint8_t cfg[2];
+        four.config_read(8, cfg, 2);  // max_virtqueue_pairs
+        EXPECT_EQ(cfg[0] | cfg[1] << 8, 4);
+    });
+}
+
+TEST(NetDevice, PairsSetAttachesAndDetachesTapQueues) {
+    in_netns([] {
+        CtrlRig r(3, kMqFeatures);
+        // Until VQ_PAIRS_SET the driver uses the first pair only (5.1.6.5.5).
+        auto got = spread(*r.tap);
+        EXPECT_EQ(got[0], 64);
+        EXPECT_EQ(got[1] + got[2], 0);
+        EXPECT_EQ(r.pairs_set(3), kOk);
+        got = spread(*r.tap);
+        EXPECT_TRUE(got[0] && got[1] && got[2]) << got[0] << " " << got[1] << " " << got[2];
+        EXPECT_EQ(r.pairs_set(2), kOk);
+        got = spread(*r.tap);
+        EXPECT_TRUE(got[0] && got[1]) << got[0] << " " << got[1];
+        EXPECT_EQ(got[2], 0);
+        EXPECT_TRUE(r.t.signalled.count(r.ctrl_index));
+        EXPECT_EQ(r.t.broken, "");
+    });
+}
+
+TEST(NetDevice, BadPairCountsAreRefused) {
+    in_netns([] {
+        CtrlRig r(2, kMqFeatures);
+        EXPECT_EQ(r.pairs_set(0), kErr);
+        EXPECT_EQ(r.pairs_set(3), kErr);
+        EXPECT_EQ(r.command(4, 0, {2}), kErr);  // one byte where two belong
+        EXPECT_EQ(spread(*r.tap)[1], 0);
+        EXPECT_EQ(r.t.broken, "");
+    });
+}
+
+TEST(NetDevice, UnknownAndUnnegotiatedCommandsAreErrors) {
+    in_netns([] {
+        CtrlRig r(2, kMqFeatures & ~net::kCtrlMacAddr);
+        EXPECT_EQ(r.command(9, 0, {}), kErr);              // no such class
+        EXPECT_EQ(r.command(4, 7, {1, 0}), kErr);          // no such MQ command
+        EXPECT_EQ(r.command(2, 0, {0, 1}), kErr);          // VLAN: not offered
+        EXPECT_EQ(r.command(1, 1, {2, 0, 0, 0, 0, 9}), kErr);  // MAC_ADDR_SET not negotiated
+        EXPECT_EQ(r.command(0, 0, {}), kErr);              // PROMISC without its byte
+        EXPECT_EQ(r.command(0, 0, {1}), kOk);
+        EXPECT_EQ(r.command(0, 1, {0}), kOk);
+        EXPECT_EQ(r.t.broken, "");
+    });
+}
+
+TEST(NetDevice, MacAddressAndFilterTable) {
+    in_netns([] {
+        CtrlRig r(1, virtio::kFVersion1 | net::kCtrlVq | net::kCtrlRx | net::kCtrlMacAddr);
+        EXPECT_EQ(r.ctrl_index, 2);  // no MQ: the control queue follows the one pair
+        EXPECT_EQ(r.command(1, 1, {0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee}), kOk);
+        uint8_t mac[6];
+        r.net->config_read(0, mac, 6);
+        EXPECT_EQ(mac[1], 0xaa);
+        EXPECT_EQ(mac[5], 0xee);
+        EXPECT_EQ(r.command(1, 1, {0x01, 0, 0x5e, 0, 0, 1}), kErr);  // multicast
+        EXPECT_EQ(r.command(1, 1, {0x02, 0xaa}), kErr);              // short
+        // One unicast entry, two multicast entries: exactly 4+6+4+12 bytes.
+        std::vector<uint8_t> table = {1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0};
+        table.resize(4 + 6 + 4 + 12);
+        table[10] = 2;  // the multicast count, after the unicast entry
+        table[11] = table[12] = table[13] = 0;
+        EXPECT_EQ(r.command(1, 0, table), kOk);
+        table.pop_back();
+        EXPECT_EQ(r.command(1, 0, table), kErr);
+        // A count that promises far more entries than were sent.
+        EXPECT_EQ(r.command(1, 0, {0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}), kErr);
+        EXPECT_EQ(r.t.broken, "");
+    });
+}
+
+TEST(NetDevice, CommandWithNoStatusBufferBreaksTheDevice) {
+    in_netns([] {
+        CtrlRig r(2, kMqFeatures);
+        EXPECT_EQ(r.command(4, 0, {2, 0}, false), -1);
+        EXPECT_NE(r.t.broken, "");
+    });
+}
+
+TEST(NetDevice, ReceiveThreadsAreNamedPerPair) {
+    in_netns([] {
+        CtrlRig r(2, kMqFeatures, "nt7");
+        std::set<std::string> names;
+        if (DIR* d = ::opendir("/proc/self/task")) {
+            while (dirent* e = ::readdir(d)) {
+                std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
+                std::string n;
+                if (std::getline(comm, n)) names.insert(n);
+            }
+            ::closedir(d);
+        }
+        EXPECT_TRUE(names.count("nt7-rx0"));
+        EXPECT_TRUE(names.count("nt7-rx1"));
+    });
+}
+
+TEST(NetDevice, WorkerThreadsPerRing) {
+    in_netns([] {
+        GuestMemory mem(16ull << 20);
+        auto vh = make_worker_vhost(2, "wt3");
+        EXPECT_THROW(vh->set_vring_num(4, 8), UserError);  // two pairs: rings 0 to 3
+        EXPECT_NE(vh->stats(3), nullptr);
+        EXPECT_EQ(vh->stats(4), nullptr);
+    });
+}
+
+TEST(NetDevice, SingleQueueTapRefusesSeveralQueues) {
+    in_netns([] {
+        Tap one("sqtap0");  // made without multi_queue, and kept open
+        try {
+            Tap two("sqtap0", 2);
+            ADD_FAILURE() << "a single-queue tap gave two queues";
+        } catch (const UserError& e) {
+            EXPECT_NE(std::string(e.what()).find("multi_queue"), std::string::npos) << e.what();
+        }
+    });
+}
