@@ -14,6 +14,10 @@
 #include <cstring>
 #include <dirent.h>
 #include <fstream>
+#include <iterator>
+#include <sstream>
+#include <chrono>
+#include <thread>
 #include <set>
 #include <string>
 #include <vector>
@@ -263,5 +267,80 @@ TEST(NetDevice, SingleQueueTapRefusesSeveralQueues) {
         } catch (const UserError& e) {
             EXPECT_NE(std::string(e.what()).find("multi_queue"), std::string::npos) << e.what();
         }
+    });
+}
+
+namespace {
+// A transport that hands out eventfds as KVM's ioeventfd/irqfd would.
+class EventfdTransport : public FakeTransport {
+public:
+    explicit EventfdTransport(unsigned queues) {
+        for (unsigned i = 0; i < 3 * queues; i++) fds.push_back(make_eventfd());
+    }
+    int kick_eventfd(uint16_t q) override { return fds[3 * q].get(); }
+    int call_eventfd(uint16_t q) override { return fds[3 * q + 1].get(); }
+    int error_eventfd(uint16_t q) override { return fds[3 * q + 2].get(); }
+    std::vector<Fd> fds;
+};
+
+// CPU time (user + system, clock ticks) of this process's threads whose name starts with prefix.
+long thread_ticks(const std::string& prefix) {
+    long ticks = 0;
+    DIR* d = ::opendir("/proc/self/task");
+    while (dirent* e = d ? ::readdir(d) : nullptr) {
+        std::string base = std::string("/proc/self/task/") + e->d_name;
+        std::ifstream comm(base + "/comm"), stat(base + "/stat");
+        std::string name, line;
+        if (!std::getline(comm, name) || name.rfind(prefix, 0) != 0 || !std::getline(stat, line)) continue;
+        // Fields after the ")" that ends the name: state is field 3, utime 14, stime 15.
+        std::istringstream rest(line.substr(line.rfind(')') + 2));
+        std::vector<std::string> f{std::istream_iterator<std::string>(rest), {}};
+        ticks += std::stol(f[11]) + std::stol(f[12]);
+    }
+    if (d) ::closedir(d);
+    return ticks;
+}
+}  // namespace
+
+// Idle vhost workers sleep, with pairs in use and out of use: a spinning
+// ring thread would eat a host CPU for nothing.
+TEST(NetDevice, IdleWorkersOfAllPairsSleep) {
+    in_netns([] {
+        GuestMemory mem(16ull << 20);
+        auto net = std::make_unique<VirtioNet>(mem, std::make_unique<Tap>("mqidle0", 2), VirtioNet::Mac{0x52, 0x54, 0, 0, 0, 9},
+                                               make_worker_vhost(2, "idl"), "idl");
+        EventfdTransport t(net->num_queues());
+        std::vector<QueueConfig> qs(net->num_queues());
+        for (uint16_t i = 0; i < qs.size(); i++) {
+            uint64_t base = 0x100000 + 0x4000ull * i;
+            qs[i] = {kQSize, base, base + 0x1000, base + 0x2000, true, i};
+        }
+        net->activate(kMqFeatures | virtio::kFEventIdx, qs, t);
+        auto idle_for = [](int ms) {
+            long before = thread_ticks("vhost-idl");
+            std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+            return thread_ticks("vhost-idl") - before;
+        };
+        EXPECT_LE(idle_for(500), 5) << "workers busy with one pair in use";
+        // Put both pairs in use through the control queue, as the driver does.
+        uint8_t* cmd = mem.ptr(kCmdBuf, 4);
+        cmd[0] = 4, cmd[1] = 0, cmd[2] = 2, cmd[3] = 0;
+        auto desc = [&](uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next) {
+            uint64_t d = 0x100000 + 0x4000ull * 4 + 16ull * i;
+            std::memcpy(mem.ptr(d, 8), &addr, 8);
+            std::memcpy(mem.ptr(d + 8, 4), &len, 4);
+            std::memcpy(mem.ptr(d + 12, 2), &flags, 2);
+            std::memcpy(mem.ptr(d + 14, 2), &next, 2);
+        };
+        desc(0, kCmdBuf, 4, kNext, 1);
+        desc(1, kStatusBuf, 1, kWrite, 0);
+        uint64_t avail = 0x100000 + 0x4000ull * 4 + 0x1000;
+        *reinterpret_cast<uint16_t*>(mem.ptr(avail + 4, 2)) = 0;
+        *reinterpret_cast<uint16_t*>(mem.ptr(avail + 2, 2)) = 1;
+        net->notify(4);
+        ASSERT_EQ(*mem.ptr(kStatusBuf, 1), kOk);
+        EXPECT_LE(idle_for(500), 5) << "workers busy with both pairs in use";
+        EXPECT_EQ(t.broken, "");
+        net->reset();
     });
 }
