@@ -52,10 +52,11 @@ if grep -qE 'vmx|svm' /proc/cpuinfo && [ -e /dev/kvm ]; then
     exit "$rc"
 fi
 
-# The emulator of the outer host (see tests/rig/README.md for why its version matters).
-qemu=${MINIVMM_OUTER_QEMU:-qemu-system-x86_64}
-command -v "$qemu" >/dev/null ||
-    { say "$qemu is missing: apt-get install qemu-system-x86"; exit 1; }
+command -v qemu-system-x86_64 >/dev/null ||
+    { say "qemu-system-x86_64 is missing: apt-get install qemu-system-x86"; exit 1; }
+# The emulator of the outer host: by default bookworm-backports' QEMU, which
+# emulates SVM better than the distro's (tests/rig/outer-qemu.sh says why).
+qemu=${MINIVMM_OUTER_QEMU:-$("$repo/tests/rig/outer-qemu.sh")}
 
 "$repo/guest-images/build.sh" "$images" || { say "building $images failed"; exit 1; }
 # Same kernel as vmlinuz; uncompressed it boots through PVH, about 5 s sooner.
@@ -80,7 +81,7 @@ attempt() {
     newrun
     log=$rundir/console.log
     : > "$log"   # exists before tail -f looks for it
-    "$qemu" ${MINIVMM_OUTER_QEMU_ARGS:-} -accel tcg,thread=multi -cpu max -m 4096 -smp 2 \
+    $qemu ${MINIVMM_OUTER_QEMU_ARGS:-} -accel tcg,thread=multi -cpu max -m 4096 -smp 2 \
         -nographic -no-reboot -nodefaults -serial stdio \
         -kernel "$kernel" -initrd "$images/outer-initrd.gz" \
         -append "console=ttyS0 quiet panic=-1 ${MINIVMM_OUTER_APPEND:-}" \
