@@ -1,13 +1,16 @@
 #include "vhost/tap.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "vmm/error.hpp"
@@ -78,6 +81,71 @@ Tap::Tap(const std::string& name, unsigned queues) : name_(name) {
         std::fprintf(stderr, "minivmm: created tap %s%s for this VM (it goes away when minivmm exits)\n",
                      name.c_str(), queues > 1 ? " (multi_queue)" : "");
     }
+    // With VERSION_1 the header always has num_buffers: 12 bytes both ways.
+    set_vnet_header_size(12);
+}
+
+namespace {
+// Another process holding the character device `dev` (pid, or 0): the
+// kernel lets it, and each holder's fds become queues of the same link, so
+// two VMs would silently split one link's traffic.
+pid_t holder_of(dev_t dev) {
+    DIR* proc = ::opendir("/proc");
+    pid_t found = 0;
+    while (dirent* p = proc && !found ? ::readdir(proc) : nullptr) {
+        pid_t pid = static_cast<pid_t>(std::atoi(p->d_name));
+        if (pid <= 0 || pid == ::getpid()) continue;
+        std::string fds = std::string("/proc/") + p->d_name + "/fd";
+        DIR* d = ::opendir(fds.c_str());
+        while (dirent* f = d ? ::readdir(d) : nullptr) {
+            struct stat st;
+            if (::stat((fds + "/" + f->d_name).c_str(), &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == dev) {
+                found = pid;
+                break;
+            }
+        }
+        if (d) ::closedir(d);
+    }
+    if (proc) ::closedir(proc);
+    return found;
+}
+}  // namespace
+
+std::unique_ptr<Tap> Tap::macvtap(const std::string& name, unsigned queues) {
+    if (name.empty() || name.size() >= IFNAMSIZ) throw UserError("--net: bad interface name '" + name + "'");
+    unsigned index = if_nametoindex(name.c_str());
+    if (!index) throw UserError("--net macvtap=" + name + ": no such interface");
+    // A macvtap link's character device is named after its interface index.
+    std::unique_ptr<Tap> t(new Tap);
+    t->name_ = name;
+    t->device_ = "/dev/tap" + std::to_string(index);
+    struct stat st;
+    if (::stat(t->device_.c_str(), &st) == 0 && S_ISCHR(st.st_mode))
+        if (pid_t pid = holder_of(st.st_rdev))
+            throw UserError("--net macvtap=" + name + ": " + t->device_ + " is in use by process " +
+                            std::to_string(pid));
+    for (unsigned q = 0; q < queues; q++) {
+        Fd fd(::open(t->device_.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+        if (!fd) {
+            int err = errno;
+            if (err == ENOENT || err == ENXIO || err == ENODEV)
+                throw UserError("--net macvtap=" + name + ": not a macvtap link (no " + t->device_ + ")");
+            if (err == EACCES || err == EPERM)
+                throw UserError("--net macvtap=" + name + ": no permission to open " + t->device_);
+            throw sys_error("--net macvtap=" + name + ": cannot open " + t->device_, err);
+        }
+        ifreq ifr{};
+        ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (queues > 1 ? IFF_MULTI_QUEUE : 0);
+        if (ioctl(fd.get(), TUNSETIFF, &ifr) < 0)
+            throw sys_error("--net macvtap=" + name + ": cannot set up " + t->device_);
+        t->fds_.push_back(std::move(fd));
+    }
+    t->set_vnet_header_size(12);
+    return t;
+}
+
+std::string Tap::describe() const {
+    return device_.empty() ? "tap " + name_ : "macvtap " + name_ + " (" + device_ + ")";
 }
 
 // Header size and offloads belong to the tap device, not a queue: set them

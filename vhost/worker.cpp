@@ -60,7 +60,10 @@ public:
     const char* name() const override { return "worker"; }
     void set_owner() override {}
     uint64_t get_features() override {
-        return virtio::kFVersion1 | virtio::kFEventIdx | virtio::kFIndirectDesc | net::kMrgRxbuf | vhost::kFLogAll;
+        // kFNetVirtioNetHdr as vhost-net means it: the backend fd (a raw
+        // socket) has no header, so the worker adds and strips it.
+        return virtio::kFVersion1 | virtio::kFEventIdx | virtio::kFIndirectDesc | net::kMrgRxbuf | vhost::kFLogAll |
+               vhost::kFNetVirtioNetHdr;
     }
     void set_features(uint64_t f) override { features_ = f; }
     void set_mem_table(const std::vector<VhostRegion>& regions) override {
@@ -213,7 +216,7 @@ private:
         std::string why;
         while (!r.stopping) {
             disable_notify(r);
-            Work w = net_tx(*r.q, mem_, r.tap, r.st, kBudget, why);
+            Work w = net_tx(*r.q, mem_, r.tap, r.st, kBudget, why, fd_header());
             interrupt(r);
             if (w == Work::Broken) return failed(r);
             if (w == Work::More || enable_notify(r)) continue;
@@ -225,7 +228,7 @@ private:
         bool mergeable = features_ & net::kMrgRxbuf;
         bool want_tap = true;
         while (!r.stopping) {
-            Work w = r.rx.run(*r.q, mem_, r.tap, mergeable, r.st, kBudget, why, r.log);
+            Work w = r.rx.run(*r.q, mem_, r.tap, mergeable, r.st, kBudget, why, r.log, fd_header());
             interrupt(r);
             if (w == Work::Broken) return failed(r);
             if (w == Work::More) continue;
@@ -236,6 +239,8 @@ private:
             if (!want_tap) disable_notify(r);
         }
     }
+
+    bool fd_header() const { return !(features_ & vhost::kFNetVirtioNetHdr); }
 
     std::string label_;
     MemTable mem_;

@@ -23,14 +23,12 @@ constexpr unsigned kRxBatch = 64;
 constexpr uint64_t kVhostFeatures = virtio::kFVersion1 | virtio::kFEventIdx | virtio::kFIndirectDesc | net::kMrgRxbuf;
 }  // namespace
 
-VirtioNet::VirtioNet(const GuestMemory& mem, std::unique_ptr<Tap> tap, const Mac& mac,
+VirtioNet::VirtioNet(const GuestMemory& mem, std::unique_ptr<NetPort> port, const Mac& mac,
                      std::unique_ptr<VhostBackend> vhost, const std::string& label)
-    : mem_(mem), tap_(std::move(tap)), vhost_(std::move(vhost)), label_(label), mac_(mac) {
-    if (tap_->queues() < 1 || tap_->queues() > kMaxPairs) throw UserError("--net: bad number of queue pairs");
-    // With VERSION_1 the header always has num_buffers: 12 bytes both ways.
-    tap_->set_vnet_header_size(net::kHeaderLen);
-    tap_->set_offload(0);
-    for (unsigned k = 0; k < tap_->queues(); k++) {
+    : mem_(mem), port_(std::move(port)), vhost_(std::move(vhost)), label_(label), mac_(mac) {
+    if (port_->queues() < 1 || port_->queues() > kMaxPairs) throw UserError("--net: bad number of queue pairs");
+    port_->set_offload(0);
+    for (unsigned k = 0; k < port_->queues(); k++) {
         auto p = std::make_unique<Pair>();
         p->wake = Fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         if (!p->wake) throw sys_error("eventfd");
@@ -55,9 +53,13 @@ VirtioNet::~VirtioNet() {
 
 uint64_t VirtioNet::features() const {
     using namespace net;
-    uint64_t f = virtio::kFVersion1 | virtio::kFIndirectDesc | virtio::kFEventIdx | kCsum | kGuestCsum | kMac |
-                 kGuestTso4 | kGuestTso6 | kGuestEcn | kHostTso4 | kHostTso6 | kHostEcn | kMrgRxbuf | kStatus |
+    uint64_t f = virtio::kFVersion1 | virtio::kFIndirectDesc | virtio::kFEventIdx | kMac | kMrgRxbuf | kStatus |
                  kCtrlVq | kCtrlRx | kCtrlMacAddr;
+    // Checksum and segmentation offloads need a port whose frames carry the
+    // virtio-net header: without it partial checksums and GSO frames could
+    // not be described to the other side.
+    if (port_->vnet_header())
+        f |= kCsum | kGuestCsum | kGuestTso4 | kGuestTso6 | kGuestEcn | kHostTso4 | kHostTso6 | kHostEcn;
     return pairs_.size() > 1 ? f | kMq : f;
 }
 
@@ -117,12 +119,14 @@ void VirtioNet::activate(uint64_t features, const std::vector<QueueConfig>& queu
             if (features & net::kGuestTso6) off |= TUN_F_TSO6;
             if (features & net::kGuestEcn) off |= TUN_F_TSO_ECN;
         }
-        tap_->set_offload(off);
+        port_->set_offload(off);
         active_ = true;
     }
     if (vhost_) {
         try {
             uint64_t want = features_ & kVhostFeatures;
+            // A port without headers: vhost adds and strips them itself.
+            if (!port_->vnet_header()) want |= vhost::kFNetVirtioNetHdr;
             if (want & ~vhost_->get_features()) return broken("the vhost backend lacks features the driver took");
             vhost_->set_features(want);
             std::vector<VhostRegion> regions;
@@ -167,17 +171,17 @@ void VirtioNet::set_pairs_in_use(unsigned n) {
         Pair& p = *pairs_[k];
         std::lock_guard g(p.lock);
         bool on = k < n && active_;
-        if (on && !p.tap_attached) tap_->set_queue_attached(k, p.tap_attached = true);
+        if (on && !p.attached) port_->set_queue_attached(k, p.attached = true);
         if (vhost_ && p.vhost_running != on) {
             try {
                 for (unsigned i : {2 * k, 2 * k + 1})
-                    if (i % 2 ? p.tx : p.rx) vhost_->set_backend(i, on ? tap_->fd(k) : -1);
+                    if (i % 2 ? p.tx : p.rx) vhost_->set_backend(i, on ? port_->fd(k) : -1);
                 p.vhost_running = on;
             } catch (const std::exception& e) {
                 broken(std::string("vhost: ") + e.what());
             }
         }
-        if (!on && p.tap_attached && k > 0) tap_->set_queue_attached(k, p.tap_attached = false);
+        if (!on && p.attached && k > 0) port_->set_queue_attached(k, p.attached = false);
         p.enabled = on;
         wake(p);
     }
@@ -214,7 +218,7 @@ void VirtioNet::reset() {
     features_ = 0;
     in_use_ = 1;
     promisc_ = allmulti_ = false;
-    tap_->set_offload(0);
+    port_->set_offload(0);
 }
 
 void VirtioNet::broken(const std::string& why) {
@@ -248,7 +252,7 @@ void VirtioNet::notify(uint16_t q) {
 void VirtioNet::tx_all(Pair& p, uint16_t q) {
     std::string why;
     for (;;) {
-        Work w = net_tx(*p.tx, mem_, tap_->fd(q / 2), p.tx_stats, 256, why);
+        Work w = net_tx(*p.tx, mem_, port_->fd(q / 2), p.tx_stats, 256, why, port_->vnet_header());
         if (w == Work::Broken) return broken("tx: " + why);
         if (w == Work::Idle && !p.tx->enable_notify()) break;  // else more arrived while we looked
     }
@@ -257,10 +261,10 @@ void VirtioNet::tx_all(Pair& p, uint16_t q) {
 
 void VirtioNet::rx_loop(unsigned k) {
     Pair& p = *pairs_[k];
-    int tap = tap_->fd(k);
+    int fd = port_->fd(k);
     bool want_frames = false;  // poll the tap: in use, with no frame waiting for buffers
     while (!quit_) {
-        pollfd fds[2] = {{p.wake.get(), POLLIN, 0}, {tap, short(want_frames ? POLLIN : 0), 0}};
+        pollfd fds[2] = {{p.wake.get(), POLLIN, 0}, {fd, short(want_frames ? POLLIN : 0), 0}};
         if (poll(fds, 2, -1) < 0) continue;
         uint64_t n;
         if (fds[0].revents) [[maybe_unused]] ssize_t r = ::read(p.wake.get(), &n, sizeof n);
@@ -271,7 +275,8 @@ void VirtioNet::rx_loop(unsigned k) {
         std::string why;
         Work w;
         do {
-            w = p.held.run(q, mem_, tap, features_ & net::kMrgRxbuf, p.rx_stats, kRxBatch, why);
+            w = p.held.run(q, mem_, fd, features_ & net::kMrgRxbuf, p.rx_stats, kRxBatch, why, {},
+                           port_->vnet_header());
             // Out of buffers: ask for a kick, unless they arrived meanwhile.
         } while (w == Work::NeedBuffers && q.enable_notify());
         if (w == Work::Broken) {
@@ -285,8 +290,8 @@ void VirtioNet::rx_loop(unsigned k) {
 }
 
 void VirtioNet::print_stats(std::FILE* f, const std::string& label) const {
-    std::fprintf(f, "minivmm: %s (tap %s, vhost=%s, %zu queue pair%s, %u in use):\n", label.c_str(),
-                 tap_->name().c_str(), datapath(), pairs_.size(), pairs_.size() > 1 ? "s" : "", in_use_.load());
+    std::fprintf(f, "minivmm: %s (%s, vhost=%s, %zu queue pair%s, %u in use):\n", label.c_str(),
+                 port_->describe().c_str(), datapath(), pairs_.size(), pairs_.size() > 1 ? "s" : "", in_use_.load());
     for (unsigned i = 0; i < 2 * pairs_.size(); i++) {
         std::string name = (i % 2 ? "tx" : "rx") + std::to_string(i / 2);
         const Pair& p = *pairs_[i / 2];

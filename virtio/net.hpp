@@ -20,7 +20,8 @@
 #include <thread>
 #include <vector>
 
-#include "vhost/tap.hpp"
+#include "vhost/port.hpp"
+#include "vmm/kvm.hpp"
 #include "vhost/vhost.hpp"
 #include "virtio/device.hpp"
 #include "virtio/net_datapath.hpp"
@@ -34,9 +35,9 @@ class VirtioNet : public VirtioDevice {
 public:
     using Mac = std::array<uint8_t, 6>;
     static constexpr unsigned kMaxPairs = 16;
-    // One queue pair per tap queue. vhost null: minivmm's own datapath
+    // One queue pair per port queue. vhost null: minivmm's own datapath
     // (vhost=off). label names the NIC in thread names and messages.
-    VirtioNet(const GuestMemory& mem, std::unique_ptr<Tap> tap, const Mac& mac,
+    VirtioNet(const GuestMemory& mem, std::unique_ptr<NetPort> port, const Mac& mac,
               std::unique_ptr<VhostBackend> vhost = nullptr, const std::string& label = "net0");
     ~VirtioNet() override;
 
@@ -60,8 +61,8 @@ private:
         NetRx held;
         QueueStats rx_stats, tx_stats;
         bool enabled = false;         // in use (VQ_PAIRS_SET)
-        bool tap_attached = true;     // as the kernel leaves a new tap queue
-        bool vhost_running = false;   // its rings have the tap queue as backend
+        bool attached = true;         // its port queue; as the kernel leaves a new one
+        bool vhost_running = false;   // its rings have the port queue as backend
         Fd wake;                      // eventfd: RX kick, (de)activation, shutdown
         std::thread thread;           // vhost=off: the receiver
     };
@@ -79,7 +80,7 @@ private:
     uint8_t ctrl_command(uint8_t cls, uint8_t cmd, const std::vector<uint8_t>& data);
 
     const GuestMemory& mem_;
-    std::unique_ptr<Tap> tap_;
+    std::unique_ptr<NetPort> port_;
     std::unique_ptr<VhostBackend> vhost_;
     std::string label_;
     std::vector<std::unique_ptr<Pair>> pairs_;  // threads point into them: never moved

@@ -3,6 +3,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 
@@ -17,7 +18,8 @@ void QueueStats::print(std::FILE* f, const char* name) const {
                  (unsigned long long)interrupts, (unsigned long long)errors);
 }
 
-Work net_tx(SplitQueue& q, const MemView& mem, int tap, QueueStats& st, unsigned budget, std::string& why) {
+Work net_tx(SplitQueue& q, const MemView& mem, int fd, QueueStats& st, unsigned budget, std::string& why,
+            bool fd_header) {
     std::vector<iovec> iov;
     for (unsigned i = 0; i < budget; i++) {
         Chain c;
@@ -29,10 +31,16 @@ Work net_tx(SplitQueue& q, const MemView& mem, int tap, QueueStats& st, unsigned
                   c.segs.size() <= IOV_MAX;
         if (ok) {
             iov.clear();
-            for (const Segment& s : c.segs) iov.push_back({mem.ptr(s.gpa, s.len), s.len});
-            // The tap drops rather than blocks when its queue is full; a bad
+            uint64_t skip = fd_header ? 0 : net::kHeaderLen;  // the header may span segments
+            for (const Segment& s : c.segs) {
+                uint64_t drop = std::min<uint64_t>(skip, s.len);
+                skip -= drop;
+                if (s.len > drop) iov.push_back({mem.ptr(s.gpa, s.len) + drop, s.len - drop});
+            }
+            // The port drops rather than blocks when its queue is full; a bad
             // header (GSO the kernel refuses) is the guest's error: counted.
-            ok = ::writev(tap, iov.data(), static_cast<int>(iov.size())) == static_cast<ssize_t>(c.readable_bytes);
+            size_t want = c.readable_bytes - (fd_header ? 0 : net::kHeaderLen);
+            ok = ::writev(fd, iov.data(), static_cast<int>(iov.size())) == static_cast<ssize_t>(want);
         }
         if (ok) {
             st.packets++;
@@ -93,13 +101,15 @@ NetRx::One NetRx::deliver(SplitQueue& q, const MemView& mem, bool mergeable, Que
     return One::Delivered;
 }
 
-Work NetRx::run(SplitQueue& q, const MemView& mem, int tap, bool mergeable, QueueStats& st, unsigned budget,
-                std::string& why, const WriteLog& log) {
+Work NetRx::run(SplitQueue& q, const MemView& mem, int fd, bool mergeable, QueueStats& st, unsigned budget,
+                std::string& why, const WriteLog& log, bool fd_header) {
+    size_t hdr = fd_header ? 0 : net::kHeaderLen;  // what we put in front ourselves
     for (unsigned i = 0; i < budget; i++) {
         if (!len_) {
-            ssize_t got = ::read(tap, frame_.data(), frame_.size());
-            if (got < static_cast<ssize_t>(net::kHeaderLen)) return Work::Idle;  // EAGAIN: nothing more now
-            len_ = static_cast<size_t>(got);
+            ssize_t got = ::read(fd, frame_.data() + hdr, frame_.size() - hdr);
+            if (got <= 0 || static_cast<size_t>(got) + hdr < net::kHeaderLen) return Work::Idle;  // EAGAIN: no more now
+            if (hdr) std::memset(frame_.data(), 0, hdr);  // no checksum to finish, no GSO
+            len_ = static_cast<size_t>(got) + hdr;
         }
         One r = deliver(q, mem, mergeable, st, why, log);
         if (r == One::Broken) return Work::Broken;

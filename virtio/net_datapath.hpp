@@ -41,17 +41,22 @@ enum class Work {
     Broken,      // the driver broke the ring's rules; `why` says how
 };
 
-// Sends up to budget frames from the TX queue to the tap. Frames the tap
-// refuses (a bad header) are the guest's error: dropped and counted.
-Work net_tx(SplitQueue& q, const MemView& mem, int tap, QueueStats& st, unsigned budget, std::string& why);
+// Sends up to budget frames from the TX queue to the port's fd. Frames the
+// port refuses (a bad header) are the guest's error: dropped and counted.
+// fd_header: the fd takes the virtio-net header in front of each frame (a
+// tap); otherwise it is stripped here (a raw socket).
+Work net_tx(SplitQueue& q, const MemView& mem, int fd, QueueStats& st, unsigned budget, std::string& why,
+            bool fd_header = true);
 
-// Receives frames from the tap into the RX queue. Keeps a frame that found
-// too few buffers until the next call, so nothing is lost or truncated.
+// Receives frames from the port's fd into the RX queue. Keeps a frame that
+// found too few buffers until the next call, so nothing is lost or truncated.
+// fd_header: frames arrive with a virtio-net header; otherwise one saying
+// "nothing to do" (no checksum or GSO) is put in front here.
 class NetRx {
 public:
     NetRx() : frame_(net::kMaxFrame) {}
-    Work run(SplitQueue& q, const MemView& mem, int tap, bool mergeable, QueueStats& st, unsigned budget,
-             std::string& why, const WriteLog& log = {});
+    Work run(SplitQueue& q, const MemView& mem, int fd, bool mergeable, QueueStats& st, unsigned budget,
+             std::string& why, const WriteLog& log = {}, bool fd_header = true);
     void drop() { len_ = 0; }  // a reset: the frame has nowhere to go
 
 private:

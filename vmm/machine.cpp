@@ -1,12 +1,16 @@
 #include "vmm/machine.hpp"
 
+#include <net/if.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <thread>
 
 #include "vmm/acpi.hpp"
@@ -16,6 +20,7 @@
 #include "vmm/layout.hpp"
 #include "virtio/net.hpp"
 #include "virtio/virtio_pci.hpp"
+#include "vhost/raw_socket.hpp"
 #include "vhost/tap.hpp"
 
 namespace minivmm {
@@ -94,6 +99,16 @@ VirtioNet::Mac nic_mac(const NetSpec& n, size_t index) {
     return m;
 }
 
+VirtioNet::Mac interface_mac(const std::string& ifname) {
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, ifname.c_str(), IFNAMSIZ - 1);
+    Fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!s || ioctl(s.get(), SIOCGIFHWADDR, &ifr) < 0) throw sys_error("--net macvtap=" + ifname + ": its MAC");
+    VirtioNet::Mac m;
+    std::memcpy(m.data(), ifr.ifr_hwaddr.sa_data, 6);
+    return m;
+}
+
 std::string opt(const NetSpec& n, const char* key, const char* def) {
     auto it = n.opts.find(key);
     return it == n.opts.end() ? def : it->second;
@@ -103,13 +118,29 @@ std::string opt(const NetSpec& n, const char* key, const char* def) {
 void Machine::add_nics() {
     for (size_t i = 0; i < opts_.nets.size(); i++) {
         const NetSpec& n = opts_.nets[i];
-        if (n.kind != NetSpec::Kind::Tap)
-            throw UserError("--net: raw= and macvtap= backends are not available in this build yet");
         unsigned queues = static_cast<unsigned>(std::stoul(opt(n, "queues", "1")));
         if (queues > VirtioNet::kMaxPairs)
             throw UserError("--net " + n.ifname + ": queues=" + std::to_string(queues) + " is more than the " +
                             std::to_string(VirtioNet::kMaxPairs) + " queue pairs a NIC may have");
+        if (n.kind == NetSpec::Kind::Raw && queues > 1)
+            throw UserError("--net raw=" + n.ifname + ": a raw socket serves one queue pair (queues=1)");
+        // The port first: a missing interface is the likelier mistake.
+        std::unique_ptr<NetPort> port;
+        if (n.kind == NetSpec::Kind::Raw)
+            port = std::make_unique<RawSocket>(n.ifname);
+        else if (n.kind == NetSpec::Kind::Macvtap)
+            port = Tap::macvtap(n.ifname, queues);
+        else
+            port = std::make_unique<Tap>(n.ifname, queues);
         auto mac = nic_mac(n, i);
+        // A macvtap passes on only frames for its own MAC: the guest's must be it.
+        if (n.kind == NetSpec::Kind::Macvtap) {
+            auto own = interface_mac(n.ifname);
+            if (!n.opts.count("mac")) mac = own;
+            else if (mac != own)
+                std::fprintf(stderr, "minivmm: net%zu: mac differs from macvtap %s's own; frames for it will not "
+                             "arrive\n", i, n.ifname.c_str());
+        }
         std::string label = "net" + std::to_string(i);
         std::string mode = opt(n, "vhost", "");
         std::unique_ptr<VhostBackend> vhost;
@@ -128,8 +159,8 @@ void Machine::add_nics() {
             if (std::string(vhost->name()) == "kernel")
                 std::fprintf(stderr, "minivmm: net%zu: using vhost=kernel (/dev/vhost-net)\n", i);
         }
-        auto net = std::make_unique<VirtioNet>(mem_, std::make_unique<Tap>(n.ifname, queues), mac, std::move(vhost),
-                                               label);
+        std::string describe = port->describe();
+        auto net = std::make_unique<VirtioNet>(mem_, std::move(port), mac, std::move(vhost), label);
         VirtioNet* raw = net.get();
         VirtioPci::KvmHooks hooks{vm_, router_};
         auto pci = std::make_shared<VirtioPci>(
@@ -137,8 +168,8 @@ void Machine::add_nics() {
         unsigned slot = pci_.add(pci);
         nics_.push_back({pci, raw, slot});
         if (opts_.verbose)
-            std::fprintf(stderr, "minivmm: net%zu: virtio-net at PCI 00:%02x.0, tap %s, mac %02x:%02x:%02x:%02x:%02x:%02x, "
-                         "vhost=%s, %u queue pair%s\n", i, slot, n.ifname.c_str(), mac[0], mac[1], mac[2], mac[3], mac[4],
+            std::fprintf(stderr, "minivmm: net%zu: virtio-net at PCI 00:%02x.0, %s, mac %02x:%02x:%02x:%02x:%02x:%02x, "
+                         "vhost=%s, %u queue pair%s\n", i, slot, describe.c_str(), mac[0], mac[1], mac[2], mac[3], mac[4],
                          mac[5], raw->datapath(), queues, queues > 1 ? "s" : "");
     }
 }

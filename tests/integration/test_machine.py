@@ -132,6 +132,30 @@ def scenario_bad_input(r):
         ["--kernel", good, "--net", "mqt1,vhost=off,queues=17"], "queue pairs", wrap=netns))
     r.case("queues=2 on a tap made without multi_queue", lambda: one_line_error(
         ["--kernel", good, "--net", "mqt0,vhost=off,queues=2"], "multi_queue", wrap=netns))
+    r.case("raw= on a missing interface", lambda: one_line_error(
+        ["--kernel", good, "--net", "raw=nosuch0,vhost=off"], "no such interface", wrap=netns))
+    r.case("raw= with queues=2", lambda: one_line_error(
+        ["--kernel", good, "--net", "raw=lo,vhost=off,queues=2"], "one queue pair", wrap=netns))
+    r.case("macvtap= on a missing interface", lambda: one_line_error(
+        ["--kernel", good, "--net", "macvtap=nosuch0,vhost=off"], "no such interface", wrap=netns))
+    r.case("macvtap= on an interface that is not a macvtap", lambda: one_line_error(
+        ["--kernel", good, "--net", "macvtap=lo,vhost=off"], "not a macvtap", wrap=netns))
+    # A macvtap on a veth, in the private namespace; MVT_HELD: another process holds its /dev/tapN.
+    macvtap = ('ip link add vx type veth peer name vy && ip link set vx up && '
+               'ip link add link vx name mvx type macvtap mode bridge && ip link set mvx up && '
+               'if [ -n "$MVT_HELD" ]; then sleep 5 >/dev/null 2>&1 3<>/dev/tap$(cat /sys/class/net/mvx/ifindex 2>/dev/null || '
+               'ip -o link show mvx | cut -d: -f1) & sleep 0.3; fi && exec "$0" "$@"')
+    r.case("macvtap= whose device another process holds", lambda: one_line_error(
+        ["--kernel", good, "--net", "macvtap=mvx,vhost=off"], "in use",
+        wrap=("env", "MVT_HELD=1", "unshare", "-n", "sh", "-c", macvtap)))
+
+    def ports_set_up():
+        # Both kinds open natively (a veth's macvtap, a raw socket on it); the guest powers off.
+        rc, out, err = run_vmm(["--kernel", good, "--verbose", "--net", "raw=vy,vhost=off",
+                                "--net", "macvtap=mvx,vhost=worker"], 30, ("unshare", "-n", "sh", "-c", macvtap))
+        check(rc == 0, f"exit status {rc}: {err.strip()[:500]}")
+        check("raw vy" in err and "macvtap mvx (/dev/tap" in err, f"NICs not described: {err[:800]}")
+    r.case("raw= and macvtap= NICs set up (guest powers off, exit 0)", ports_set_up)
 
     def kvm_missing():
         # A private mount namespace with an empty /dev: the host's is untouched.

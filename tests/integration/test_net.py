@@ -21,15 +21,15 @@ def ping(g, addr, count=20):
     check(rc == 0 and re.search(r"\b0% packet loss", out), f"ping {addr}: {out.strip()[-300:]}")
 
 
-def iperf(g, ns, reverse, extra=""):
-    srv = ns.popen(f"iperf3 -s -1 --forceflush -B {HOST}")
+def iperf(g, ns, reverse, extra="", host=HOST):
+    srv = ns.popen(f"iperf3 -s -1 --forceflush -B {host}")
     try:
         seen = ""
         while "listening" not in seen:  # the client must not race the server's bind
             line = srv.stdout.readline()
             check(line, f"iperf3 server did not start: {seen!r}")
             seen += line
-        rc, out = g.run(f"iperf3 -c {HOST} -t 3 {'-R' if reverse else ''} -f m {extra}", timeout=240)
+        rc, out = g.run(f"iperf3 -c {host} -t 3 {'-R' if reverse else ''} -f m {extra}", timeout=240)
         m = re.findall(r"([\d.]+) Mbits/sec.*receiver", out)
         check(rc == 0 and m and float(m[-1]) > 0, f"iperf3 {'-R ' if reverse else ''}failed: {out.strip()[-400:]}")
         return f"{float(m[-1]):.0f} Mbit/s"

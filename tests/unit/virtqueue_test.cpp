@@ -1,5 +1,6 @@
 // The split virtqueue against a simulated guest driver writing rings into
 // plain guest memory, including drivers that break the rules.
+#include "tests/unit/ring_writer.hpp"
 #include "virtio/virtqueue.hpp"
 
 #include <gtest/gtest.h>
@@ -20,17 +21,9 @@ struct Driver {
     uint16_t avail_idx = 0;
 
     void desc(uint64_t table, uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next) {
-        uint8_t* d = mem.ptr(table + 16ull * i, 16);
-        std::memcpy(d, &addr, 8);
-        std::memcpy(d + 8, &len, 4);
-        std::memcpy(d + 12, &flags, 2);
-        std::memcpy(d + 14, &next, 2);
+        minivmm::testing::write_desc(mem, table, i, addr, len, flags, next);
     }
-    void offer(uint16_t head) {
-        std::memcpy(mem.ptr(kAvail + 4 + 2 * (avail_idx % kSize), 2), &head, 2);
-        avail_idx++;
-        std::memcpy(mem.ptr(kAvail + 2, 2), &avail_idx, 2);
-    }
+    void offer(uint16_t head) { avail_idx = minivmm::testing::offer(mem, kAvail, kSize, avail_idx, head); }
     SplitQueue::Pop pop(Chain& c) {
         std::string why;
         auto r = q.pop(c, why);

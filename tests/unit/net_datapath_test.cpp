@@ -1,0 +1,145 @@
+// Frames between a port without virtio-net headers (a raw packet socket;
+// here a datagram socketpair, which keeps frame boundaries the same way)
+// and the rings: the header is stripped on the way out and made up on the
+// way in. And the raw port itself, and the device's offers for it.
+#include <linux/capability.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "tests/unit/netns_helpers.hpp"
+#include "tests/unit/ring_writer.hpp"
+#include "vhost/raw_socket.hpp"
+#include "virtio/net.hpp"
+#include "virtio/net_datapath.hpp"
+#include "vmm/error.hpp"
+#include "vmm/guest_memory.hpp"
+
+using namespace minivmm;
+using namespace minivmm::testing;
+
+namespace {
+constexpr uint16_t kNext = 1, kWrite = 2, kQSize = 8;
+constexpr uint64_t kDesc = 0x10000, kAvail = 0x11000, kUsed = 0x12000, kBuf = 0x20000;
+
+struct Ring {
+    GuestMemory mem{16ull << 20};
+    SplitQueue q{mem, kQSize, kDesc, kAvail, kUsed};
+    uint16_t avail = 0;
+    void desc(uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next = 0) {
+        write_desc(mem, kDesc, i, addr, len, flags, next);
+    }
+    void offer(uint16_t head) { avail = minivmm::testing::offer(mem, kAvail, kQSize, avail, head); }
+    uint32_t used_len(uint16_t k) { return *reinterpret_cast<uint32_t*>(mem.ptr(kUsed + 8 + 8 * k, 4)); }
+};
+
+struct Pair {
+    int fd[2] = {-1, -1};
+    Pair() { EXPECT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0, fd), 0); }
+    ~Pair() { ::close(fd[0]), ::close(fd[1]); }
+};
+}  // namespace
+
+TEST(NetDatapath, HeaderIsStrippedForAPortWithoutOne) {
+    Ring r;
+    Pair s;
+    // The 12-byte header split 8 + 4 over two descriptors, then the frame.
+    std::vector<uint8_t> frame(60);
+    for (size_t i = 0; i < frame.size(); i++) frame[i] = static_cast<uint8_t>(i + 1);
+    std::memset(r.mem.ptr(kBuf, 12), 0xee, 12);
+    std::memcpy(r.mem.ptr(kBuf + 12, frame.size()), frame.data(), frame.size());
+    r.desc(0, kBuf, 8, kNext, 1);
+    r.desc(1, kBuf + 8, 4 + 20, kNext, 2);
+    r.desc(2, kBuf + 32, 40, 0);
+    r.offer(0);
+    QueueStats st;
+    std::string why;
+    EXPECT_EQ(net_tx(r.q, r.mem, s.fd[0], st, 8, why, false), Work::Idle) << why;
+    std::vector<uint8_t> got(2048);
+    ssize_t n = ::read(s.fd[1], got.data(), got.size());
+    ASSERT_EQ(n, static_cast<ssize_t>(frame.size()));
+    got.resize(n);
+    EXPECT_EQ(got, frame);
+    EXPECT_EQ(st.packets, 1u);
+    EXPECT_EQ(st.errors, 0u);
+}
+
+TEST(NetDatapath, HeaderIsMadeUpForAPortWithoutOne) {
+    Ring r;
+    Pair s;
+    std::vector<uint8_t> frame(100, 0x5a);
+    ASSERT_EQ(::write(s.fd[1], frame.data(), frame.size()), static_cast<ssize_t>(frame.size()));
+    std::memset(r.mem.ptr(kBuf, 2048), 0xcc, 2048);
+    r.desc(0, kBuf, 2048, kWrite);
+    r.offer(0);
+    NetRx rx;
+    QueueStats st;
+    std::string why;
+    EXPECT_EQ(rx.run(r.q, r.mem, s.fd[0], true, st, 8, why, {}, false), Work::Idle) << why;
+    EXPECT_EQ(r.used_len(0), 12 + frame.size());
+    const uint8_t* b = r.mem.ptr(kBuf, 12 + frame.size());
+    for (int i = 0; i < 10; i++) EXPECT_EQ(b[i], 0) << "header byte " << i << ": no checksum, no GSO";
+    EXPECT_EQ(b[10] | b[11] << 8, 1) << "num_buffers";
+    EXPECT_EQ(std::vector<uint8_t>(b + 12, b + 12 + frame.size()), frame);
+}
+
+TEST(NetDatapath, TooShortForAHeaderIsDroppedNotSent) {
+    Ring r;
+    Pair s;
+    r.desc(0, kBuf, 10, 0);  // less than the header
+    r.offer(0);
+    QueueStats st;
+    std::string why;
+    net_tx(r.q, r.mem, s.fd[0], st, 8, why, false);
+    uint8_t b[64];
+    EXPECT_LT(::read(s.fd[1], b, sizeof b), 0);
+    EXPECT_EQ(st.errors, 1u);
+}
+
+TEST(RawPort, MissingInterfaceIsOneClearError) {
+    in_netns([] {
+        try {
+            RawSocket s("nosuch0");
+            ADD_FAILURE() << "opened a raw socket on a missing interface";
+        } catch (const UserError& e) {
+            EXPECT_NE(std::string(e.what()).find("no such interface"), std::string::npos) << e.what();
+        }
+    });
+}
+
+TEST(RawPort, DeviceOffersNoOffloadsWithoutHeaders) {
+    in_netns([] {
+        GuestMemory mem(16ull << 20);
+        VirtioNet raw(mem, std::make_unique<RawSocket>("lo"), {0x52, 0x54, 0, 0, 0, 1});
+        uint64_t offloads = net::kCsum | net::kGuestCsum | net::kHostTso4 | net::kGuestTso4 | net::kHostTso6 |
+                            net::kGuestTso6 | net::kHostEcn | net::kGuestEcn;
+        EXPECT_EQ(raw.features() & offloads, 0u);
+        EXPECT_TRUE(raw.features() & net::kMrgRxbuf);
+        EXPECT_TRUE(raw.features() & net::kMac);
+    });
+}
+
+TEST(RawPort, WithoutCapNetRawIsOneClearError) {
+    in_netns([] {
+        // Capabilities are per thread: drop CAP_NET_RAW in this one only.
+        std::thread([] {
+            __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
+            __user_cap_data_struct d[2]{};
+            ASSERT_EQ(::syscall(SYS_capget, &h, d), 0);
+            d[0].effective &= ~(1u << CAP_NET_RAW);
+            ASSERT_EQ(::syscall(SYS_capset, &h, d), 0);
+            try {
+                RawSocket s("lo");
+                ADD_FAILURE() << "a raw socket without CAP_NET_RAW";
+            } catch (const UserError& e) {
+                EXPECT_NE(std::string(e.what()).find("no permission"), std::string::npos) << e.what();
+            }
+        }).join();
+    });
+}
