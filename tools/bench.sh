@@ -46,6 +46,12 @@ if [ -z "$results" ]; then
     exit 1
 fi
 cp "$results"/results.csv "$results"/results.md "$results"/raw.csv "$out"/
+# The command's own status, as the outer host left it: the launcher's can
+# differ for reasons after the run (seen: its script edited while it ran).
+if [ -s "$results/rc" ] && [ "$(cat "$results/rc")" != "$rc" ]; then
+    say "outer-run exited $rc after the run; the bench itself exited $(cat "$results/rc")"
+    rc=$(cat "$results/rc")
+fi
 
 where="on this machine"
 grep -qE 'vmx|svm' /proc/cpuinfo && [ -e /dev/kvm ] || where="in the emulated outer host: compare rows, not absolute figures"

@@ -20,7 +20,7 @@ GUEST_IP, HOST_IP = "10.0.2.15", "10.0.2.1"
 MEM_MIB, CPUS = 512, 1
 TAP = "mvbench0"
 APPEND = f"console=ttyS0 quiet guest.ip=eth0:{GUEST_IP}/24"
-BOOT_TIMEOUT = 300  # 20-30 s is usual in the emulated host; a hung boot must not eat the run
+BOOT_TIMEOUT = 180  # 10-30 s is usual in the emulated host; a hung boot (its flake) must not eat the run
 
 
 class VmEnd:
