@@ -19,5 +19,6 @@ if [ -n "${MINIVMM_VM_SUITES:-}" ]; then
 else
     outer "" test_boot
     for s in one_nic_kernel one_nic_worker one_nic_off two_nics mq_kernel mq_worker mq_off; do outer "$s" test_net; done
+    for s in kernel worker off; do outer "scenario_$s" test_direct; done
 fi
 exit $status

@@ -33,7 +33,10 @@ def direct(r, vhost):
                f"ip link set vraw up && "
                f"ip link add vlow type veth peer name plow && ip link set plow netns {peer.name} && "
                f"ip link set vlow up && ip link add link vlow name mvt0 type macvtap mode bridge && ip link set mvt0 up")
-        peer.sh(f"ip addr add {RAW_PEER}/24 dev praw && ip link set praw up && "
+        # The peer sends as a wire would, with complete checksums and no GSO:
+        # a packet socket has no header to tell the guest a checksum is
+        # partial (README: raw=), and a veth left to itself leaves them so.
+        peer.sh(f"ip addr add {RAW_PEER}/24 dev praw && ip link set praw up && ethtool -K praw tx off && "
                 f"ip addr add {MVT_PEER}/24 dev plow && ip link set plow up")
         g = minivmm("--mem", "512M", "--cmdline",
                     f"quiet guest.ip=eth0:{RAW_GUEST}/24 guest.ip=eth1:{MVT_GUEST}/24",

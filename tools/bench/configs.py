@@ -24,17 +24,19 @@ BOOT_TIMEOUT = 180  # 10-30 s is usual in the emulated host; a hung boot (its fl
 
 
 class VmEnd:
-    """A guest whose NIC is a tap in the host namespace, served by a VMM."""
+    """A guest whose NIC is a tap in the host namespace, served by a VMM.
+    queues > 1: a multi-queue tap; streams: parallel iperf3 streams."""
 
-    def __init__(self, name, argv_fn):
-        self.name, self.argv_fn = name, argv_fn
+    def __init__(self, name, argv_fn, queues=1, streams=1):
+        self.name, self.argv_fn, self.queues, self.streams = name, argv_fn, queues, streams
         self.ns = self.guest = None
 
     def start(self, log_name):
         """Boots the guest; returns seconds from VMM start to the guest's init."""
         self.ns = Netns("mvbench")
         # An existing tap, configured first: every VMM attaches to it alike.
-        self.ns.sh(f"ip tuntap add dev {TAP} mode tap && ip addr add {HOST_IP}/24 dev {TAP} "
+        mq = " multi_queue" if self.queues > 1 else ""
+        self.ns.sh(f"ip tuntap add dev {TAP} mode tap{mq} && ip addr add {HOST_IP}/24 dev {TAP} "
                    f"&& ip link set {TAP} up")
         self.guest = self.argv_fn(self.ns, log_name)
         boot = self.guest.boot(BOOT_TIMEOUT)
@@ -80,6 +82,7 @@ class NativeEnd:
 
     def __init__(self, name):
         self.name = name
+        self.streams = 1
         self.ns = self.peer = None
 
     def start(self, log_name):
@@ -123,10 +126,10 @@ def qemu(vhost):
     return argv
 
 
-def mini(vhost):
+def mini(vhost, cpus=CPUS, queues=1):
     def argv(ns, log_name):
-        return minivmm("--mem", f"{MEM_MIB}M", "--cpus", str(CPUS), "--cmdline", APPEND,
-                       "--net", f"{TAP},vhost={vhost}", wrap=ns.prefix(), log_name=log_name)
+        return minivmm("--mem", f"{MEM_MIB}M", "--cpus", str(cpus), "--cmdline", APPEND,
+                       "--net", f"{TAP},vhost={vhost},queues={queues}", wrap=ns.prefix(), log_name=log_name)
     return argv
 
 
@@ -138,4 +141,9 @@ ROWS = {
     "minivmm vhost=off": lambda: VmEnd("minivmm vhost=off", mini("off")),
     "minivmm vhost=worker": lambda: VmEnd("minivmm vhost=worker", mini("worker")),
     "minivmm vhost=kernel": lambda: VmEnd("minivmm vhost=kernel", mini("kernel")),
+    # Multiqueue scaling: 2 vCPUs and 4 TCP streams each way, 1 then 2 queue pairs.
+    "minivmm vhost=kernel queues=1 (2 vCPUs)": lambda: VmEnd("kernel q1", mini("kernel", 2, 1), 1, 4),
+    "minivmm vhost=kernel queues=2 (2 vCPUs)": lambda: VmEnd("kernel q2", mini("kernel", 2, 2), 2, 4),
+    "minivmm vhost=worker queues=1 (2 vCPUs)": lambda: VmEnd("worker q1", mini("worker", 2, 1), 1, 4),
+    "minivmm vhost=worker queues=2 (2 vCPUs)": lambda: VmEnd("worker q2", mini("worker", 2, 2), 2, 4),
 }

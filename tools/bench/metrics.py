@@ -43,7 +43,8 @@ def iperf(end, host_ip, seconds, reverse):
     srv = Server(end.ns, f"iperf3 -s -1 --forceflush -B {host_ip}", "listening")
     try:
         # -i 0: no per-second reports, each would be console output (nested exits) mid-measurement.
-        rc, out, cpu = end.run(f"iperf3 -c {host_ip} -t {seconds} {'-R' if reverse else ''} -f m -i 0",
+        streams = f"-P {end.streams}" if end.streams > 1 else ""  # the receiver [SUM] line comes last
+        rc, out, cpu = end.run(f"iperf3 -c {host_ip} -t {seconds} {'-R' if reverse else ''} {streams} -f m -i 0",
                                timeout=seconds + 180)
     finally:
         srv.stop()

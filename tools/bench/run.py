@@ -67,7 +67,7 @@ def main():
     say(f"{ROUNDS} round(s) of {len(names)} configurations, {SECONDS} s per transfer")
     for r in range(ROUNDS):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            slug = name.replace(" ", "-").replace("=", "-")
+            slug = "".join(c if c.isalnum() else "-" for c in name)
             sample = None
             for attempt in (1, 2):
                 try:
@@ -87,7 +87,8 @@ def main():
 
     table = report.markdown(results)
     notes = (f"Median of {ROUNDS} interleaved round(s) (min-max when more than one), {SECONDS} s per transfer, "
-             f"{configs.MEM_MIB} MiB and {configs.CPUS} vCPU per guest, same kernel and initramfs. "
+             f"{configs.MEM_MIB} MiB and {configs.CPUS} vCPU per guest (the queues= rows: 2 vCPUs and 4 "
+             "parallel TCP streams each way, to show multiqueue scaling), same kernel and initramfs. "
              "TCP RR: sockperf ping-pong over TCP, one message in flight. Boot: VMM start to the guest's "
              "init marker (quiet console). Host CPU: VMM process (all threads) plus kernel vhost threads, "
              "over both iperf3 transfers, per 10^9 bytes moved; native: the iperf3 client process.")
