@@ -1,0 +1,116 @@
+// The virtio-net control queue (virtio 1.x, 5.1.6.5): commands from the
+// driver, each a chain of a class/command header and its data (read by the
+// device) followed by one status byte (written by the device). A command
+// the device does not know, or whose data has the wrong shape, is answered
+// VIRTIO_NET_ERR; only a chain with nowhere to put the status, or one the
+// ring walker rejects, breaks the device.
+#include <cstring>
+
+#include "virtio/net.hpp"
+#include "vmm/guest_memory.hpp"
+#include "vmm/io_bus.hpp"
+
+namespace minivmm {
+
+namespace {
+constexpr uint8_t kOk = 0, kErr = 1;
+// Classes and commands (5.1.6.5).
+constexpr uint8_t kClassRx = 0, kRxPromisc = 0, kRxAllMulti = 1;
+constexpr uint8_t kClassMac = 1, kMacTableSet = 0, kMacAddrSet = 1;
+constexpr uint8_t kClassMq = 4, kMqVqPairsSet = 0;
+// The largest command read: a MAC filter table of thousands of entries fits.
+constexpr uint64_t kMaxCommand = 64 * 1024;
+
+uint64_t le(const std::vector<uint8_t>& d, size_t at, unsigned bytes) {
+    uint64_t v = 0;
+    for (unsigned i = 0; i < bytes; i++) v |= uint64_t(d[at + i]) << (8 * i);
+    return v;
+}
+
+// VIRTIO_NET_CTRL_MAC_TABLE_SET: a unicast and a multicast table, each a
+// 32-bit count followed by that many addresses, filling the data exactly.
+bool mac_tables_fit(const std::vector<uint8_t>& d) {
+    uint64_t at = 0;
+    for (int table = 0; table < 2; table++) {
+        if (d.size() - at < 4) return false;
+        uint64_t n = le(d, at, 4);
+        at += 4;
+        if (n > (d.size() - at) / 6) return false;
+        at += 6 * n;
+    }
+    return at == d.size();
+}
+}  // namespace
+
+void VirtioNet::ctrl_all() {
+    std::lock_guard g(ctrl_lock_);
+    if (!active_ || !ctrl_) return;
+    for (;;) {
+        Chain c;
+        std::string why;
+        auto r = ctrl_->pop(c, why);
+        if (r == SplitQueue::Pop::Broken) return broken("control queue: " + why);
+        if (r == SplitQueue::Pop::Empty) {
+            if (ctrl_->enable_notify()) continue;  // more came while we looked
+            break;
+        }
+        // The status byte goes in the first device-writable buffer, which the
+        // walker guarantees comes after every readable one.
+        const Segment* status = nullptr;
+        for (const Segment& s : c.segs)
+            if (s.device_writable && s.len) {
+                status = &s;
+                break;
+            }
+        if (!status) return broken("control queue: a command with no room for its status");
+        uint8_t ack = kErr;
+        if (c.readable_bytes >= 2 && c.readable_bytes <= kMaxCommand) {
+            std::vector<uint8_t> bytes;
+            for (const Segment& s : c.segs) {
+                if (s.device_writable) break;
+                const uint8_t* src = mem_.ptr(s.gpa, s.len);
+                bytes.insert(bytes.end(), src, src + s.len);
+            }
+            std::vector<uint8_t> data(bytes.begin() + 2, bytes.end());
+            ack = ctrl_command(bytes[0], bytes[1], data);
+        }
+        *mem_.ptr(status->gpa, 1) = ack;
+        ctrl_->push_used(c.head, 1);
+        ctrl_stats_.packets++;
+        if (ack != kOk) ctrl_stats_.errors++;
+    }
+    if (ctrl_->need_interrupt() && transport_->signal_queue(ctrl_index_)) ctrl_stats_.interrupts++;
+}
+
+// Called with ctrl_lock_ held.
+uint8_t VirtioNet::ctrl_command(uint8_t cls, uint8_t cmd, const std::vector<uint8_t>& data) {
+    ctrl_stats_.bytes += data.size();
+    if (cls == kClassRx && (features_ & net::kCtrlRx) && data.size() == 1) {
+        // Acknowledged and kept for --stats; the tap hands the guest every
+        // frame addressed to it anyway, and the guest's stack filters.
+        if (cmd == kRxPromisc) return promisc_ = data[0] != 0, kOk;
+        if (cmd == kRxAllMulti) return allmulti_ = data[0] != 0, kOk;
+        return kErr;
+    }
+    if (cls == kClassMac && cmd == kMacTableSet && (features_ & net::kCtrlRx))
+        return mac_tables_fit(data) ? kOk : kErr;
+    if (cls == kClassMac && cmd == kMacAddrSet && (features_ & net::kCtrlMacAddr)) {
+        if (data.size() != 6 || (data[0] & 1)) return kErr;  // a unicast address, nothing else
+        std::memcpy(mac_.data(), data.data(), 6);
+        return kOk;
+    }
+    if (cls == kClassMq && cmd == kMqVqPairsSet && (features_ & net::kMq) && data.size() == 2) {
+        uint64_t n = le(data, 0, 2);
+        if (n < 1 || n > pairs_.size()) return kErr;
+        // Every pair put in use must have both its queues set up.
+        for (unsigned k = 0; k < n; k++) {
+            std::lock_guard pg(pairs_[k]->lock);
+            if (!pairs_[k]->rx || !pairs_[k]->tx) return kErr;
+        }
+        set_pairs_in_use(static_cast<unsigned>(n));
+        return kOk;
+    }
+    return kErr;
+}
+
+}  // namespace minivmm
