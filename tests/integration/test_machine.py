@@ -142,9 +142,12 @@ def scenario_bad_input(r):
         ["--kernel", good, "--net", "macvtap=lo,vhost=off"], "not a macvtap", wrap=netns))
     # A macvtap on a veth, in the private namespace; MVT_HELD: another process holds its /dev/tapN.
     macvtap = ('ip link add vx type veth peer name vy && ip link set vx up && '
-               'ip link add link vx name mvx type macvtap mode bridge && ip link set mvx up && '
-               'if [ -n "$MVT_HELD" ]; then sleep 5 >/dev/null 2>&1 3<>/dev/tap$(cat /sys/class/net/mvx/ifindex 2>/dev/null || '
-               'ip -o link show mvx | cut -d: -f1) & sleep 0.3; fi && exec "$0" "$@"')
+               'ip link add link vx name mvx type macvtap mode bridge && ip link set mvx up || exit 99; '
+               '[ -z "$MVT_HELD" ] && exec "$0" "$@"; '
+               # The holder ends with the case: interface indexes are per namespace,
+               # and the next case's macvtap may get this one's /dev/tapN name.
+               'sleep 30 >/dev/null 2>&1 3<>/dev/tap$(ip -o link show mvx | cut -d: -f1) & h=$!; sleep 0.3; '
+               '"$0" "$@"; rc=$?; kill $h; wait $h 2>/dev/null; exit $rc')
     r.case("macvtap= whose device another process holds", lambda: one_line_error(
         ["--kernel", good, "--net", "macvtap=mvx,vhost=off"], "in use",
         wrap=("env", "MVT_HELD=1", "unshare", "-n", "sh", "-c", macvtap)))
