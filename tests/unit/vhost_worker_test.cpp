@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <optional>
@@ -133,6 +134,15 @@ struct Options {
     bool log = false;  // set_log_base(bitmap) before the rings start
 };
 
+// MINIVMM_TEST_VHOST=kernel: the same rig drives the kernel's vhost-net
+// instead, for the tests that need no worker-only counters; it runs where
+// /dev/vhost-net exists (tests/integration/test_vhost_kernel.py, in the
+// emulated outer host).
+bool kernel_vhost() {
+    const char* v = std::getenv("MINIVMM_TEST_VHOST");
+    return v && std::string(v) == "kernel";
+}
+
 // A worker backend configured as minivmm's virtio-net would, with its tap,
 // eventfds, guest memory and the test's packet socket.
 struct Rig {
@@ -145,7 +155,7 @@ struct Rig {
     Fd pkt;
     int ifindex = 0;
     DriverRing ring[2] = {{mem, opt.rx}, {mem, opt.tx}};
-    std::unique_ptr<VhostBackend> vh = make_worker_vhost();  // last: its threads stop first
+    std::unique_ptr<VhostBackend> vh = kernel_vhost() ? open_kernel_vhost() : make_worker_vhost();  // last: stops first
 
     explicit Rig(Options o = {}) : opt(o) {
         ring[kRx].at = opt.rx;
@@ -163,8 +173,8 @@ struct Rig {
         if (::bind(pkt.get(), reinterpret_cast<sockaddr*>(&sll), sizeof sll) != 0)
             throw std::runtime_error(std::string("bind AF_PACKET: ") + std::strerror(errno));
 
-        vh->set_owner();
-        EXPECT_EQ(opt.features & ~vh->get_features(), 0u) << "the worker lacks a feature the test wants";
+        if (!kernel_vhost()) vh->set_owner();  // open_kernel_vhost() has made us the owner
+        EXPECT_EQ(opt.features & ~vh->get_features(), 0u) << "the backend lacks a feature the test wants";
         vh->set_features(opt.features);
         vh->set_mem_table({{0, kMemSize, hva(0)}});
         if (opt.log) vh->set_log_base(reinterpret_cast<uint64_t>(bitmap.data()));
