@@ -17,7 +17,7 @@ outer() {  # outer FILTER MODULES...
 if [ -n "${MINIVMM_VM_SUITES:-}" ]; then
     outer "${MINIVMM_TEST_FILTER:-}" $MINIVMM_VM_SUITES
 else
-    outer "" test_boot
+    outer "" test_boot test_vhost_kernel
     for s in one_nic_kernel one_nic_worker one_nic_off two_nics mq_kernel mq_worker mq_off; do outer "$s" test_net; done
     for s in kernel worker off; do outer "scenario_$s" test_direct; done
 fi

@@ -118,7 +118,10 @@ private:
         std::thread thread;
         std::optional<SplitQueue> q;  // only the ring's thread touches it while running
         NetRx rx;
-        WriteLog log;             // dirty log, while logging
+        // Dirty logging as vhost-net does it: the used ring (entries, index and
+        // notification word) when the ring's VHOST_VRING_F_LOG flag is set,
+        // the buffers the device fills when VHOST_F_LOG_ALL is negotiated.
+        WriteLog used_log, data_log;
         uint64_t used_gpa = 0;
         bool event_idx = false;
         QueueStats st;
@@ -161,16 +164,19 @@ private:
         r.q->set_event_idx(r.event_idx);
         r.q->resume(r.base);
         r.used_gpa = *used;
-        r.log = logger();
-        if (r.log) r.q->set_write_log(r.log);
+        WriteLog log = logger();
+        r.used_log = r.addr.log_used ? log : WriteLog{};
+        r.data_log = features_ & vhost::kFLogAll ? log : WriteLog{};
+        if (r.used_log) r.q->set_write_log(r.used_log);
         bool rx = i % 2 == 0;
         r.thread = std::thread([this, &r, rx] { rx ? rx_loop(r) : tx_loop(r); });
         // What it serves, for ps -L and top -H (15 characters at most).
         std::string tname = "vhost-" + label_ + (rx ? "-rx" : "-tx") + std::to_string(i / 2);
         pthread_setname_np(r.thread.native_handle(), tname.substr(0, 15).c_str());
     }
+    // Marks the pages of a write in the log bitmap, once a log base is set.
     WriteLog logger() {
-        if (!(features_ & vhost::kFLogAll) || !log_base_) return {};
+        if (!log_base_) return {};
         uint8_t* base = log_base_;
         return [base](uint64_t gpa, uint64_t len) {
             for (uint64_t page = gpa >> 12; page <= (gpa + len - 1) >> 12; page++)
@@ -210,7 +216,7 @@ private:
         if (!r.event_idx) log_notify_word(r);  // with EVENT_IDX it writes nothing
     }
     void log_notify_word(Ring& r) {
-        if (r.log) r.log(r.event_idx ? r.used_gpa + 4 + 8ull * r.num : r.used_gpa, 2);
+        if (r.used_log) r.used_log(r.event_idx ? r.used_gpa + 4 + 8ull * r.num : r.used_gpa, 2);
     }
     void tx_loop(Ring& r) {
         std::string why;
@@ -228,7 +234,7 @@ private:
         bool mergeable = features_ & net::kMrgRxbuf;
         bool want_tap = true;
         while (!r.stopping) {
-            Work w = r.rx.run(*r.q, mem_, r.tap, mergeable, r.st, kBudget, why, r.log, fd_header());
+            Work w = r.rx.run(*r.q, mem_, r.tap, mergeable, r.st, kBudget, why, r.data_log, fd_header());
             interrupt(r);
             if (w == Work::Broken) return failed(r);
             if (w == Work::More) continue;

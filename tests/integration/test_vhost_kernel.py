@@ -10,7 +10,7 @@ import subprocess
 
 from vmtest import REPO, check
 
-TESTS = ["TxThroughAnIndirectTable", "DirtyLogMarksEveryPageWritten", "DirtyLogOnlyWithLogAll",
+TESTS = ["TxThroughAnIndirectTable", "DirtyLogMarksEveryPageWritten", "DirtyLogOfDataOnlyWithLogAll",
          "DirtyLogCoversTheAvailEventWord", "RxStopAndRestartContinuesAtTheBase",
          "TxStopAndRestartContinuesAtTheBase", "TxRingMovedWhileRunning", "RxRingMovedWhileRunning"]
 
