@@ -38,40 +38,41 @@ def iperf(g, ns, reverse, extra="", host=HOST):
         srv.wait()
 
 
-def guest_sha(g, path):
-    rc, out = g.run(f"sha256sum {path}; stat -c %s {path}", timeout=300)
+def guest_stream_sha(g, producer):
+    rc, out = g.run(f"{producer} | sha256sum", timeout=600)
     f = out.split()
-    check(rc == 0 and len(f) >= 3, f"sha256sum in guest: {out!r}")
-    return f[0], int(f[2])
+    check(rc == 0 and f, f"sha256sum in guest: {out!r}")
+    return f[0]
 
 
+# The guest streams and checksums the transfers rather than keeping 50 MB
+# in its tmpfs: filling that much guest memory is a storm of nested-paging
+# exits, which is where the emulated outer host's SVM has been seen to
+# triple-fault guests (README, known problems), and it tests nothing here.
 def bulk_to_host(g, ns, port):
     # One random MiB repeated: the guest's urandom is slow under emulation,
     # and the NIC does not care what the bytes are.
-    rc, out = g.run(f"dd if=/dev/urandom of=/tmp/mib bs=1M count=1 2>&1 && "
-                    f"for i in $(seq {BULK >> 20}); do cat /tmp/mib; done > /tmp/out", timeout=600)
-    check(rc == 0, f"making the file in the guest: {out!r}")
-    want = guest_sha(g, "/tmp/out")
+    rc, out = g.run("dd if=/dev/urandom of=/tmp/mib bs=1M count=1 2>&1", timeout=120)
+    check(rc == 0, f"making the data in the guest: {out!r}")
+    stream = f"for i in $(seq {BULK >> 20}); do cat /tmp/mib; done"
+    want = (guest_stream_sha(g, stream), BULK)
     srv = BulkServer(ns, "recv", HOST, port, BULK)
     try:
-        rc, out = g.run(f"nc {HOST} {port} < /tmp/out", timeout=900)
+        rc, out = g.run(f"{stream} | nc {HOST} {port}", timeout=900)
         got = srv.result(900)
     finally:
         srv.kill()
     check(got == want, f"guest sent {want}, host received {got}")
-    g.run("rm /tmp/out")
 
 
 def bulk_from_host(g, ns, port):
     srv = BulkServer(ns, "send", HOST, port, BULK)
     try:
-        rc, out = g.run(f"nc {HOST} {port} > /tmp/in", timeout=900)
+        got = guest_stream_sha(g, f"nc {HOST} {port}")
         want = srv.result(900)
     finally:
         srv.kill()
-    got = guest_sha(g, "/tmp/in")
-    check(got == want, f"host sent {want}, guest received {got}")
-    g.run("rm /tmp/in")
+    check(got == want[0], f"host sent {want}, guest received data with sha256 {got}")
 
 
 def offloads(g):

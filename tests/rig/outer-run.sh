@@ -81,7 +81,7 @@ attempt() {
     newrun
     log=$rundir/console.log
     : > "$log"   # exists before tail -f looks for it
-    $qemu ${MINIVMM_OUTER_QEMU_ARGS:-} -accel tcg,thread=multi -cpu max -m 4096 -smp 2 \
+    $qemu ${MINIVMM_OUTER_QEMU_ARGS:-} -accel tcg,thread=multi -cpu "${MINIVMM_OUTER_CPU:-max}" -m 4096 -smp 2 \
         -nographic -no-reboot -nodefaults -serial stdio \
         -kernel "$kernel" -initrd "$images/outer-initrd.gz" \
         -append "console=ttyS0 quiet panic=-1 ${MINIVMM_OUTER_APPEND:-}" \
