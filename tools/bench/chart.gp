@@ -6,12 +6,12 @@
 if (!exists("subtitle")) subtitle = ""
 set datafile separator ","
 set datafile columnheaders
-set terminal pngcairo size 1200,900 font "sans,10"
+set terminal pngcairo size 1200,1000 font "sans,10"
 set output png
 set style fill solid 0.75 border -1
 set logscale y
 set grid ytics mytics lc rgb "#dddddd"
-set xtics nomirror noenhanced
+set xtics nomirror noenhanced rotate by -25 left  # ten rows: names side by side collide
 set key top right noenhanced
 stats csv using 0 nooutput
 set xrange [-0.6:STATS_records - 0.4]

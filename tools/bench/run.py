@@ -59,6 +59,15 @@ def show(s):
             f"RSS {na(s['rss_mib'], '{:.0f} MiB')}, CPU {s['cpu_s_per_gb']:.2f} s/GB")
 
 
+def save(results, prefix, notes=""):
+    out = os.environ.get("MINIVMM_RESULTS") or os.path.join(REPO, "build", "bench")
+    os.makedirs(out, exist_ok=True)
+    report.write_csv(os.path.join(out, "results.csv"), results)
+    report.write_raw(os.path.join(out, "raw.csv"), results)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(prefix + "\n\n" + report.markdown(results) + "\n\n" + notes + "\n")
+
+
 def main():
     names = list(configs.ROWS)
     results = {n: [] for n in names}
@@ -84,6 +93,9 @@ def main():
             results[name].append(sample)
             if sample:
                 say(f"round {r + 1} {name}: {show(sample)}")
+            # After every sample: an outer host that dies mid-run (README,
+            # known problems) still leaves what was measured.
+            save(results, "(partial: the run did not finish) ")
 
     table = report.markdown(results)
     notes = (f"Median of {ROUNDS} interleaved round(s) (min-max when more than one), {SECONDS} s per transfer, "
@@ -102,12 +114,7 @@ def main():
         say(f"failed twice (no sample): {', '.join(failed)}")
     say(f"VM table took {time.monotonic() - t0:.0f} s")
 
-    out = os.environ.get("MINIVMM_RESULTS") or os.path.join(REPO, "build", "bench")
-    os.makedirs(out, exist_ok=True)
-    report.write_csv(os.path.join(out, "results.csv"), results)
-    report.write_raw(os.path.join(out, "raw.csv"), results)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(table + "\n\n" + notes + "\n")
+    save(results, "", notes)
     # Timing never fails make bench; a table with no row at all does.
     return 0 if any(any(s) for s in results.values()) else 1
 
