@@ -76,7 +76,9 @@ stop() {   # stop QEMU and the live view, politely then firmly
 }
 trap 'stop; say "interrupted"; exit 130' INT TERM
 
-# attempt : one outer boot; sets $outcome to done, lockup or timeout.
+crash_marks='Kernel panic - not syncing|stack guard page was hit'
+
+# attempt : one outer boot; sets $outcome to done, lockup, crash or timeout.
 attempt() {
     newrun
     log=$rundir/console.log
@@ -98,6 +100,10 @@ attempt() {
         [ -z "$boot_s" ] && grep -qF '=== MINIVMM-OUTER-START' "$log" && boot_s=$(elapsed)
         # pr_emerg from the outer kernel's watchdog: this boot will not recover.
         if grep -qF 'watchdog: BUG: soft lockup' "$log"; then outcome=lockup; break; fi
+        # The outer kernel's own crash (README, known problems) may hang it
+        # rather than end QEMU: no need to wait for the silence below.
+        # (Only its own signature: the harness may echo an inner guest's panic.)
+        if grep -qF 'stack guard page was hit' "$log"; then outcome=crash; break; fi
         # A wedged outer host can also fall silent without a watchdog report
         # (seen: both emulated CPUs busy, the command frozen). Commands here
         # print at least every few minutes, so long silence means the same.
@@ -116,8 +122,8 @@ attempt() {
 # exc_general_protection inside the inner VMM's KVM_RUN, the emulated SVM
 # having left a bad GS base) and QEMU exited without the command's status.
 crashed() {
-    [ "$outcome" = done ] && [ ! -s "$rundir/results/rc" ] &&
-        grep -qE 'Kernel panic - not syncing|stack guard page was hit' "$log"
+    [ "$outcome" = crash ] ||
+        { [ "$outcome" = done ] && [ ! -s "$rundir/results/rc" ] && grep -qE "$crash_marks" "$log"; }
 }
 
 attempt
