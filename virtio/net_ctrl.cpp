@@ -21,19 +21,13 @@ constexpr uint8_t kClassMq = 4, kMqVqPairsSet = 0;
 // The largest command read: a MAC filter table of thousands of entries fits.
 constexpr uint64_t kMaxCommand = 64 * 1024;
 
-uint64_t le(const std::vector<uint8_t>& d, size_t at, unsigned bytes) {
-    uint64_t v = 0;
-    for (unsigned i = 0; i < bytes; i++) v |= uint64_t(d[at + i]) << (8 * i);
-    return v;
-}
-
 // VIRTIO_NET_CTRL_MAC_TABLE_SET: a unicast and a multicast table, each a
 // 32-bit count followed by that many addresses, filling the data exactly.
 bool mac_tables_fit(const std::vector<uint8_t>& d) {
     uint64_t at = 0;
     for (int table = 0; table < 2; table++) {
         if (d.size() - at < 4) return false;
-        uint64_t n = le(d, at, 4);
+        uint64_t n = le_load(&d[at], 4);
         at += 4;
         if (n > (d.size() - at) / 6) return false;
         at += 6 * n;
@@ -79,7 +73,7 @@ void VirtioNet::ctrl_all() {
         ctrl_stats_.packets++;
         if (ack != kOk) ctrl_stats_.errors++;
     }
-    if (ctrl_->need_interrupt() && transport_->signal_queue(ctrl_index_)) ctrl_stats_.interrupts++;
+    interrupt(ctrl_, ctrl_index_, ctrl_stats_);
 }
 
 // Called with ctrl_lock_ held.
@@ -100,7 +94,7 @@ uint8_t VirtioNet::ctrl_command(uint8_t cls, uint8_t cmd, const std::vector<uint
         return kOk;
     }
     if (cls == kClassMq && cmd == kMqVqPairsSet && (features_ & net::kMq) && data.size() == 2) {
-        uint64_t n = le(data, 0, 2);
+        uint64_t n = le_load(data.data(), 2);
         if (n < 1 || n > pairs_.size()) return kErr;
         // Every pair put in use must have both its queues set up.
         for (unsigned k = 0; k < n; k++) {
