@@ -25,7 +25,7 @@ const char* usage() {
            "                        more NICs. Instead of TAP: raw=IFNAME (a packet socket\n"
            "                        on that interface; no offloads) or macvtap=IFNAME\n"
            "  -v, --verbose         show the memory layout and final command line\n"
-           "      --stats           print device statistics at exit (and on SIGUSR1)\n"
+           "      --stats           print device statistics at exit (and, with vCPU state, on SIGUSR1)\n"
            "  -h, --help            this text\n"
            "  -V, --version         version\n"
            "\n"

@@ -237,6 +237,7 @@ void Machine::wait_for_stop() {
         if (fds[1].revents && ::read(sfd, &si, sizeof si) == sizeof si) {
             if (si.ssi_signo == SIGUSR1) {
                 print_stats();
+                for (auto& v : vcpus_) v->request_state_line();
                 continue;
             }
             stop_.request(0, std::string("stopped by SIG") + sigabbrev_np(static_cast<int>(si.ssi_signo)));

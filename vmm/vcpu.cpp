@@ -213,6 +213,7 @@ void Vcpu::run(IoBus& pio, IoBus& mmio, Stop& stop) {
     pthread_sigmask(SIG_UNBLOCK, &kick, nullptr);
 
     while (!stop.requested()) {
+        if (state_wanted_.exchange(false)) std::fputs(state_line().c_str(), stderr);
         if (::ioctl(fd_, KVM_RUN, 0) < 0) {
             if (errno == EINTR || errno == EAGAIN) {
                 run_->immediate_exit = 0;
@@ -258,6 +259,43 @@ void Vcpu::run(IoBus& pio, IoBus& mmio, Stop& stop) {
     }
     running_ = false;
     exited_ = true;
+}
+
+void Vcpu::request_state_line() {
+    state_wanted_ = true;
+    kick();
+}
+
+namespace {
+// Highest vector set in one of the local APIC's 256-bit vector registers
+// (ISR at 0x100, IRR at 0x200: eight 32-bit words 16 bytes apart), or -1.
+int top_vector(const kvm_lapic_state& l, unsigned base) {
+    for (int w = 7; w >= 0; w--) {
+        uint32_t v;
+        std::memcpy(&v, l.regs + base + 16 * w, 4);
+        if (v) return w * 32 + 31 - __builtin_clz(v);
+    }
+    return -1;
+}
+}  // namespace
+
+std::string Vcpu::state_line() const {
+    kvm_regs r{};
+    kvm_vcpu_events ev{};
+    kvm_lapic_state lapic{};
+    if (::ioctl(fd_, KVM_GET_REGS, &r) < 0 || ::ioctl(fd_, KVM_GET_VCPU_EVENTS, &ev) < 0 ||
+        ::ioctl(fd_, KVM_GET_LAPIC, &lapic) < 0)
+        return "minivmm: vCPU " + std::to_string(id_) + ": state unavailable\n";
+    uint32_t tpr;
+    std::memcpy(&tpr, lapic.regs + 0x80, 4);
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "minivmm: vCPU %u: rip %016llx rsp %016llx IF=%u tpr %02x isr %d irr %d "
+                  "injecting %d (vector %u) nmi %u/%u shadow %u\n",
+                  id_, r.rip, r.rsp, unsigned(r.rflags >> 9) & 1, tpr & 0xff, top_vector(lapic, 0x100),
+                  top_vector(lapic, 0x200), ev.interrupt.injected, ev.interrupt.nr, ev.nmi.injected, ev.nmi.pending,
+                  ev.interrupt.shadow);
+    return buf;
 }
 
 std::string Vcpu::dump_registers() const {

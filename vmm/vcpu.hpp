@@ -43,6 +43,10 @@ public:
     void kick();
     bool exited() const { return exited_; }
     std::string dump_registers() const;
+    // From another thread: the vCPU prints one line of where the guest
+    // stands (RIP, interrupt flag, pending and in-service vectors) at its next
+    // exit. For a guest that has stopped making progress (SIGUSR1).
+    void request_state_line();
     unsigned id() const { return id_; }
     VcpuStats stats;
 
@@ -53,6 +57,7 @@ private:
     void set_lapic_lines();
     void set_msrs();
     bool handle_io(IoBus& pio);
+    std::string state_line() const;
 
     unsigned id_;
     int fd_;
@@ -61,6 +66,7 @@ private:
     std::atomic<pthread_t> thread_{};
     std::atomic<bool> running_{false};
     std::atomic<bool> exited_{false};
+    std::atomic<bool> state_wanted_{false};
 };
 
 // Writes the 4 GiB identity map (2 MiB pages) and the boot GDT into low RAM.

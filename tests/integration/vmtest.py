@@ -111,6 +111,7 @@ class Guest:
 
     def _dump_threads(self):
         """For a hung guest: where each VMM thread is, into the log."""
+        self._sample_vcpus()
         task = f"/proc/{self.proc.pid}/task"
         try:
             for tid in sorted(os.listdir(task)):
@@ -126,6 +127,23 @@ class Guest:
             self.log.flush()
         except Exception as e:  # diagnostics only
             self.log.write(f"\n[vmtest] thread dump failed: {e}\n")
+
+    def _sample_vcpus(self, samples=5):
+        """SIGUSR1 makes minivmm print stats and each vCPU's RIP and interrupt
+        state; a few samples tell a guest spinning in one place from one
+        waiting on an interrupt. RIPs are named from the kernel's System.map,
+        shifted by where the guest's init said the kernel text lies."""
+        with self.lock:
+            mark = len(self.out)
+        for _ in range(samples):
+            os.kill(self.proc.pid, signal.SIGUSR1)
+            time.sleep(0.3)
+        with self.lock:
+            lines = re.findall(r"minivmm: vCPU \d+: rip ([0-9a-f]{16})", self.out[mark:])
+            text = re.search(r"kernel _text at ([0-9a-f]{16})", self.out)
+        names = symbolize([int(x, 16) for x in lines], int(text.group(1), 16) if text else None)
+        self.log.write("\n[vmtest] vCPU RIPs: " + ", ".join(names) + "\n")
+        self.log.flush()
 
     def send(self, text):
         self.proc.stdin.write(text.encode())
@@ -170,6 +188,28 @@ class Guest:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+
+
+def symbolize(rips, text_at):
+    """function+offset for each kernel address, from the System.map beside the kernel."""
+    import bisect
+    import glob
+    maps = glob.glob(os.path.join(IMAGES, "kernel-root", "boot", "System.map-*"))
+    if not maps or text_at is None:
+        return [f"{r:#x}" for r in rips]
+    syms = []
+    with open(maps[0]) as f:
+        for line in f:
+            a, t, n = line.split()[:3]
+            if t in "tTwW":
+                syms.append((int(a, 16), n))
+    syms.sort()
+    base = dict((n, a) for a, n in syms).get("_text")
+    out = []
+    for r in rips:
+        i = bisect.bisect_right(syms, (r - text_at + base, "~")) - 1 if base else -1
+        out.append(f"{syms[i][1]}+{r - text_at + base - syms[i][0]:#x}" if i >= 0 else f"{r:#x}")
+    return out
 
 
 def minivmm(*args, kernel=KERNEL, initrd=INITRD, log_name="guest", wrap=()):
