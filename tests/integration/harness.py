@@ -13,7 +13,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vmtest import BootFailure, GuestPanic, TestFailure  # noqa: E402
+from vmtest import BootFailure, GuestHang, GuestPanic, TestFailure  # noqa: E402
 
 
 # Attempts at a scenario whose guest hit the emulated host's CPU-level flake.
@@ -37,10 +37,11 @@ class Results:
         try:
             value = fn()
         except TestFailure as e:
-            # A guest that never reached init, or that died of a triple or
-            # double fault (the VMM or the guest reports it), may be the
-            # nested-emulation flake.
-            self.boot_failed |= (isinstance(e, BootFailure) or "triple fault" in str(e) or
+            # A guest that never reached init, that died of a triple or
+            # double fault (the VMM or the guest reports it), or that stopped
+            # answering its console altogether may be the nested-emulation
+            # flake (README, known problems).
+            self.boot_failed |= (isinstance(e, (BootFailure, GuestHang)) or "triple fault" in str(e) or
                                  (isinstance(e, GuestPanic) and e.cpu_fault()))
             self.failed.append(full)
             print(f"FAIL {full}: {e}", flush=True)
@@ -78,7 +79,7 @@ def main(argv):
                 # loudly (README: known problems); the last attempt counts.
                 if a.boot_failed and attempt < ATTEMPTS:
                     r.retried.append(scenario)
-                    print(f"RETRY {scenario}: the guest did not reach init or died of a double or triple fault; its "
+                    print(f"RETRY {scenario}: the guest did not reach init, died of a double or triple fault or hung; its "
                           f"cases are run again in a fresh VM (attempt {attempt + 1} of {ATTEMPTS}); only the last counts",
                           flush=True)
                     continue
@@ -89,7 +90,7 @@ def main(argv):
     for f in r.failed:
         print(f"  failed: {f}")
     for s in r.retried:
-        print(f"  retried after a guest boot failure or a double or triple fault: {s}")
+        print(f"  retried after a guest boot failure, a double or triple fault or a hung guest: {s}")
     return 0 if not r.failed else 1
 
 

@@ -39,7 +39,7 @@ def iperf(g, ns, reverse, extra="", host=HOST):
 
 
 def guest_stream_sha(g, producer):
-    rc, out = g.run(f"{producer} | sha256sum", timeout=600)
+    rc, out = g.run(f"{producer} | sha256sum", timeout=300)
     f = out.split()
     check(rc == 0 and f, f"sha256sum in guest: {out!r}")
     return f[0]
@@ -58,8 +58,8 @@ def bulk_to_host(g, ns, port):
     want = (guest_stream_sha(g, stream), BULK)
     srv = BulkServer(ns, "recv", HOST, port, BULK)
     try:
-        rc, out = g.run(f"{stream} | nc {HOST} {port}", timeout=900)
-        got = srv.result(900)
+        rc, out = g.run(f"{stream} | nc {HOST} {port}", timeout=300)
+        got = srv.result(300)
     finally:
         srv.kill()
     check(got == want, f"guest sent {want}, host received {got}")
@@ -69,7 +69,7 @@ def bulk_from_host(g, ns, port):
     srv = BulkServer(ns, "send", HOST, port, BULK)
     try:
         got = guest_stream_sha(g, f"nc {HOST} {port}")
-        want = srv.result(900)
+        want = srv.result(300)
     finally:
         srv.kill()
     check(got == want[0], f"host sent {want}, guest received data with sha256 {got}")

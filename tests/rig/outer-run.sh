@@ -4,7 +4,7 @@
 # over 9p), because this machine's own /dev/kvm cannot run a stock kernel.
 #   tests/rig/outer-run.sh [--timeout SECONDS] -- COMMAND...
 # COMMAND runs under bash in the current directory; exit status is COMMAND's,
-# 124 on timeout. See tests/rig/README.md for the environment it gets.
+# 124 on timeout (SECONDS for everything, retry included). See tests/rig/README.md for the environment it gets.
 set -u
 
 timeout=1200
@@ -92,7 +92,7 @@ attempt() {
         </dev/null >"$log" 2>&1 &
     qpid=$!
     tail -n +1 -f --pid="$qpid" "$log" & tpid=$!
-    local start=$SECONDS t0=${EPOCHREALTIME//[!0-9]/}
+    local t0=${EPOCHREALTIME//[!0-9]/}
     elapsed() { local us=$(( ${EPOCHREALTIME//[!0-9]/} - t0 )); echo "$((us / 1000000)).$((us / 100000 % 10))"; }
     outcome=done boot_s=
     local size=0 grown=$SECONDS now
@@ -110,7 +110,8 @@ attempt() {
         now=$(stat -c %s "$log")
         if (( now != size )); then size=$now grown=$SECONDS
         elif (( SECONDS - grown >= ${MINIVMM_OUTER_SILENCE:-600} )); then outcome=lockup; break; fi
-        if (( SECONDS - start >= timeout )); then outcome=timeout; break; fi
+        # The timeout covers the retry too: callers budget whole runs.
+        if (( SECONDS >= timeout )); then outcome=timeout; break; fi
         # Poll finely until the command starts, so the boot time printed is right.
         if [ -z "$boot_s" ]; then sleep 0.2; else sleep 1; fi
     done
