@@ -73,6 +73,21 @@ def scenario_synthetic_guest(r):
     r.case("SIGTERM stops a halted guest, exits 0", lambda: sigterm(signal.SIGTERM))
     r.case("SIGINT (Ctrl-C) stops a halted guest, exits 0", lambda: sigterm(signal.SIGINT))
 
+    def state_lines():
+        g = Guest([MINIVMM, "--cpus", "2", "--kernel", kernel_file("halt", bzimage.HALT_FOREVER)], "halt-usr1")
+        try:
+            time.sleep(1)
+            g.proc.send_signal(signal.SIGUSR1)
+            for cpu in (0, 1):
+                g.expect(rf"minivmm: vCPU {cpu}: rip [0-9a-f]{{16}} rsp [0-9a-f]{{16}} IF=[01] ", 10)
+            g.expect(r"vCPU exits to minivmm: \d+ port I/O", 10)
+            check(g.proc.poll() is None, "VMM exited on SIGUSR1")
+            g.proc.send_signal(signal.SIGTERM)
+            check(g.wait_exit(10) == 0, "exit status after SIGTERM")
+        finally:
+            g.kill()
+    r.case("SIGUSR1 prints each vCPU's state and stats, the guest runs on", state_lines)
+
     def two_cpus():
         expect_exit(["--cpus", "2", "--kernel", kernel_file("off2", bzimage.POWEROFF)], 0)
     r.case("2 vCPUs created and stopped cleanly", two_cpus)
