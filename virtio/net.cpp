@@ -17,7 +17,7 @@ namespace minivmm {
 namespace {
 // Frames moved per lock hold before the RX thread sends an interrupt and
 // lets a reset in: bounds both interrupt latency and reset latency.
-constexpr unsigned kRxBatch = 64;
+constexpr unsigned kRxBatch = 64, kTxBatch = 256;
 // The transport features a vhost backend implements; the net-specific rest
 // (offloads, MAC, status, control queue) is the tap's or the VMM's business.
 constexpr uint64_t kVhostFeatures = virtio::kFVersion1 | virtio::kFEventIdx | virtio::kFIndirectDesc | net::kMrgRxbuf;
@@ -37,8 +37,8 @@ VirtioNet::VirtioNet(const GuestMemory& mem, std::unique_ptr<NetPort> port, cons
     if (vhost_) return;
     for (unsigned k = 0; k < pairs_.size(); k++) {
         Pair& p = *pairs_[k];
-        p.thread = std::thread([this, k] { rx_loop(k); });
-        pthread_setname_np(p.thread.native_handle(), (label_ + "-rx" + std::to_string(k)).substr(0, 15).c_str());
+        p.thread = std::thread([this, k] { io_loop(k); });
+        pthread_setname_np(p.thread.native_handle(), (label_ + "-io" + std::to_string(k)).substr(0, 15).c_str());
     }
 }
 
@@ -207,6 +207,7 @@ void VirtioNet::reset() {
             }
         }
         p.vhost_running = false;
+        p.tx_kicked = false;
         p.enabled = false;
         p.rx.reset();
         p.tx.reset();
@@ -244,22 +245,29 @@ void VirtioNet::notify(uint16_t q) {
         if (fd >= 0) [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
         return;
     }
-    if (q % 2 == 0) return wake(p);  // buffers for a frame that waits, or the first ones
-    std::lock_guard g(p.lock);
-    if (active_ && p.tx) tx_all(p, q);
+    // The kick exited to us; the pair's thread does the work, as QEMU's
+    // userspace datapath does, so the vCPU goes back to the guest at once
+    // and the guest does not kick again (EVENT_IDX, or NO_NOTIFY below) for
+    // what it queues while the thread sends. Sending inside the exit made
+    // every frame a kick and an exit.
+    if (q % 2) p.tx_kicked = true;
+    wake(p);  // RX: buffers for a frame that waits, or the first ones
 }
 
-void VirtioNet::tx_all(Pair& p, uint16_t q) {
+bool VirtioNet::tx_some(Pair& p, uint16_t q) {
     std::string why;
-    for (;;) {
-        Work w = net_tx(*p.tx, mem_, port_->fd(q / 2), p.tx_stats, 256, why, port_->vnet_header());
-        if (w == Work::Broken) return broken("tx: " + why);
-        if (w == Work::Idle && !p.tx->enable_notify()) break;  // else more arrived while we looked
+    p.tx->disable_notify();
+    Work w = net_tx(*p.tx, mem_, port_->fd(q / 2), p.tx_stats, kTxBatch, why, port_->vnet_header());
+    if (w == Work::Broken) {
+        broken("tx: " + why);
+        return false;
     }
+    bool more = w != Work::Idle || p.tx->enable_notify();  // more may have come while we looked
     interrupt(p.tx, q, p.tx_stats);
+    return more;
 }
 
-void VirtioNet::rx_loop(unsigned k) {
+void VirtioNet::io_loop(unsigned k) {
     Pair& p = *pairs_[k];
     int fd = port_->fd(k);
     bool want_frames = false;  // poll the tap: in use, with no frame waiting for buffers
@@ -270,6 +278,12 @@ void VirtioNet::rx_loop(unsigned k) {
         if (fds[0].revents) [[maybe_unused]] ssize_t r = ::read(p.wake.get(), &n, sizeof n);
         std::lock_guard g(p.lock);
         want_frames = false;
+        // A batch at a time, then the receive side: ACKs keep flowing under a
+        // send, and the rest of the send comes round again at once.
+        if (p.tx_kicked.exchange(false) && active_ && p.tx && tx_some(p, static_cast<uint16_t>(2 * k + 1))) {
+            p.tx_kicked = true;
+            wake(p);
+        }
         if (!active_ || !p.enabled || !p.rx) continue;
         SplitQueue& q = *p.rx;
         std::string why;

@@ -56,21 +56,22 @@ public:
 private:
     // One receive/transmit pair and what serves it.
     struct Pair {
-        std::mutex lock;  // the pair's RX thread and the vCPU that kicks its TX
+        std::mutex lock;  // the pair's thread and the VMM's reconfiguration
         std::optional<SplitQueue> rx, tx;
         NetRx held;
         QueueStats rx_stats, tx_stats;
         bool enabled = false;         // in use (VQ_PAIRS_SET)
         bool attached = true;         // its port queue; as the kernel leaves a new one
         bool vhost_running = false;   // its rings have the port queue as backend
-        Fd wake;                      // eventfd: RX kick, (de)activation, shutdown
-        std::thread thread;           // vhost=off: the receiver
+        std::atomic<bool> tx_kicked{false};  // vhost=off: a TX kick for the thread
+        Fd wake;                      // eventfd: kicks, (de)activation, shutdown
+        std::thread thread;           // vhost=off: moves the pair's frames both ways
     };
     void activate_vhost(unsigned k);
     void stop_vhost(unsigned k);
     void set_pairs_in_use(unsigned n);
-    void rx_loop(unsigned k);
-    void tx_all(Pair& p, uint16_t q);
+    void io_loop(unsigned k);
+    bool tx_some(Pair& p, uint16_t q);  // true: more to send
     void broken(const std::string& why);
     void interrupt(std::optional<SplitQueue>& q, uint16_t index, QueueStats& st);
     static void wake(Pair& p);

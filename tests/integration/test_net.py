@@ -107,9 +107,11 @@ def kicks_bypass_minivmm(g, vhost):
     rc, out = g.run(f"ping -c 300 -i 0.01 -q {HOST}", timeout=180)
     check(rc == 0, f"ping flood: {out!r}")
     after, mmio1 = sigusr1_stats(g)
-    # 300 echo requests mean 300+ TX kicks: through minivmm only with vhost=off.
+    # 300 echo requests 10 ms apart mean about 300 TX kicks: through minivmm
+    # only with vhost=off (fewer if one comes while its thread still sends
+    # the last: that kick is suppressed, as the device asks).
     if vhost == "off":
-        check(mmio1 - mmio0 >= 300, f"vhost=off: only {mmio1 - mmio0} MMIO exits for 300 sends")
+        check(mmio1 - mmio0 >= 150, f"vhost=off: only {mmio1 - mmio0} MMIO exits for 300 sends")
     else:
         check(mmio1 - mmio0 < 30, f"vhost={vhost}: {mmio1 - mmio0} MMIO exits for 300 sends (kicks exit)")
     if vhost != "kernel":  # the kernel's counters are not visible to minivmm
@@ -243,7 +245,7 @@ def multiqueue(r, vhost):
                 check(kernel_vhost_threads(g.proc.pid) == 2, "not one vhost-net kernel worker per queue pair")
                 return
             want = ({f"vhost-net0-{d}{k}" for d in ("rx", "tx") for k in (0, 1)} if vhost == "worker"
-                    else {"net0-rx0", "net0-rx1"})
+                    else {"net0-io0", "net0-io1"})
             check(want <= set(names), f"thread names {sorted(names)} lack {sorted(want - set(names))}")
         r.case("a named thread per queue it serves", threads)
         r.case("guest pings host, 0% loss", lambda: ping(g, HOST))

@@ -240,8 +240,8 @@ TEST(NetDevice, ReceiveThreadsAreNamedPerPair) {
             }
             ::closedir(d);
         }
-        EXPECT_TRUE(names.count("nt7-rx0"));
-        EXPECT_TRUE(names.count("nt7-rx1"));
+        EXPECT_TRUE(names.count("nt7-io0"));
+        EXPECT_TRUE(names.count("nt7-io1"));
     });
 }
 
