@@ -127,15 +127,21 @@ crashed() {
         { [ "$outcome" = done ] && [ ! -s "$rundir/results/rc" ] && grep -qE "$crash_marks" "$log"; }
 }
 
+# wedged : the test harness found a VMM it could not kill (a vCPU thread the
+# emulated CPU never let out of guest mode) and gave up on this outer host.
+wedged() { grep -qF 'MINIVMM-OUTER-WEDGED' "$log"; }
+
 attempt
-if [ "$outcome" = lockup ] || crashed; then
+if [ "$outcome" = lockup ] || crashed || wedged; then
     what="soft lockup in outer host (watchdog report, or no output for ${MINIVMM_OUTER_SILENCE:-600}s)"
     crashed && what="outer kernel crashed in the emulated CPU"
+    wedged && what="a vCPU thread stuck in the outer kernel (the harness could not kill its VMM)"
     say "$what, retrying once in a fresh outer host"
     say "log of the failed attempt: $log"
     attempt
     [ "$outcome" = lockup ] && { say "FAILED: soft lockup again in the retry; log: $log"; exit 1; }
     crashed && { say "FAILED: outer kernel crashed again in the retry; log: $log"; exit 1; }
+    wedged && { say "FAILED: a vCPU thread stuck in the outer kernel again in the retry; log: $log"; exit 1; }
 fi
 if [ "$outcome" = timeout ]; then
     say "FAILED: timed out after ${timeout}s, QEMU killed; log: $log"
