@@ -34,7 +34,9 @@ say "== 2. VM table ($what)"
 # The rig writes each run's environment into its results/cmd.sh: this tag
 # finds our run among others (the rig retries in a fresh run directory).
 tag="bench.$$.$(date +%s)"
-MINIVMM_BENCH_TAG=$tag MINIVMM_BENCH_QUICK=${quick:+1} \
+# Two emulated CPUs (the rig's default is one): the guest's vCPU, the
+# datapath threads and the servers must be able to run side by side.
+MINIVMM_OUTER_SMP=${MINIVMM_OUTER_SMP:-2} MINIVMM_BENCH_TAG=$tag MINIVMM_BENCH_QUICK=${quick:+1} \
     tests/rig/outer-run.sh --timeout "$timeout" -- /usr/bin/python3 tools/bench/run.py
 rc=$?
 results=
