@@ -32,11 +32,16 @@ class BootFailure(TestFailure):
 class GuestPanic(TestFailure):
     """The guest kernel panicked: nothing it was doing will finish, so waits end at once."""
 
+    def __init__(self, message, double_fault):
+        super().__init__(message)
+        self.double_fault = double_fault
+
     def cpu_fault(self):
         # A double fault (an event delivered on a user stack at kernel entry)
         # is how the emulated outer host's nested SVM has been seen to break
-        # guests (README, known problems); other panics may be ours.
-        return "double fault" in str(self)
+        # guests, QEMU's as well as ours (README, known problems); other
+        # panics may be ours.
+        return self.double_fault
 
 
 class GuestHang(TestFailure):
@@ -103,9 +108,7 @@ class Guest:
                 if m:
                     return m
                 if self.panic_at >= 0:
-                    p = self.panic_at
-                    raise GuestPanic(f"guest kernel panicked; was waiting for {pattern!r} (log {self.log_path}):\n"
-                                     f"{self.out[max(0, p - 1500):p + 120]}")
+                    raise self._panic(f"was waiting for {pattern!r}")
                 if self.hung:
                     raise GuestHang(f"did not wait for {pattern!r}: the guest stopped responding earlier "
                                     f"({self.hung})")
@@ -209,9 +212,23 @@ class Guest:
         body = self.out[m0.end():m.start()].replace("\r", "")
         return int(m.group(1)), body.lstrip("\n")
 
+    def _panic(self, doing):
+        # The oops report (its first line names the exception) comes a few
+        # KiB before "Kernel panic": two register dumps and a trace.
+        p = self.panic_at
+        oops = self.out[max(0, p - 8000):p + 200]
+        return GuestPanic(f"guest kernel panicked; {doing} (log {self.log_path}):\n{self.out[max(0, p - 1500):p + 120]}",
+                          "PANIC: double fault" in oops)
+
     def wait_exit(self, timeout):
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            with self.lock:
+                if self.panic_at >= 0:  # a panicked guest exits only if told to (panic=N)
+                    raise self._panic("was waiting for the VMM to exit")
+            time.sleep(0.2)
         try:
-            rc = self.proc.wait(timeout)
+            rc = self.proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             raise TestFailure(f"VMM still running {timeout}s after it should have exited "
                               f"(log {self.log_path})")
