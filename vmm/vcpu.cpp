@@ -29,6 +29,13 @@ void on_kick(int) {
     if (t_run) t_run->immediate_exit = 1;
 }
 
+// A 32-bit local APIC register in KVM's copy of the APIC page.
+uint32_t lapic_reg(const kvm_lapic_state& l, size_t off) {
+    uint32_t v;
+    std::memcpy(&v, l.regs + off, 4);
+    return v;
+}
+
 // x86 control bits for long mode (Intel SDM vol. 3, 2.5 and 4.5).
 constexpr uint64_t kCr0Pe = 1ull << 0, kCr0Et = 1ull << 4, kCr0Pg = 1ull << 31;
 constexpr uint64_t kCr4Pae = 1ull << 5;
@@ -143,9 +150,7 @@ void Vcpu::set_lapic_lines() {
     kvm_lapic_state lapic{};
     kvm_ioctl(fd_, KVM_GET_LAPIC, &lapic, "GET_LAPIC");
     auto set_lvt = [&](size_t off, uint32_t mode) {
-        uint32_t v;
-        std::memcpy(&v, lapic.regs + off, 4);
-        v = (v & ~0x700u & ~(1u << 16)) | (mode << 8);
+        uint32_t v = (lapic_reg(lapic, off) & ~0x700u & ~(1u << 16)) | (mode << 8);
         std::memcpy(lapic.regs + off, &v, 4);
     };
     set_lvt(0x350, 7);  // LVT0: ExtINT
@@ -271,9 +276,7 @@ namespace {
 // (ISR at 0x100, IRR at 0x200: eight 32-bit words 16 bytes apart), or -1.
 int top_vector(const kvm_lapic_state& l, unsigned base) {
     for (int w = 7; w >= 0; w--) {
-        uint32_t v;
-        std::memcpy(&v, l.regs + base + 16 * w, 4);
-        if (v) return w * 32 + 31 - __builtin_clz(v);
+        if (uint32_t v = lapic_reg(l, base + 16 * w)) return w * 32 + 31 - __builtin_clz(v);
     }
     return -1;
 }
@@ -286,8 +289,7 @@ std::string Vcpu::state_line() const {
     if (::ioctl(fd_, KVM_GET_REGS, &r) < 0 || ::ioctl(fd_, KVM_GET_VCPU_EVENTS, &ev) < 0 ||
         ::ioctl(fd_, KVM_GET_LAPIC, &lapic) < 0)
         return "minivmm: vCPU " + std::to_string(id_) + ": state unavailable\n";
-    uint32_t tpr;
-    std::memcpy(&tpr, lapic.regs + 0x80, 4);
+    uint32_t tpr = lapic_reg(lapic, 0x80);
     char buf[256];
     std::snprintf(buf, sizeof buf,
                   "minivmm: vCPU %u: rip %016llx rsp %016llx IF=%u tpr %02x isr %d irr %d "
