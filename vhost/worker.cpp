@@ -149,7 +149,10 @@ private:
         r.thread.join();
         r.stopping = false;
         drain(r.stop_fd.get());
-        r.base = r.q ? r.q->last_avail() : r.base;
+        if (r.q) {
+            r.rx.release(*r.q);  // buffers taken ahead are the next backend's to take
+            r.base = r.q->last_avail();
+        }
         r.q.reset();
     }
     void start(unsigned i) {

@@ -53,51 +53,102 @@ Work net_tx(SplitQueue& q, const MemView& mem, int fd, QueueStats& st, unsigned 
     return Work::More;
 }
 
-NetRx::One NetRx::deliver(SplitQueue& q, const MemView& mem, bool mergeable, QueueStats& st, std::string& why,
-                          const WriteLog& log) {
-    // Enough buffers for the whole frame, or none taken: a frame is never
-    // truncated. Without mergeable buffers one chain must hold it all.
-    std::vector<Chain> chains;
-    uint64_t room = 0;
-    while (room < len_) {
+void NetRx::release(SplitQueue& q) {
+    q.unpop(static_cast<uint16_t>(spare_.size()));
+    spare_.clear();
+    spare_room_ = 0;
+}
+
+void NetRx::drop() {
+    len_ = 0;
+    spare_.clear();
+    spare_room_ = 0;
+}
+
+// Takes chains until the spare ones can hold `need` bytes or the ring is
+// empty. Without mergeable buffers a frame must fit one chain: one is taken.
+bool NetRx::take(SplitQueue& q, size_t need, bool mergeable, std::string& why) {
+    while (spare_room_ < need && (mergeable || spare_.empty())) {
         Chain c;
         auto r = q.pop(c, why);
-        if (r == SplitQueue::Pop::Broken) return One::Broken;
-        if (r == SplitQueue::Pop::Empty) {
-            q.unpop(static_cast<uint16_t>(chains.size()));
-            return One::NoBuffers;
-        }
+        if (r == SplitQueue::Pop::Broken) return false;
+        if (r == SplitQueue::Pop::Empty) break;
         if (c.readable_bytes) {
             why = "receive buffer with device-readable parts";
-            return One::Broken;
+            return false;
         }
-        room += c.writable_bytes;
-        chains.push_back(std::move(c));
-        if (!mergeable) break;
+        spare_room_ += c.writable_bytes;
+        spare_.push_back(std::move(c));
     }
-    if (room < len_) {
-        // Only without mergeable buffers: the driver posted a buffer too small
-        // for a frame it agreed to take. Drop the frame, keep the buffer.
-        q.unpop(1);
+    return true;
+}
+
+// Points iov_ at the spare buffers, past the hdr bytes of a header we write
+// ourselves. Only with room for the largest frame: the fd would cut a
+// longer one short. The header's own writes need it in one segment.
+bool NetRx::aim(const MemView& mem, size_t hdr) {
+    if (spare_room_ < net::kMaxFrame || spare_.front().segs.front().len < net::kHeaderLen) return false;
+    iov_.clear();
+    size_t skip = hdr, room = 0;
+    for (const Chain& c : spare_)
+        for (const Segment& s : c.segs) {
+            if (room >= net::kMaxFrame - hdr) return true;
+            if (iov_.size() == IOV_MAX) return false;
+            size_t d = std::min<size_t>(skip, s.len);
+            skip -= d;
+            iov_.push_back({mem.ptr(s.gpa, s.len) + d, s.len - d});
+            room += s.len - d;
+        }
+    return room >= net::kMaxFrame - hdr;
+}
+
+// How many spare chains a frame of len bytes fills (they hold it all).
+size_t NetRx::chains_for(size_t len) const {
+    size_t n = 0;
+    for (uint64_t room = 0; room < len;) room += spare_[n++].writable_bytes;
+    return n;
+}
+
+// Hands the first n spare chains, which hold a frame of len bytes, to the
+// driver; the frame is copied from src first unless the fd put it there.
+void NetRx::complete(SplitQueue& q, const MemView& mem, size_t n, size_t len, const uint8_t* src, QueueStats& st,
+                     const WriteLog& log) {
+    size_t done = 0;
+    for (size_t k = 0; k < n; k++) {
+        const Chain& c = spare_[k];
+        uint32_t written = 0;
+        for (const Segment& s : c.segs) {
+            if (done == len) break;
+            size_t m = std::min<size_t>(s.len, len - done);
+            if (src) std::memcpy(mem.ptr(s.gpa, s.len), src + done, m);
+            if (log) log(s.gpa, m);
+            done += m;
+            written += static_cast<uint32_t>(m);
+        }
+        q.add_used(c.head, written);
+        spare_room_ -= c.writable_bytes;
+    }
+    q.publish_used();  // all of the frame's buffers at once
+    spare_.erase(spare_.begin(), spare_.begin() + static_cast<std::ptrdiff_t>(n));
+    st.packets++;
+    st.bytes += len - net::kHeaderLen;
+}
+
+// The held frame, copied into buffers: enough for all of it, or it waits.
+// A frame is never truncated.
+NetRx::One NetRx::deliver(SplitQueue& q, const MemView& mem, bool mergeable, QueueStats& st, std::string& why,
+                          const WriteLog& log) {
+    if (!take(q, len_, mergeable, why)) return One::Broken;
+    if (spare_room_ < len_) {
+        if (mergeable || spare_.empty()) return One::NoBuffers;
+        // The driver posted a buffer too small for a frame it agreed to take
+        // (no mergeable buffers): the frame is dropped, the buffer kept.
         st.errors++;
         return One::Dropped;
     }
-    le_store(&frame_[10], 2, chains.size());  // num_buffers
-    size_t done = 0;
-    for (const Chain& c : chains) {
-        uint32_t written = 0;
-        for (const Segment& s : c.segs) {
-            if (done == len_) break;
-            size_t n = std::min<size_t>(s.len, len_ - done);
-            std::memcpy(mem.ptr(s.gpa, s.len), &frame_[done], n);
-            if (log) log(s.gpa, n);
-            done += n;
-            written += static_cast<uint32_t>(n);
-        }
-        q.push_used(c.head, written);
-    }
-    st.packets++;
-    st.bytes += len_ - net::kHeaderLen;
+    size_t n = chains_for(len_);
+    le_store(&frame_[10], 2, n);  // num_buffers
+    complete(q, mem, n, len_, frame_.data(), st, log);
     return One::Delivered;
 }
 
@@ -106,9 +157,22 @@ Work NetRx::run(SplitQueue& q, const MemView& mem, int fd, bool mergeable, Queue
     size_t hdr = fd_header ? 0 : net::kHeaderLen;  // what we put in front ourselves
     for (unsigned i = 0; i < budget; i++) {
         if (!len_) {
+            if (!take(q, net::kMaxFrame, mergeable, why)) return Work::Broken;
+            if (aim(mem, hdr)) {
+                ssize_t got = ::readv(fd, iov_.data(), static_cast<int>(iov_.size()));
+                if (got <= 0 || static_cast<size_t>(got) + hdr < net::kHeaderLen) return Work::Idle;  // EAGAIN
+                size_t len = static_cast<size_t>(got) + hdr, n = chains_for(len);
+                uint8_t* h = mem.ptr(spare_.front().segs.front().gpa, net::kHeaderLen);
+                if (hdr) std::memset(h, 0, hdr);  // no checksum to finish, no GSO
+                le_store(h + 10, 2, n);           // num_buffers
+                complete(q, mem, n, len, nullptr, st, log);
+                continue;
+            }
+            // Too few buffers for the largest frame: read it here, deliver
+            // it when it fits.
             ssize_t got = ::read(fd, frame_.data() + hdr, frame_.size() - hdr);
             if (got <= 0 || static_cast<size_t>(got) + hdr < net::kHeaderLen) return Work::Idle;  // EAGAIN: no more now
-            if (hdr) std::memset(frame_.data(), 0, hdr);  // no checksum to finish, no GSO
+            if (hdr) std::memset(frame_.data(), 0, hdr);
             len_ = static_cast<size_t>(got) + hdr;
         }
         One r = deliver(q, mem, mergeable, st, why, log);

@@ -5,9 +5,12 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <deque>
 #include <functional>
 #include <string>
 #include <vector>
+
+#include <sys/uio.h>
 
 #include "virtio/virtqueue.hpp"
 
@@ -52,18 +55,35 @@ Work net_tx(SplitQueue& q, const MemView& mem, int fd, QueueStats& st, unsigned 
 // found too few buffers until the next call, so nothing is lost or truncated.
 // fd_header: frames arrive with a virtio-net header; otherwise one saying
 // "nothing to do" (no checksum or GSO) is put in front here.
+//
+// Buffers are taken from the ring ahead of need, as many as the largest
+// frame could fill, so the fd writes each frame straight into the guest's
+// buffers (one copy, as vhost-net makes). Those not filled stay taken for
+// the next frame; release() gives them back before the ring changes hands.
 class NetRx {
 public:
     NetRx() : frame_(net::kMaxFrame) {}
     Work run(SplitQueue& q, const MemView& mem, int fd, bool mergeable, QueueStats& st, unsigned budget,
              std::string& why, const WriteLog& log = {}, bool fd_header = true);
-    void drop() { len_ = 0; }  // a reset: the frame has nowhere to go
+    // Before the ring's position is read (a vhost backend stops): the
+    // buffers taken ahead go back, to be taken again from the ring.
+    void release(SplitQueue& q);
+    // A reset: the held frame has nowhere to go, the taken buffers no ring.
+    void drop();
 
 private:
     enum class One { Delivered, NoBuffers, Dropped, Broken };
+    bool take(SplitQueue& q, size_t need, bool mergeable, std::string& why);
+    bool aim(const MemView& mem, size_t hdr);
     One deliver(SplitQueue& q, const MemView& mem, bool mergeable, QueueStats& st, std::string& why,
                 const WriteLog& log);
-    std::vector<uint8_t> frame_;
+    size_t chains_for(size_t len) const;
+    void complete(SplitQueue& q, const MemView& mem, size_t n, size_t len, const uint8_t* src, QueueStats& st,
+                  const WriteLog& log);
+    std::deque<Chain> spare_;  // taken from the ring, oldest first, none filled yet
+    uint64_t spare_room_ = 0;
+    std::vector<iovec> iov_;
+    std::vector<uint8_t> frame_;  // a frame read before there was room for it
     size_t len_ = 0;
 };
 

@@ -104,25 +104,28 @@ bool SplitQueue::walk(uint64_t table, uint32_t count, uint16_t first, bool indir
     }
 }
 
-bool SplitQueue::push_used(uint16_t head, uint32_t written) {
+bool SplitQueue::add_used(uint16_t head, uint32_t written) {
     if (!valid_ || head >= size_) return false;
-    uint8_t* used = mem_.ptr(used_, 6 + 8ull * size_);
-    uint8_t* elem = used + 4 + 8 * (used_idx_ % size_);
+    uint8_t* elem = mem_.ptr(used_ + 4 + 8ull * (used_idx_ % size_), 8);
     uint32_t id = head;
     std::memcpy(elem, &id, 4);
     std::memcpy(elem + 4, &written, 4);
-    // The element must be visible before the index that publishes it.
-    store16(used + 2, ++used_idx_);
-    if (log_) {
-        log_(used_ + 4 + 8 * ((used_idx_ - 1) % size_), 8);
-        log_(used_ + 2, 2);
-    }
+    if (log_) log_(used_ + 4 + 8ull * (used_idx_ % size_), 8);
+    used_idx_++;
     return true;
+}
+
+void SplitQueue::publish_used() {
+    if (!valid_ || published_used_ == used_idx_) return;
+    // The elements must be visible before the index that publishes them.
+    store16(mem_.ptr(used_ + 2, 2), used_idx_);
+    published_used_ = used_idx_;
+    if (log_) log_(used_ + 2, 2);
 }
 
 void SplitQueue::resume(uint16_t base) {
     last_avail_ = avail_seen_ = base;
-    if (valid_) used_idx_ = signalled_used_ = load16(mem_.ptr(used_ + 2, 2));
+    if (valid_) used_idx_ = published_used_ = signalled_used_ = load16(mem_.ptr(used_ + 2, 2));
 }
 
 bool SplitQueue::enable_notify() {
@@ -150,7 +153,7 @@ bool SplitQueue::need_interrupt() {
     // The used index must be visible before reading what the driver asked for.
     std::atomic_thread_fence(std::memory_order_seq_cst);
     uint8_t* avail = mem_.ptr(avail_, 6 + 2ull * size_);
-    uint16_t old = signalled_used_, now = used_idx_;
+    uint16_t old = signalled_used_, now = published_used_;
     if (old == now) return false;
     signalled_used_ = now;
     if (!event_idx_) return !(load16(avail) & 1);  // VRING_AVAIL_F_NO_INTERRUPT

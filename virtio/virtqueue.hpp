@@ -33,7 +33,13 @@ public:
     // spec; `why` says how, and the caller marks the device DEVICE_NEEDS_RESET.
     Pop pop(Chain& out, std::string& why);
     // Returns a chain to the driver with the bytes the device wrote.
-    bool push_used(uint16_t head, uint32_t written);
+    bool push_used(uint16_t head, uint32_t written) { return add_used(head, written) && (publish_used(), true); }
+    // The same for a frame spread over several chains: each is added, then
+    // all are published by one index update. The driver reads num_buffers
+    // and takes that many at once; published one by one, it can find the
+    // first without the rest and drop the frame.
+    bool add_used(uint16_t head, uint32_t written);
+    void publish_used();
     // Ring placement itself is checked here: rings outside RAM are broken.
     bool valid() const { return valid_; }
     // Gives back the last n chains taken (a packet that did not fit waits for
@@ -68,7 +74,7 @@ private:
     const MemView& mem_;
     uint16_t size_;
     uint64_t desc_, avail_, used_;
-    uint16_t last_avail_ = 0, avail_seen_ = 0, used_idx_ = 0, signalled_used_ = 0;
+    uint16_t last_avail_ = 0, avail_seen_ = 0, used_idx_ = 0, published_used_ = 0, signalled_used_ = 0;
     bool valid_ = false, event_idx_ = false;
     std::function<void(uint64_t, uint64_t)> log_;
 };

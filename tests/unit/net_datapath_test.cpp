@@ -89,6 +89,84 @@ TEST(NetDatapath, HeaderIsMadeUpForAPortWithoutOne) {
     EXPECT_EQ(std::vector<uint8_t>(b + 12, b + 12 + frame.size()), frame);
 }
 
+// With room for the largest frame taken from the ring, the fd writes each
+// frame straight into the buffers; those it did not fill stay taken for the
+// next frames, and release() hands them back to the ring.
+TEST(NetDatapath, ReceiveStraightIntoBuffersTakenAhead) {
+    Ring r;
+    Pair s;
+    constexpr uint32_t kLen = 9000;  // eight of them hold the largest frame
+    static_assert(kQSize * kLen >= net::kMaxFrame);
+    for (uint16_t h = 0; h < kQSize; h++) {
+        std::memset(r.mem.ptr(kBuf + 0x4000ull * h, kLen), 0xcc, kLen);
+        r.desc(h, kBuf + 0x4000ull * h, kLen, kWrite);
+        r.offer(h);
+    }
+    // The port gives frames with a header (a tap): the device sets num_buffers.
+    auto frame = [](size_t payload, uint8_t fill) {
+        std::vector<uint8_t> f(net::kHeaderLen + payload, fill);
+        std::memset(f.data(), 0, net::kHeaderLen);
+        return f;
+    };
+    auto a = frame(100, 0x11), b = frame(20000, 0x22);
+    // Every write to the used ring, in order (the dirty log sees them all).
+    std::vector<uint64_t> used_writes;
+    r.q.set_write_log([&](uint64_t gpa, uint64_t) { used_writes.push_back(gpa); });
+    NetRx rx;
+    QueueStats st;
+    std::string why;
+    ASSERT_EQ(::write(s.fd[1], a.data(), a.size()), static_cast<ssize_t>(a.size()));
+    ASSERT_EQ(::write(s.fd[1], b.data(), b.size()), static_cast<ssize_t>(b.size()));
+    EXPECT_EQ(rx.run(r.q, r.mem, s.fd[0], true, st, 8, why), Work::Idle) << why;
+    ASSERT_EQ(st.packets, 2u);
+    EXPECT_EQ(r.used_len(0), a.size());
+    const uint8_t* got = r.mem.ptr(kBuf, a.size());
+    EXPECT_EQ(got[10] | got[11] << 8, 1) << "num_buffers";
+    EXPECT_EQ(std::vector<uint8_t>(got + 12, got + a.size()), std::vector<uint8_t>(a.begin() + 12, a.end()));
+    EXPECT_EQ(got[a.size()], 0xcc) << "wrote past the frame";
+    // The second frame fills buffers 1 and 2 and part of 3.
+    EXPECT_EQ(r.used_len(1), kLen);
+    EXPECT_EQ(r.used_len(2), kLen);
+    EXPECT_EQ(r.used_len(3), b.size() - 2 * kLen);
+    std::vector<uint8_t> all;
+    for (uint16_t h = 1; h <= 3; h++) {
+        const uint8_t* p = r.mem.ptr(kBuf + 0x4000ull * h, kLen);
+        all.insert(all.end(), p, p + r.used_len(h));
+    }
+    EXPECT_EQ(all[10] | all[11] << 8, 3) << "num_buffers";
+    all[10] = 0;
+    EXPECT_EQ(all, b);
+    // A frame's buffers are published together: the driver takes num_buffers
+    // entries as soon as it sees the first, so the index moves once a frame.
+    const uint64_t idx = kUsed + 2;
+    auto elem = [](uint64_t k) { return kUsed + 4 + 8 * k; };
+    EXPECT_EQ(used_writes, (std::vector<uint64_t>{elem(0), idx, elem(1), elem(2), elem(3), idx}));
+    EXPECT_EQ(r.q.last_avail(), kQSize) << "the buffers for the next frame were not taken ahead";
+    rx.release(r.q);
+    EXPECT_EQ(r.q.last_avail(), 4) << "release: the ring continues after the last buffer filled";
+}
+
+// Without mergeable buffers, one big buffer (a driver's "big packets") is
+// room enough for any frame: it too is written straight.
+TEST(NetDatapath, ReceiveStraightIntoOneBigBuffer) {
+    Ring r;
+    Pair s;
+    constexpr uint32_t kLen = net::kMaxFrame;
+    r.desc(0, kBuf, kLen, kWrite);
+    r.offer(0);
+    std::vector<uint8_t> f(3000, 0x33);
+    ASSERT_EQ(::write(s.fd[1], f.data(), f.size()), static_cast<ssize_t>(f.size()));
+    NetRx rx;
+    QueueStats st;
+    std::string why;
+    EXPECT_EQ(rx.run(r.q, r.mem, s.fd[0], false, st, 8, why, {}, false), Work::Idle) << why;
+    EXPECT_EQ(r.used_len(0), 12 + f.size());
+    const uint8_t* b = r.mem.ptr(kBuf, 12 + f.size());
+    for (int i = 0; i < 10; i++) EXPECT_EQ(b[i], 0) << "header byte " << i;
+    EXPECT_EQ(b[10] | b[11] << 8, 1) << "num_buffers";
+    EXPECT_EQ(std::vector<uint8_t>(b + 12, b + 12 + f.size()), f);
+}
+
 TEST(NetDatapath, TooShortForAHeaderIsDroppedNotSent) {
     Ring r;
     Pair s;
