@@ -12,6 +12,25 @@
 
 namespace minivmm {
 
+namespace {
+// Adds iovecs for the segments' bytes past the first `skip` (a header may
+// span segments) until `room` reaches `want`; false if that needs more
+// than IOV_MAX of them.
+bool add_iov(std::vector<iovec>& iov, const MemView& mem, const std::vector<Segment>& segs, size_t& skip,
+             size_t& room, size_t want) {
+    for (const Segment& s : segs) {
+        if (room >= want) return true;
+        size_t d = std::min<size_t>(skip, s.len);
+        skip -= d;
+        if (s.len == d) continue;
+        if (iov.size() == IOV_MAX) return false;
+        iov.push_back({mem.ptr(s.gpa, s.len) + d, s.len - d});
+        room += s.len - d;
+    }
+    return true;
+}
+}  // namespace
+
 void QueueStats::print(std::FILE* f, const char* name) const {
     std::fprintf(f, "  %s: %llu packets, %llu bytes, %llu notifications, %llu interrupts, %llu errors\n", name,
                  (unsigned long long)packets, (unsigned long long)bytes, (unsigned long long)notifications,
@@ -31,12 +50,8 @@ Work net_tx(SplitQueue& q, const MemView& mem, int fd, QueueStats& st, unsigned 
                   c.segs.size() <= IOV_MAX;
         if (ok) {
             iov.clear();
-            uint64_t skip = fd_header ? 0 : net::kHeaderLen;  // the header may span segments
-            for (const Segment& s : c.segs) {
-                uint64_t drop = std::min<uint64_t>(skip, s.len);
-                skip -= drop;
-                if (s.len > drop) iov.push_back({mem.ptr(s.gpa, s.len) + drop, s.len - drop});
-            }
+            size_t skip = fd_header ? 0 : net::kHeaderLen, room = 0;
+            add_iov(iov, mem, c.segs, skip, room, SIZE_MAX);  // fits: at most IOV_MAX segments
             // The port drops rather than blocks when its queue is full; a bad
             // header (GSO the kernel refuses) is the guest's error: counted.
             size_t want = c.readable_bytes - (fd_header ? 0 : net::kHeaderLen);
@@ -55,12 +70,15 @@ Work net_tx(SplitQueue& q, const MemView& mem, int fd, QueueStats& st, unsigned 
 
 void NetRx::release(SplitQueue& q) {
     q.unpop(static_cast<uint16_t>(spare_.size()));
-    spare_.clear();
-    spare_room_ = 0;
+    forget_spares();
 }
 
 void NetRx::drop() {
     len_ = 0;
+    forget_spares();
+}
+
+void NetRx::forget_spares() {
     spare_.clear();
     spare_room_ = 0;
 }
@@ -89,17 +107,10 @@ bool NetRx::take(SplitQueue& q, size_t need, bool mergeable, std::string& why) {
 bool NetRx::aim(const MemView& mem, size_t hdr) {
     if (spare_room_ < net::kMaxFrame || spare_.front().segs.front().len < net::kHeaderLen) return false;
     iov_.clear();
-    size_t skip = hdr, room = 0;
+    size_t skip = hdr, room = 0, want = net::kMaxFrame - hdr;
     for (const Chain& c : spare_)
-        for (const Segment& s : c.segs) {
-            if (room >= net::kMaxFrame - hdr) return true;
-            if (iov_.size() == IOV_MAX) return false;
-            size_t d = std::min<size_t>(skip, s.len);
-            skip -= d;
-            iov_.push_back({mem.ptr(s.gpa, s.len) + d, s.len - d});
-            room += s.len - d;
-        }
-    return room >= net::kMaxFrame - hdr;
+        if (!add_iov(iov_, mem, c.segs, skip, room, want)) return false;
+    return room >= want;
 }
 
 // How many spare chains a frame of len bytes fills (they hold it all).

@@ -78,6 +78,7 @@ private:
     One deliver(SplitQueue& q, const MemView& mem, bool mergeable, QueueStats& st, std::string& why,
                 const WriteLog& log);
     size_t chains_for(size_t len) const;
+    void forget_spares();
     void complete(SplitQueue& q, const MemView& mem, size_t n, size_t len, const uint8_t* src, QueueStats& st,
                   const WriteLog& log);
     std::deque<Chain> spare_;  // taken from the ring, oldest first, none filled yet
