@@ -106,11 +106,12 @@ bool SplitQueue::walk(uint64_t table, uint32_t count, uint16_t first, bool indir
 
 bool SplitQueue::add_used(uint16_t head, uint32_t written) {
     if (!valid_ || head >= size_) return false;
-    uint8_t* elem = mem_.ptr(used_ + 4 + 8ull * (used_idx_ % size_), 8);
+    uint64_t at = used_ + 4 + 8ull * (used_idx_ % size_);
+    uint8_t* elem = mem_.ptr(at, 8);
     uint32_t id = head;
     std::memcpy(elem, &id, 4);
     std::memcpy(elem + 4, &written, 4);
-    if (log_) log_(used_ + 4 + 8ull * (used_idx_ % size_), 8);
+    if (log_) log_(at, 8);
     used_idx_++;
     return true;
 }
