@@ -121,9 +121,12 @@ size_t NetRx::chains_for(size_t len) const {
 }
 
 // Hands the first n spare chains, which hold a frame of len bytes, to the
-// driver; the frame is copied from src first unless the fd put it there.
-void NetRx::complete(SplitQueue& q, const MemView& mem, size_t n, size_t len, const uint8_t* src, QueueStats& st,
+// driver; the frame is copied from src first unless the fd put it there
+// (then its header is in one segment: aim() saw to it). Either way its
+// header learns how many buffers it spans.
+void NetRx::complete(SplitQueue& q, const MemView& mem, size_t n, size_t len, uint8_t* src, QueueStats& st,
                      const WriteLog& log) {
+    le_store((src ? src : mem.ptr(spare_.front().segs.front().gpa, net::kHeaderLen)) + 10, 2, n);  // num_buffers
     size_t done = 0;
     for (size_t k = 0; k < n; k++) {
         const Chain& c = spare_[k];
@@ -157,10 +160,17 @@ NetRx::One NetRx::deliver(SplitQueue& q, const MemView& mem, bool mergeable, Que
         st.errors++;
         return One::Dropped;
     }
-    size_t n = chains_for(len_);
-    le_store(&frame_[10], 2, n);  // num_buffers
-    complete(q, mem, n, len_, frame_.data(), st, log);
+    complete(q, mem, chains_for(len_), len_, frame_.data(), st, log);
     return One::Delivered;
+}
+
+// A read of got bytes after the hdr bytes at h that we put in front
+// ourselves: the frame's length, header included, or 0 when the fd had
+// none (EAGAIN) or too little for a header.
+size_t NetRx::framed(ssize_t got, size_t hdr, uint8_t* h) {
+    if (got <= 0 || static_cast<size_t>(got) + hdr < net::kHeaderLen) return 0;
+    if (hdr) std::memset(h, 0, hdr);  // no checksum to finish, no GSO
+    return static_cast<size_t>(got) + hdr;
 }
 
 Work NetRx::run(SplitQueue& q, const MemView& mem, int fd, bool mergeable, QueueStats& st, unsigned budget,
@@ -170,21 +180,16 @@ Work NetRx::run(SplitQueue& q, const MemView& mem, int fd, bool mergeable, Queue
         if (!len_) {
             if (!take(q, net::kMaxFrame, mergeable, why)) return Work::Broken;
             if (aim(mem, hdr)) {
-                ssize_t got = ::readv(fd, iov_.data(), static_cast<int>(iov_.size()));
-                if (got <= 0 || static_cast<size_t>(got) + hdr < net::kHeaderLen) return Work::Idle;  // EAGAIN
-                size_t len = static_cast<size_t>(got) + hdr, n = chains_for(len);
-                uint8_t* h = mem.ptr(spare_.front().segs.front().gpa, net::kHeaderLen);
-                if (hdr) std::memset(h, 0, hdr);  // no checksum to finish, no GSO
-                le_store(h + 10, 2, n);           // num_buffers
-                complete(q, mem, n, len, nullptr, st, log);
+                size_t len = framed(::readv(fd, iov_.data(), static_cast<int>(iov_.size())), hdr,
+                                    mem.ptr(spare_.front().segs.front().gpa, net::kHeaderLen));
+                if (!len) return Work::Idle;
+                complete(q, mem, chains_for(len), len, nullptr, st, log);
                 continue;
             }
             // Too few buffers for the largest frame: read it here, deliver
             // it when it fits.
-            ssize_t got = ::read(fd, frame_.data() + hdr, frame_.size() - hdr);
-            if (got <= 0 || static_cast<size_t>(got) + hdr < net::kHeaderLen) return Work::Idle;  // EAGAIN: no more now
-            if (hdr) std::memset(frame_.data(), 0, hdr);
-            len_ = static_cast<size_t>(got) + hdr;
+            len_ = framed(::read(fd, frame_.data() + hdr, frame_.size() - hdr), hdr, frame_.data());
+            if (!len_) return Work::Idle;
         }
         One r = deliver(q, mem, mergeable, st, why, log);
         if (r == One::Broken) return Work::Broken;

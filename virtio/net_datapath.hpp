@@ -79,7 +79,8 @@ private:
                 const WriteLog& log);
     size_t chains_for(size_t len) const;
     void forget_spares();
-    void complete(SplitQueue& q, const MemView& mem, size_t n, size_t len, const uint8_t* src, QueueStats& st,
+    static size_t framed(ssize_t got, size_t hdr, uint8_t* h);
+    void complete(SplitQueue& q, const MemView& mem, size_t n, size_t len, uint8_t* src, QueueStats& st,
                   const WriteLog& log);
     std::deque<Chain> spare_;  // taken from the ring, oldest first, none filled yet
     uint64_t spare_room_ = 0;
