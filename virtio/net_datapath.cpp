@@ -121,12 +121,12 @@ size_t NetRx::chains_for(size_t len) const {
 }
 
 // Hands the first n spare chains, which hold a frame of len bytes, to the
-// driver; the frame is copied from src first unless the fd put it there
-// (then its header is in one segment: aim() saw to it). Either way its
-// header learns how many buffers it spans.
-void NetRx::complete(SplitQueue& q, const MemView& mem, size_t n, size_t len, uint8_t* src, QueueStats& st,
-                     const WriteLog& log) {
-    le_store((src ? src : mem.ptr(spare_.front().segs.front().gpa, net::kHeaderLen)) + 10, 2, n);  // num_buffers
+// driver. The frame starts at `frame`: in our bounce buffer, copied into
+// the chains here (copy), or already in them, put there by the fd. Either
+// way its header learns how many buffers it spans.
+void NetRx::complete(SplitQueue& q, const MemView& mem, size_t n, size_t len, uint8_t* frame, bool copy,
+                     QueueStats& st, const WriteLog& log) {
+    le_store(frame + 10, 2, n);  // num_buffers
     size_t done = 0;
     for (size_t k = 0; k < n; k++) {
         const Chain& c = spare_[k];
@@ -134,7 +134,7 @@ void NetRx::complete(SplitQueue& q, const MemView& mem, size_t n, size_t len, ui
         for (const Segment& s : c.segs) {
             if (done == len) break;
             size_t m = std::min<size_t>(s.len, len - done);
-            if (src) std::memcpy(mem.ptr(s.gpa, s.len), src + done, m);
+            if (copy) std::memcpy(mem.ptr(s.gpa, s.len), frame + done, m);
             if (log) log(s.gpa, m);
             done += m;
             written += static_cast<uint32_t>(m);
@@ -160,7 +160,7 @@ NetRx::One NetRx::deliver(SplitQueue& q, const MemView& mem, bool mergeable, Que
         st.errors++;
         return One::Dropped;
     }
-    complete(q, mem, chains_for(len_), len_, frame_.data(), st, log);
+    complete(q, mem, chains_for(len_), len_, frame_.data(), true, st, log);
     return One::Delivered;
 }
 
@@ -180,10 +180,10 @@ Work NetRx::run(SplitQueue& q, const MemView& mem, int fd, bool mergeable, Queue
         if (!len_) {
             if (!take(q, net::kMaxFrame, mergeable, why)) return Work::Broken;
             if (aim(mem, hdr)) {
-                size_t len = framed(::readv(fd, iov_.data(), static_cast<int>(iov_.size())), hdr,
-                                    mem.ptr(spare_.front().segs.front().gpa, net::kHeaderLen));
+                uint8_t* h = mem.ptr(spare_.front().segs.front().gpa, net::kHeaderLen);  // one segment: aim()
+                size_t len = framed(::readv(fd, iov_.data(), static_cast<int>(iov_.size())), hdr, h);
                 if (!len) return Work::Idle;
-                complete(q, mem, chains_for(len), len, nullptr, st, log);
+                complete(q, mem, chains_for(len), len, h, false, st, log);
                 continue;
             }
             // Too few buffers for the largest frame: read it here, deliver

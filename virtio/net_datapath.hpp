@@ -80,8 +80,8 @@ private:
     size_t chains_for(size_t len) const;
     void forget_spares();
     static size_t framed(ssize_t got, size_t hdr, uint8_t* h);
-    void complete(SplitQueue& q, const MemView& mem, size_t n, size_t len, uint8_t* src, QueueStats& st,
-                  const WriteLog& log);
+    void complete(SplitQueue& q, const MemView& mem, size_t n, size_t len, uint8_t* frame, bool copy,
+                  QueueStats& st, const WriteLog& log);
     std::deque<Chain> spare_;  // taken from the ring, oldest first, none filled yet
     uint64_t spare_room_ = 0;
     std::vector<iovec> iov_;
