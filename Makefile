@@ -55,7 +55,7 @@ FUZZERS      := $(BUILD)/fuzz/fuzz_virtqueue $(BUILD)/fuzz/fuzz_pci
 FUZZ_HDRS    := $(wildcard vmm/*.hpp virtio/*.hpp)
 
 $(BUILD)/fuzz/fuzz_virtqueue: tests/fuzz/fuzz_virtqueue.cpp virtio/virtqueue.cpp vmm/guest_memory.cpp $(FUZZ_HDRS)
-$(BUILD)/fuzz/fuzz_pci: tests/fuzz/fuzz_pci.cpp vmm/pci.cpp vmm/msix.cpp virtio/virtio_pci.cpp vmm/kvm.cpp vmm/gsi_router.cpp $(FUZZ_HDRS)
+$(BUILD)/fuzz/fuzz_pci: tests/fuzz/fuzz_pci.cpp vmm/thread_guard.cpp vmm/pci.cpp vmm/msix.cpp virtio/virtio_pci.cpp vmm/kvm.cpp vmm/gsi_router.cpp $(FUZZ_HDRS)
 $(FUZZERS):
 	@mkdir -p $(@D)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) -o $@ $(filter %.cpp,$^)

@@ -101,7 +101,7 @@ public:
 
 private:
     unsigned dev(unsigned idx) const {
-        if (idx / 2 >= fds_.size()) throw UserError("vhost-net: no ring " + std::to_string(idx));
+        if (idx / 2 >= fds_.size()) throw InternalError("vhost-net: no ring " + std::to_string(idx));
         return idx / 2;
     }
     void file(unsigned long req, unsigned idx, int fd, const char* what) {
@@ -112,7 +112,7 @@ private:
         for (unsigned d = 0; d < fds_.size(); d++) call(d, req, arg, what);
     }
     void call(unsigned d, unsigned long req, void* arg, const char* what) {
-        if (ioctl(fds_[d].get(), req, arg) < 0) throw sys_error(std::string("vhost-net ") + what);
+        if (ioctl(fds_[d].get(), req, arg) < 0) throw internal_error(std::string("vhost-net ") + what);
     }
     std::vector<Fd> fds_;
 };

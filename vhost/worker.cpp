@@ -19,6 +19,7 @@
 #include "vmm/error.hpp"
 #include "vmm/guest_memory.hpp"
 #include "vmm/kvm.hpp"
+#include "vmm/thread_guard.hpp"
 
 namespace minivmm {
 
@@ -127,7 +128,7 @@ private:
         QueueStats st;
     };
     Ring& ring(unsigned i) {
-        if (i >= rings_.size()) throw UserError("vhost worker: no ring " + std::to_string(i));
+        if (i >= rings_.size()) throw InternalError("vhost worker: no ring " + std::to_string(i));
         return *rings_[i];
     }
     std::vector<unsigned> pause_all() {
@@ -172,9 +173,9 @@ private:
         r.data_log = features_ & vhost::kFLogAll ? log : WriteLog{};
         if (r.used_log) r.q->set_write_log(r.used_log);
         bool rx = i % 2 == 0;
-        r.thread = std::thread([this, &r, rx] { rx ? rx_loop(r) : tx_loop(r); });
         // What it serves, for ps -L and top -H (15 characters at most).
         std::string tname = "vhost-" + label_ + (rx ? "-rx" : "-tx") + std::to_string(i / 2);
+        r.thread = std::thread([this, &r, rx, tname] { guarded(tname, [&] { rx ? rx_loop(r) : tx_loop(r); }); });
         pthread_setname_np(r.thread.native_handle(), tname.substr(0, 15).c_str());
     }
     // Marks the pages of a write in the log bitmap, once a log base is set.

@@ -11,6 +11,7 @@
 #include "vmm/error.hpp"
 #include "vmm/guest_memory.hpp"
 #include "vmm/io_bus.hpp"
+#include "vmm/thread_guard.hpp"
 
 namespace minivmm {
 
@@ -31,14 +32,15 @@ VirtioNet::VirtioNet(const GuestMemory& mem, std::unique_ptr<NetPort> port, cons
     for (unsigned k = 0; k < port_->queues(); k++) {
         auto p = std::make_unique<Pair>();
         p->wake = Fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-        if (!p->wake) throw sys_error("eventfd");
+        if (!p->wake) throw internal_error("eventfd");
         pairs_.push_back(std::move(p));
     }
     if (vhost_) return;
     for (unsigned k = 0; k < pairs_.size(); k++) {
         Pair& p = *pairs_[k];
-        p.thread = std::thread([this, k] { io_loop(k); });
-        pthread_setname_np(p.thread.native_handle(), (label_ + "-io" + std::to_string(k)).substr(0, 15).c_str());
+        std::string name = label_ + "-io" + std::to_string(k);
+        p.thread = std::thread([this, k, name] { guarded(name, [&] { io_loop(k); }); });
+        pthread_setname_np(p.thread.native_handle(), name.substr(0, 15).c_str());
     }
 }
 
@@ -151,7 +153,7 @@ void VirtioNet::activate_vhost(unsigned k) {
         const QueueConfig& q = config_[i];
         auto qi = static_cast<uint16_t>(i);
         int kick = transport_->kick_eventfd(qi), call = transport_->call_eventfd(qi), err = transport_->error_eventfd(qi);
-        if (kick < 0 || call < 0 || err < 0) throw UserError("the transport has no KVM eventfds for vhost");
+        if (kick < 0 || call < 0 || err < 0) throw InternalError("the transport has no KVM eventfds for vhost");
         vhost_->set_vring_num(i, q.size);
         vhost_->set_vring_base(i, 0);
         // Ring placement was checked at activation (SplitQueue::valid).

@@ -118,6 +118,10 @@ Options parse_cli(int argc, char** argv) {
                 if (!std::regex_match(std::string(optarg), num))
                     throw UserError(std::string("--cpus: expected a number from 1, got '") + optarg + "'");
                 o.cpus = static_cast<unsigned>(std::stoul(optarg));
+                // The MADT describes CPUs with 8-bit xAPIC IDs (0xff is broadcast).
+                if (o.cpus > kMaxCpus)
+                    throw UserError("--cpus " + std::to_string(o.cpus) + " is more than the " +
+                                    std::to_string(kMaxCpus) + " vCPUs minivmm supports");
                 break;
             }
             case 'n': o.nets.push_back(parse_net(optarg)); break;

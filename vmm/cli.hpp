@@ -29,6 +29,7 @@ struct Options {
 };
 
 constexpr uint64_t kMinMem = 64ull << 20;
+constexpr unsigned kMaxCpus = 255;
 
 // Throws UserError with one line naming the bad option and why.
 Options parse_cli(int argc, char** argv);

@@ -6,6 +6,7 @@
 #include <cerrno>
 
 #include "vmm/serial.hpp"
+#include "vmm/thread_guard.hpp"
 
 namespace minivmm {
 
@@ -19,7 +20,7 @@ Console::Console(Serial& serial, int stop_fd) : serial_(serial), stop_fd_(stop_f
         raw.c_oflag |= OPOST;
         restore_ = ::tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
     }
-    thread_ = std::thread([this] { reader(); });
+    thread_ = std::thread([this] { guarded("console", [this] { reader(); }); });
 }
 
 Console::~Console() {

@@ -30,18 +30,27 @@ long kvm_ioctl(int fd, unsigned long req, const void* arg, const char* name) {
     do {
         r = ::ioctl(fd, req, arg);
     } while (r < 0 && errno == EINTR);
-    if (r < 0) throw sys_error(std::string("KVM ") + name + " failed");
+    if (r < 0) throw internal_error(std::string("KVM ") + name + " failed");
     return r;
 }
+
+namespace {
+// What a user on a host without a usable KVM device can do about it.
+std::string no_kvm_advice() {
+    if (Kvm::host_lacks_hw_virt())
+        return "this CPU offers no VMX/SVM: enable virtualization in the firmware, or, in a virtual machine, "
+               "turn on nested virtualization in its hypervisor";
+    return "load the module for this CPU (modprobe kvm_intel or kvm_amd), or enable virtualization in the firmware";
+}
+}  // namespace
 
 Kvm::Kvm(const std::string& path) {
     int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) {
         int err = errno;
-        if (err == ENOENT)
-            throw UserError("cannot open " + path +
-                            ": no such device (is the kvm module loaded, and does this CPU "
-                            "support virtualization?)");
+        // ENOENT: no node; ENXIO/ENODEV: a node with no driver behind it.
+        if (err == ENOENT || err == ENXIO || err == ENODEV)
+            throw UserError("cannot open " + path + ": this host has no KVM; " + no_kvm_advice());
         if (err == EACCES || err == EPERM)
             throw UserError("cannot open " + path +
                             ": permission denied (run as root or add yourself to the kvm group)");
@@ -49,6 +58,8 @@ Kvm::Kvm(const std::string& path) {
     }
     fd_ = Fd(fd);
     int version = ::ioctl(fd, KVM_GET_API_VERSION, 0);
+    if (version < 0 && errno == ENOTTY)
+        throw UserError(path + " is not a KVM device (it answers no KVM ioctl); " + no_kvm_advice());
     if (version != KVM_API_VERSION)
         throw UserError(path + " speaks KVM API " + std::to_string(version) + ", minivmm needs " +
                         std::to_string(KVM_API_VERSION));
@@ -78,9 +89,9 @@ std::vector<kvm_cpuid_entry2> Kvm::supported_cpuid() const {
         list.header()->nent = static_cast<uint32_t>(n);
         if (::ioctl(fd_.get(), kKvmGetSupportedCpuid, list.buf.data()) == 0)
             return {list.entries(), list.entries() + list.header()->nent};
-        if (errno != E2BIG) throw sys_error("KVM GET_SUPPORTED_CPUID failed");
+        if (errno != E2BIG) throw internal_error("KVM GET_SUPPORTED_CPUID failed");
     }
-    throw UserError("KVM GET_SUPPORTED_CPUID: too many entries");
+    throw InternalError("KVM GET_SUPPORTED_CPUID: too many entries");
 }
 
 bool Kvm::host_lacks_hw_virt() {

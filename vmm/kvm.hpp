@@ -91,7 +91,7 @@ private:
     Fd fd_;
 };
 
-// ioctl that throws UserError naming the request on failure.
+// ioctl that throws InternalError naming the request and errno on failure.
 long kvm_ioctl(int fd, unsigned long req, const void* arg, const char* name);
 inline long kvm_ioctl(int fd, unsigned long req, unsigned long arg, const char* name) {
     return kvm_ioctl(fd, req, reinterpret_cast<const void*>(arg), name);

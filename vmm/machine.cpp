@@ -13,11 +13,14 @@
 #include <cstring>
 #include <thread>
 
+#include <cpuid.h>
+
 #include "vmm/acpi.hpp"
 #include "vmm/bzimage.hpp"
 #include "vmm/console.hpp"
 #include "vmm/error.hpp"
 #include "vmm/layout.hpp"
+#include "vmm/thread_guard.hpp"
 #include "virtio/net.hpp"
 #include "virtio/virtio_pci.hpp"
 #include "vhost/raw_socket.hpp"
@@ -25,53 +28,79 @@
 
 namespace minivmm {
 
+// What a NIC is made of on the host side, opened before KVM.
+struct NicPlan {
+    std::unique_ptr<NetPort> port;
+    std::unique_ptr<VhostBackend> vhost;
+    VirtioNet::Mac mac;
+    unsigned queues;
+    std::string note;  // said once the VM exists, so a later error stays the only line
+};
+
 namespace {
 uint64_t host_ram() { return uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE)); }
 
 std::string mib(uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
-}  // namespace
 
-void Machine::check_limits(const Kvm& kvm) const {
-    if (opts_.mem < kMinMem) throw UserError("--mem " + mib(opts_.mem) + " is too small (minimum " + mib(kMinMem) + ")");
-    // Memory is lazily backed, but a guest promised more than the host has
-    // will be killed by the OOM killer later, far from the cause: refuse now.
-    if (opts_.mem > host_ram())
-        throw UserError("--mem " + mib(opts_.mem) + " is more than this host's " + mib(host_ram()) + " of RAM");
-    if (opts_.mem & 0xfff) throw UserError("--mem must be a multiple of 4 KiB");
-    int max = kvm.check_extension(KVM_CAP_MAX_VCPUS);
-    if (max <= 0) max = kvm.check_extension(KVM_CAP_NR_VCPUS);
-    // The MADT describes CPUs with 8-bit xAPIC IDs (0xff is broadcast).
-    unsigned limit = std::min<unsigned>(max > 0 ? unsigned(max) : 1, 255);
-    if (opts_.cpus > limit)
-        throw UserError("--cpus " + std::to_string(opts_.cpus) + " is more than this host allows (" +
-                        std::to_string(limit) + ")");
-}
-
-Machine::Machine(const Options& opts, const Kvm& kvm, const BootFiles& files)
-    : opts_(opts), vm_((check_limits(kvm), kvm)), mem_(opts.mem) {
-    // Signals for the VMM as a whole are taken synchronously by the thread in
-    // run(). Blocked before any thread starts (the NICs start theirs below):
-    // threads inherit the mask, so none of them gets one and dies of it.
+// Signals for the VMM as a whole are taken synchronously by the thread in
+// run(). Blocked before any thread starts: threads inherit the mask, so none
+// of them gets one and dies of it.
+bool block_vm_signals() {
     sigset_t sigs;
     sigemptyset(&sigs);
     for (int s : {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&sigs, s);
-    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+    return pthread_sigmask(SIG_BLOCK, &sigs, nullptr) == 0;
+}
+
+uint64_t checked_ram(const Options& o) {
+    if (o.mem < kMinMem) throw UserError("--mem " + mib(o.mem) + " is too small (minimum " + mib(kMinMem) + ")");
+    // Memory is lazily backed, but a guest promised more than the host has
+    // will be killed by the OOM killer later, far from the cause: refuse now.
+    if (o.mem > host_ram())
+        throw UserError("--mem " + mib(o.mem) + " is more than this host's " + mib(host_ram()) + " of RAM");
+    if (o.mem & 0xfff) throw UserError("--mem must be a multiple of 4 KiB");
+    return o.mem;
+}
+}  // namespace
+
+// The tables, kernel, initrd and command line go into RAM before KVM is
+// opened: an initrd that does not fit is the user's to fix, not KVM's.
+BootPlan Machine::load_guest(const BootFiles& files) {
+    uint64_t rsdp = build_acpi(mem_, opts_.cpus);
+    return load_linux(mem_, files.kernel, files.initrd, cmdline_, rsdp);
+}
+
+const Kvm& Machine::check_cpu_limit() const {
+    int max = kvm_.check_extension(KVM_CAP_MAX_VCPUS);
+    if (max <= 0) max = kvm_.check_extension(KVM_CAP_NR_VCPUS);
+    unsigned limit = max > 0 ? unsigned(max) : 1;
+    if (opts_.cpus > limit)
+        throw UserError("--cpus " + std::to_string(opts_.cpus) + " is more than this host's KVM allows (" +
+                        std::to_string(limit) + ")");
+    return kvm_;
+}
+
+Machine::Machine(const Options& opts, const BootFiles& files)
+    : opts_(opts),
+      signals_blocked_(block_vm_signals()),
+      mem_(checked_ram(opts)),
+      cmdline_(guest_cmdline(opts)),
+      plan_(load_guest(files)),
+      nic_plans_(plan_nics()),
+      vm_(check_cpu_limit()) {
+    if (!signals_blocked_) throw internal_error("pthread_sigmask");
     uint32_t slot = 0;
     for (const auto& r : mem_.regions()) vm_.set_memory(slot++, r.gpa, r.size, r.hva);
-
-    uint64_t rsdp = build_acpi(mem_, opts.cpus);
-    std::string cmdline = guest_cmdline(opts);
-    BootPlan plan = load_linux(mem_, files.kernel, files.initrd, cmdline, rsdp);
     if (opts.verbose) {
         std::fprintf(stderr, "minivmm: %u vCPU(s), %s RAM:", opts.cpus, mib(opts.mem).c_str());
         for (const auto& r : mem_.regions())
             std::fprintf(stderr, " [%#llx-%#llx)", (unsigned long long)r.gpa, (unsigned long long)(r.gpa + r.size));
         std::fprintf(stderr, "\nminivmm: kernel boot protocol %u.%02u, 64-bit entry at %#llx\n",
-                     files.kernel.hdr.version >> 8, files.kernel.hdr.version & 0xff, (unsigned long long)plan.entry);
-        if (plan.initrd_size)
-            std::fprintf(stderr, "minivmm: initrd %llu bytes at %#llx\n", (unsigned long long)plan.initrd_size,
-                         (unsigned long long)plan.initrd_gpa);
-        std::fprintf(stderr, "minivmm: kernel command line: %s\n", cmdline.c_str());
+                     files.kernel.hdr.version >> 8, files.kernel.hdr.version & 0xff, (unsigned long long)plan_.entry);
+        if (plan_.initrd_size)
+            std::fprintf(stderr, "minivmm: initrd %llu bytes at %#llx\n", (unsigned long long)plan_.initrd_size,
+                         (unsigned long long)plan_.initrd_gpa);
+        std::fprintf(stderr, "minivmm: kernel command line: %s\n", cmdline_.c_str());
     }
 
     serial_ = std::make_unique<Serial>([this](bool level) { vm_.irq_line(Serial::kCom1Irq, level); },
@@ -83,9 +112,9 @@ Machine::Machine(const Options& opts, const Kvm& kvm, const BootFiles& files)
     mmio_.add(PciBus::kWindowStart, PciBus::kWindowEnd - PciBus::kWindowStart, &pci_.mmio());
     add_nics();
 
-    auto cpuid = kvm.supported_cpuid();
-    for (unsigned i = 0; i < opts.cpus; i++) vcpus_.push_back(std::make_unique<Vcpu>(kvm, vm_, i, opts.cpus, cpuid));
-    vcpus_[0]->setup_boot_cpu(mem_, plan.entry, layout::kZeroPage);
+    auto cpuid = kvm_.supported_cpuid();
+    for (unsigned i = 0; i < opts.cpus; i++) vcpus_.push_back(std::make_unique<Vcpu>(kvm_, vm_, i, opts.cpus, cpuid));
+    vcpus_[0]->setup_boot_cpu(mem_, plan_.entry, layout::kZeroPage);
 }
 
 namespace {
@@ -115,63 +144,73 @@ std::string opt(const NetSpec& n, const char* key, const char* def) {
 }
 }  // namespace
 
-void Machine::add_nics() {
+std::vector<NicPlan> Machine::plan_nics() const {
+    std::vector<NicPlan> plans;
     for (size_t i = 0; i < opts_.nets.size(); i++) {
         const NetSpec& n = opts_.nets[i];
-        unsigned queues = static_cast<unsigned>(std::stoul(opt(n, "queues", "1")));
-        if (queues > VirtioNet::kMaxPairs)
-            throw UserError("--net " + n.ifname + ": queues=" + std::to_string(queues) + " is more than the " +
+        NicPlan p;
+        p.queues = static_cast<unsigned>(std::stoul(opt(n, "queues", "1")));
+        if (p.queues > VirtioNet::kMaxPairs)
+            throw UserError("--net " + n.ifname + ": queues=" + std::to_string(p.queues) + " is more than the " +
                             std::to_string(VirtioNet::kMaxPairs) + " queue pairs a NIC may have");
-        if (n.kind == NetSpec::Kind::Raw && queues > 1)
+        if (n.kind == NetSpec::Kind::Raw && p.queues > 1)
             throw UserError("--net raw=" + n.ifname + ": a raw socket serves one queue pair (queues=1)");
         // The port first: a missing interface is the likelier mistake.
-        std::unique_ptr<NetPort> port;
         if (n.kind == NetSpec::Kind::Raw)
-            port = std::make_unique<RawSocket>(n.ifname);
+            p.port = std::make_unique<RawSocket>(n.ifname);
         else if (n.kind == NetSpec::Kind::Macvtap)
-            port = Tap::macvtap(n.ifname, queues);
+            p.port = Tap::macvtap(n.ifname, p.queues);
         else
-            port = std::make_unique<Tap>(n.ifname, queues);
-        auto mac = nic_mac(n, i);
+            p.port = std::make_unique<Tap>(n.ifname, p.queues);
+        p.mac = nic_mac(n, i);
         // A macvtap passes on only frames for its own MAC: the guest's must be it.
         if (n.kind == NetSpec::Kind::Macvtap) {
             auto own = interface_mac(n.ifname);
-            if (!n.opts.count("mac")) mac = own;
-            else if (mac != own)
-                std::fprintf(stderr, "minivmm: net%zu: mac differs from macvtap %s's own; frames for it will not "
-                             "arrive\n", i, n.ifname.c_str());
+            if (!n.opts.count("mac")) p.mac = own;
+            else if (p.mac != own)
+                p.note = "mac differs from macvtap " + n.ifname + "'s own; frames for it will not arrive";
         }
         std::string label = "net" + std::to_string(i);
         std::string mode = opt(n, "vhost", "");
-        std::unique_ptr<VhostBackend> vhost;
         if (mode == "kernel") {
-            vhost = open_kernel_vhost(queues);
+            p.vhost = open_kernel_vhost(p.queues);
         } else if (mode == "worker") {
-            vhost = make_worker_vhost(queues, label);
+            p.vhost = make_worker_vhost(p.queues, label);
         } else if (mode.empty()) {
             // The kernel's vhost-net when this host has it, else our own workers.
             try {
-                vhost = open_kernel_vhost(queues);
+                p.vhost = open_kernel_vhost(p.queues);
+                p.note = "using vhost=kernel (/dev/vhost-net)";
             } catch (const UserError& e) {
-                vhost = make_worker_vhost(queues, label);
-                std::fprintf(stderr, "minivmm: net%zu: using vhost=worker (%s)\n", i, e.what());
+                p.vhost = make_worker_vhost(p.queues, label);
+                p.note = std::string("using vhost=worker (") + e.what() + ")";
             }
-            if (std::string(vhost->name()) == "kernel")
-                std::fprintf(stderr, "minivmm: net%zu: using vhost=kernel (/dev/vhost-net)\n", i);
         }
-        std::string describe = port->describe();
-        auto net = std::make_unique<VirtioNet>(mem_, std::move(port), mac, std::move(vhost), label);
+        plans.push_back(std::move(p));
+    }
+    return plans;
+}
+
+void Machine::add_nics() {
+    for (size_t i = 0; i < nic_plans_.size(); i++) {
+        NicPlan& p = nic_plans_[i];
+        if (!p.note.empty()) std::fprintf(stderr, "minivmm: net%zu: %s\n", i, p.note.c_str());
+        std::string describe = p.port->describe();
+        auto mac = p.mac;
+        auto net = std::make_unique<VirtioNet>(mem_, std::move(p.port), mac, std::move(p.vhost),
+                                               "net" + std::to_string(i));
         VirtioNet* raw = net.get();
         VirtioPci::KvmHooks hooks{vm_, router_};
         auto pci = std::make_shared<VirtioPci>(
             std::move(net), [this](const MsiMessage& m) { vm_.signal_msi(m.address, m.data); }, &hooks);
         unsigned slot = pci_.add(pci);
-        nics_.push_back({pci, raw, slot});
+        nics_.push_back({pci, raw});
         if (opts_.verbose)
             std::fprintf(stderr, "minivmm: net%zu: virtio-net at PCI 00:%02x.0, %s, mac %02x:%02x:%02x:%02x:%02x:%02x, "
-                         "vhost=%s, %u queue pair%s\n", i, slot, describe.c_str(), mac[0], mac[1], mac[2], mac[3], mac[4],
-                         mac[5], raw->datapath(), queues, queues > 1 ? "s" : "");
+                         "vhost=%s, %u queue pair%s\n", i, slot, describe.c_str(), mac[0], mac[1], mac[2], mac[3],
+                         mac[4], mac[5], raw->datapath(), p.queues, p.queues > 1 ? "s" : "");
     }
+    nic_plans_.clear();
 }
 
 void Machine::print_stats() const {
@@ -187,14 +226,21 @@ Machine::~Machine() = default;
 
 int Machine::run() {
     Vcpu::install_kick_handler();
+    // A thread that fails (an ioctl, a thread's own bug) stops the VM with one
+    // line and status 2; the terminal is restored as for any other stop.
+    set_fatal_handler([this](const std::string& line) { stop_.request(2, "internal error: " + line); });
 
     {
         Console console(*serial_, stop_.fd());
         std::vector<std::thread> threads;
-        for (auto& v : vcpus_) threads.emplace_back([this, &v] { v->run(pio_, mmio_, stop_); });
-        std::thread nudger([this] { nudge_vcpus(); });
+        for (auto& v : vcpus_)
+            threads.emplace_back([this, &v] {
+                guarded("vCPU " + std::to_string(&v - &vcpus_[0]), [&] { v->run(pio_, mmio_, stop_); });
+            });
+        std::thread nudger;
+        if (nested_host()) nudger = std::thread([this] { guarded("vCPU nudger", [this] { nudge_vcpus(); }); });
         wait_for_stop();
-        nudger.join();
+        if (nudger.joinable()) nudger.join();
         // A vCPU may sit in KVM_RUN for as long as the guest halts: kick until
         // each has noticed (a kick can land before it entered KVM_RUN).
         for (size_t i = 0; i < threads.size(); i++) {
@@ -205,10 +251,19 @@ int Machine::run() {
             threads[i].join();
         }
     }
+    set_fatal_handler(nullptr);
     if (stop_.status() != 0 || opts_.verbose || by_signal_)
         std::fprintf(stderr, "\r\nminivmm: %s\n", stop_.why().c_str());
     if (opts_.stats) print_stats();
     return stop_.status();
+}
+
+bool Machine::nested_host() {
+    // CPUID.1:ECX bit 31 is set by every hypervisor for its guests: here it
+    // means minivmm's KVM is itself virtual (nested, emulated or PVM).
+    unsigned a, b, c, d;
+    __cpuid(1, a, b, c, d);
+    return c & (1u << 31);
 }
 
 void Machine::nudge_vcpus() {
@@ -216,7 +271,8 @@ void Machine::nudge_vcpus() {
     // our test rig) a KVM kick that should pull a running vCPU out of guest
     // mode to take an interrupt has been seen to get lost: the guest then
     // spins for minutes until something else makes it exit. An exit every
-    // kNudgeMs bounds that delay; on bare metal it costs ~50 exits a second.
+    // kNudgeMs bounds that delay (about 50 exits a second). On hardware it
+    // would only hide such a bug, so run() starts this on nested hosts only.
     constexpr int kNudgeMs = 20;
     pollfd p{stop_.fd(), POLLIN, 0};
     while (!stop_.requested()) {
@@ -229,7 +285,13 @@ void Machine::wait_for_stop() {
     sigset_t sigs;
     sigemptyset(&sigs);
     for (int s : {SIGINT, SIGTERM, SIGHUP, SIGUSR1}) sigaddset(&sigs, s);
+    // Without it Ctrl-C and SIGTERM would never be seen: stop rather than run
+    // a VM nothing can stop.
     int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+    if (sfd < 0) {
+        stop_.request(2, "internal error: signalfd: " + std::string(std::strerror(errno)));
+        return;
+    }
     pollfd fds[2] = {{stop_.fd(), POLLIN, 0}, {sfd, POLLIN, 0}};
     while (!stop_.requested()) {
         if (poll(fds, 2, -1) < 0) continue;

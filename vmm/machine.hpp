@@ -18,27 +18,42 @@
 
 namespace minivmm {
 
+struct NicPlan;
+
 class Machine {
 public:
     // Builds everything and loads the kernel; throws UserError on bad input.
-    Machine(const Options& opts, const Kvm& kvm, const BootFiles& files);
+    // What the host provides without KVM (memory, the guest's image in it,
+    // NIC ports, vhost) is checked and opened first, /dev/kvm last: a user on
+    // a host without KVM hears of their own mistakes first.
+    Machine(const Options& opts, const BootFiles& files);
     ~Machine();
     // Runs the guest until it powers off, resets, fails, or a signal stops it.
     // Returns minivmm's exit status.
     int run();
 
 private:
-    void check_limits(const Kvm& kvm) const;
+    BootPlan load_guest(const BootFiles& files);
+    std::vector<NicPlan> plan_nics() const;
+    const Kvm& check_cpu_limit() const;
     void add_nics();
     void wait_for_stop();
+    static bool nested_host();
     void nudge_vcpus();
     void print_stats() const;
 
+    // Members are built in the order they are declared: this is the order
+    // of setting up, and its reverse is the order of tearing down.
     const Options& opts_;
+    bool signals_blocked_;
     bool by_signal_ = false;
     Stop stop_;
-    Vm vm_;
     GuestMemory mem_;
+    std::string cmdline_;
+    BootPlan plan_;
+    std::vector<NicPlan> nic_plans_;  // ports and vhost, until add_nics() gives them to devices
+    Kvm kvm_;                         // the first use of /dev/kvm
+    Vm vm_;
     IoBus pio_, mmio_;
     std::unique_ptr<Serial> serial_;
     AcpiPm pm_{stop_};
@@ -49,7 +64,6 @@ private:
     struct Nic {
         std::shared_ptr<class VirtioPci> pci;
         class VirtioNet* net;
-        unsigned slot;
     };
     std::vector<Nic> nics_;
     std::vector<std::unique_ptr<Vcpu>> vcpus_;

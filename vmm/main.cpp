@@ -1,9 +1,11 @@
 // minivmm: boot a Linux bzImage under KVM.
 //
-// The story, top to bottom: read the options; open KVM and say if it cannot
-// run a stock kernel at speed; build the machine (RAM, tables, kernel, devices,
-// vCPUs); run it until the guest powers off or resets. Anything the user can
-// fix ends here as one line on stderr and exit status 1.
+// The story, top to bottom: read the options and the input files; build the
+// machine (RAM with the tables, kernel and initrd in it, the NICs' host ports,
+// and only then KVM, the devices and vCPUs); say if this KVM cannot run a
+// stock kernel at speed; run it until the guest powers off or resets.
+// Anything the user can fix ends here as one line on stderr and exit status
+// 1; a failure of ours or the host's (a KVM ioctl) as one line and status 2.
 #include <cstdio>
 
 #include "vmm/bzimage.hpp"
@@ -31,8 +33,7 @@ int main(int argc, char** argv) {
         // Input files first: a typo in a path should be reported as such even
         // on a host where KVM would fail too.
         BootFiles files = read_boot_files(opts.kernel, opts.initrd);
-        Kvm kvm;
-        Machine machine(opts, kvm, files);
+        Machine machine(opts, files);
         // After the machine is built, so bad input still gets exactly one line.
         if (Kvm::host_lacks_hw_virt())
             std::fprintf(stderr,
@@ -42,6 +43,9 @@ int main(int argc, char** argv) {
     } catch (const UserError& e) {
         std::fprintf(stderr, "minivmm: %s\n", e.what());
         return 1;
+    } catch (const InternalError& e) {
+        std::fprintf(stderr, "minivmm: internal error: %s\n", e.what());
+        return 2;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "minivmm: internal error: %s\n", e.what());
         return 2;

@@ -88,7 +88,7 @@ Vcpu::Vcpu(const Kvm& kvm, const Vm& vm, unsigned id, unsigned ncpus,
     fd_ = static_cast<int>(kvm_ioctl(vm.fd(), KVM_CREATE_VCPU, static_cast<unsigned long>(id), "CREATE_VCPU"));
     run_size_ = static_cast<size_t>(kvm.vcpu_mmap_size());
     void* p = ::mmap(nullptr, run_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
-    if (p == MAP_FAILED) throw sys_error("cannot map the kvm_run page of vCPU " + std::to_string(id));
+    if (p == MAP_FAILED) throw internal_error("cannot map the kvm_run page of vCPU " + std::to_string(id));
     run_ = static_cast<kvm_run*>(p);
     set_cpuid(cpuid, ncpus, kvm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0);
     set_lapic_lines();
@@ -106,7 +106,7 @@ void Vcpu::set_msrs() {
     std::copy(std::begin(want), std::end(want), list.entries());
     long n = kvm_ioctl(fd_, kKvmSetMsrs, list.buf.data(), "SET_MSRS");
     if (n != static_cast<long>(std::size(want)))
-        throw UserError("KVM SET_MSRS: set " + std::to_string(n) + " of " + std::to_string(std::size(want)) +
+        throw InternalError("KVM SET_MSRS: set " + std::to_string(n) + " of " + std::to_string(std::size(want)) +
                         " boot MSRs");
 }
 
@@ -209,6 +209,12 @@ bool Vcpu::handle_io(IoBus& pio) {
 }
 
 void Vcpu::run(IoBus& pio, IoBus& mmio, Stop& stop) {
+    // However run() ends (an exception included), Machine::run must see the
+    // vCPU exited, or it would kick it forever.
+    struct Exited {
+        Vcpu& v;
+        ~Exited() { v.running_ = false, v.exited_ = true; }
+    } exited{*this};
     t_run = run_;
     thread_ = pthread_self();
     running_ = true;
@@ -262,8 +268,6 @@ void Vcpu::run(IoBus& pio, IoBus& mmio, Stop& stop) {
                             std::to_string(run_->exit_reason));
         break;
     }
-    running_ = false;
-    exited_ = true;
 }
 
 void Vcpu::request_state_line() {

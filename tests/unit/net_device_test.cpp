@@ -249,7 +249,7 @@ TEST(NetDevice, WorkerThreadsPerRing) {
     in_netns([] {
         GuestMemory mem(16ull << 20);
         auto vh = make_worker_vhost(2, "wt3");
-        EXPECT_THROW(vh->set_vring_num(4, 8), UserError);  // two pairs: rings 0 to 3
+        EXPECT_THROW(vh->set_vring_num(4, 8), InternalError);  // two pairs: rings 0 to 3
         EXPECT_NE(vh->stats(3), nullptr);
         EXPECT_EQ(vh->stats(4), nullptr);
     });
