@@ -245,9 +245,8 @@ TEST(NetDevice, ReceiveThreadsAreNamedPerPair) {
     });
 }
 
-TEST(NetDevice, WorkerThreadsPerRing) {
+TEST(NetDevice, WorkerVhostHasTwoRingsPerPair) {
     in_netns([] {
-        GuestMemory mem(16ull << 20);
         auto vh = make_worker_vhost(2, "wt3");
         EXPECT_THROW(vh->set_vring_num(4, 8), UserError);  // two pairs: rings 0 to 3
         EXPECT_NE(vh->stats(3), nullptr);
