@@ -91,7 +91,7 @@ public:
     void set_vring_addr(unsigned i, const VringAddr& a) override {
         Ring& r = ring(i);
         bool was = r.thread.joinable();
-        stop(r);  // the seed's promise: rings may move while the device runs
+        stop(r);  // rings may move while the device runs
         r.addr = a;
         if (was) start(i);
     }
