@@ -68,7 +68,6 @@ Tap::Tap(const std::string& name, unsigned queues) : name_(name) {
         fds_.push_back(std::move(fd));
     }
     if (!existed) {
-        created_ = true;
         // A fresh tap is down; bring the link up so only an address is missing.
         // Failing that is an error, not a warning: the tap lives only as long
         // as this VM, so left down its NIC would pass no frame with nothing
