@@ -40,7 +40,7 @@ unit: $(BUILD)/unit-tests
 integration: minivmm images
 	@tests/run-integration.sh
 
-# Everything, with one summary line at the end (tests/summary.sh).
+# Everything, with one summary line at the end (tests/run-all.sh).
 test: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/unit-tests images fuzz-build
 	@tests/run-all.sh

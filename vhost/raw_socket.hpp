@@ -1,9 +1,9 @@
 // A raw packet socket (AF_PACKET, SOCK_RAW) bound to a host interface as a
 // NIC's port: the guest's frames go out of that interface as they are, and
-// everything the interface receives (promiscuous) comes to the guest. The
-// seed's first vhost-net backend: it attaches a guest straight to an
-// SR-IOV function, a macvlan or a veth without a bridge. Frames carry no
-// virtio-net header, so no offloads (see NetPort::vnet_header).
+// everything the interface receives (promiscuous) comes to the guest. It
+// attaches a guest straight to an SR-IOV function, a macvlan or a veth
+// without a bridge. Frames carry no virtio-net header, so no offloads (see
+// NetPort::vnet_header).
 #pragma once
 #include <string>
 

@@ -68,16 +68,20 @@ Tap::Tap(const std::string& name, unsigned queues) : name_(name) {
         fds_.push_back(std::move(fd));
     }
     if (!existed) {
-        created_ = true;
         // A fresh tap is down; bring the link up so only an address is missing.
-        int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        // Failing that is an error, not a warning: the tap lives only as long
+        // as this VM, so left down its NIC would pass no frame with nothing
+        // saying why; and whoever may create a tap may bring it up, so a
+        // failure is something in the user's setup to look at. (Throwing
+        // closes the fds, which removes the tap again.)
+        std::string what = "--net " + name + ": cannot bring the new tap up";
+        Fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+        if (!s) throw sys_error(what + " (no socket for it)");
         ifreq up{};
         std::strncpy(up.ifr_name, name.c_str(), IFNAMSIZ - 1);
-        if (s >= 0 && ioctl(s, SIOCGIFFLAGS, &up) == 0) {
-            up.ifr_flags |= IFF_UP;
-            ioctl(s, SIOCSIFFLAGS, &up);
-        }
-        if (s >= 0) ::close(s);
+        if (ioctl(s.get(), SIOCGIFFLAGS, &up) < 0) throw sys_error(what + " (SIOCGIFFLAGS)");
+        up.ifr_flags |= IFF_UP;
+        if (ioctl(s.get(), SIOCSIFFLAGS, &up) < 0) throw sys_error(what);
         std::fprintf(stderr, "minivmm: created tap %s%s for this VM (it goes away when minivmm exits)\n",
                      name.c_str(), queues > 1 ? " (multi_queue)" : "");
     }

@@ -30,7 +30,6 @@ public:
     void set_offload(unsigned tun_flags) override;
     void set_queue_attached(unsigned queue, bool attached) override;
     const std::string& name() const { return name_; }
-    bool created() const { return created_; }
     // Header length in front of every frame, both ways (10 or 12 bytes).
     void set_vnet_header_size(int bytes);
 
@@ -39,7 +38,6 @@ private:
     Fd open_queue(bool multi_queue, bool existed);
     std::vector<Fd> fds_;
     std::string name_, device_;  // device_: /dev/tapN of a macvtap
-    bool created_ = false;
 };
 
 }  // namespace minivmm

@@ -56,7 +56,12 @@ void drain(int fd) {
 class WorkerVhost : public VhostBackend {
 public:
     WorkerVhost(unsigned pairs, const std::string& label) : label_(label) {
-        for (unsigned i = 0; i < 2 * pairs; i++) rings_.push_back(std::make_unique<Ring>());
+        for (unsigned i = 0; i < 2 * pairs; i++) {
+            rings_.push_back(std::make_unique<Ring>());
+            // A ring's thread is told to stop through its eventfd: without
+            // one it could be started and never stopped.
+            if (!rings_.back()->stop_fd) throw sys_error("vhost worker: eventfd");
+        }
     }
     const char* name() const override { return "worker"; }
     void set_owner() override {}
@@ -87,7 +92,7 @@ public:
     void set_vring_addr(unsigned i, const VringAddr& a) override {
         Ring& r = ring(i);
         bool was = r.thread.joinable();
-        stop(r);  // the seed's promise: rings may move while the device runs
+        stop(r);  // rings may move while the device runs
         r.addr = a;
         if (was) start(i);
     }

@@ -1,9 +1,10 @@
 // The virtio-net device model (virtio 1.x, 5.1): N receive/transmit queue
 // pairs (queue 2k receives, 2k+1 sends) and a control queue after them. The
 // pairs are served by one of three datapaths, chosen per NIC:
-// - vhost=off, minivmm's own: a guest kick exits to minivmm and the vCPU
-//   thread that took it sends the frames; one minivmm thread per pair moves
-//   received frames into the guest; interrupts are injected by minivmm. The
+// - vhost=off, minivmm's own: a guest kick exits to minivmm, whose vCPU
+//   thread only hands it to the pair's I/O thread and goes back to the
+//   guest; that thread (one per pair) sends the pair's frames and moves
+//   received ones into the guest; interrupts are injected by minivmm. The
 //   baseline.
 // - vhost=kernel or worker: a VhostBackend serves the pairs; kicks reach it
 //   through KVM ioeventfds and its interrupts go out through KVM irqfds, so

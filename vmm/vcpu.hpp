@@ -47,7 +47,6 @@ public:
     // stands (RIP, interrupt flag, pending and in-service vectors) at its next
     // exit. For a guest that has stopped making progress (SIGUSR1).
     void request_state_line();
-    unsigned id() const { return id_; }
     VcpuStats stats;
 
     static void install_kick_handler();

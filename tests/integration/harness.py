@@ -56,7 +56,7 @@ class Results:
 
 
 def main(argv):
-    """run.py MODULE... : runs every scenario in the given test modules."""
+    """harness.py MODULE... : runs every scenario in the given test modules."""
     r = Results()
     only = os.environ.get("MINIVMM_TEST_FILTER", "")
     for modname in argv:

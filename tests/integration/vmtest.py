@@ -26,7 +26,8 @@ class TestFailure(Exception):
 
 
 class BootFailure(TestFailure):
-    """The guest never reached its init: the harness may retry the scenario once."""
+    """The guest never reached its init: the harness may run the scenario again in
+    a fresh VM, up to harness.ATTEMPTS attempts in all."""
 
 
 class GuestPanic(TestFailure):

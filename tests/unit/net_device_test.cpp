@@ -245,9 +245,8 @@ TEST(NetDevice, ReceiveThreadsAreNamedPerPair) {
     });
 }
 
-TEST(NetDevice, WorkerThreadsPerRing) {
+TEST(NetDevice, WorkerVhostHasTwoRingsPerPair) {
     in_netns([] {
-        GuestMemory mem(16ull << 20);
         auto vh = make_worker_vhost(2, "wt3");
         EXPECT_THROW(vh->set_vring_num(4, 8), InternalError);  // two pairs: rings 0 to 3
         EXPECT_NE(vh->stats(3), nullptr);
@@ -279,6 +278,19 @@ public:
     int error_eventfd(uint16_t q) override { return fds[3 * q + 2].get(); }
     std::vector<Fd> fds;
 };
+
+// Names of this process's threads that start with prefix.
+std::set<std::string> thread_names(const std::string& prefix) {
+    std::set<std::string> names;
+    DIR* d = ::opendir("/proc/self/task");
+    while (dirent* e = d ? ::readdir(d) : nullptr) {
+        std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
+        std::string name;
+        if (std::getline(comm, name) && name.rfind(prefix, 0) == 0) names.insert(name);
+    }
+    if (d) ::closedir(d);
+    return names;
+}
 
 // CPU time (user + system, clock ticks) of this process's threads whose name starts with prefix.
 long thread_ticks(const std::string& prefix) {
@@ -318,6 +330,10 @@ TEST(NetDevice, IdleWorkersOfAllPairsSleep) {
             std::this_thread::sleep_for(std::chrono::milliseconds(ms));
             return thread_ticks("vhost-idl") - before;
         };
+        // Measuring no threads would pass: first check they are all there,
+        // a receive and a transmit worker for each pair in use.
+        using Names = std::set<std::string>;
+        ASSERT_EQ(thread_names("vhost-idl"), (Names{"vhost-idl-rx0", "vhost-idl-tx0"}));
         EXPECT_LE(idle_for(500), 5) << "workers busy with one pair in use";
         // Put both pairs in use through the control queue, as the driver does.
         uint8_t* cmd = mem.ptr(kCmdBuf, 4);
@@ -328,6 +344,8 @@ TEST(NetDevice, IdleWorkersOfAllPairsSleep) {
         offer(mem, ring + 0x1000, kQSize, 0, 0);
         net->notify(4);
         ASSERT_EQ(*mem.ptr(kStatusBuf, 1), kOk);
+        ASSERT_EQ(thread_names("vhost-idl"),
+                  (Names{"vhost-idl-rx0", "vhost-idl-tx0", "vhost-idl-rx1", "vhost-idl-tx1"}));
         EXPECT_LE(idle_for(500), 5) << "workers busy with both pairs in use";
         EXPECT_EQ(t.broken, "");
         net->reset();

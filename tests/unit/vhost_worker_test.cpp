@@ -13,6 +13,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -32,6 +33,7 @@
 #include "vhost/vhost.hpp"
 #include "virtio/device.hpp"
 #include "virtio/net_datapath.hpp"
+#include "vmm/error.hpp"
 #include "vmm/guest_memory.hpp"
 #include "vmm/kvm.hpp"
 #include "tests/unit/netns_helpers.hpp"
@@ -810,4 +812,25 @@ TEST(VhostWorker, HeldFrameSurvivesARingMove) {
         ASSERT_TRUE(r.ring[kRx].wait_used(1)) << "the held frame was lost";
         EXPECT_EQ(payload(r.rx_used_bytes(0)), f);
     });
+}
+
+// Each ring's thread is stopped through an eventfd: a backend that cannot
+// have one is refused before any thread could start.
+TEST(VhostWorker, NoEventfdForStoppingIsAnError) {
+    rlimit old;
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+    int lowest = ::dup(0);  // the next fd number handed out
+    ASSERT_GE(lowest, 0);
+    ::close(lowest);
+    rlimit low = old;
+    low.rlim_cur = static_cast<rlim_t>(lowest);  // so no new fd fits
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+    std::string what;
+    try {
+        make_worker_vhost(1, "nofd");
+    } catch (const UserError& e) {
+        what = e.what();
+    }
+    ::setrlimit(RLIMIT_NOFILE, &old);
+    EXPECT_NE(what.find("eventfd"), std::string::npos) << "got: '" << what << "'";
 }
