@@ -1,7 +1,8 @@
 #!/bin/bash
 # Run a shell command line inside the emulated "outer host" (QEMU TCG, -cpu max,
 # Debian kernel with kvm_amd + vhost_net, this machine's root shared read-only
-# over 9p), because this machine's own /dev/kvm cannot run a stock kernel.
+# over 9p), unless a probe finds that this machine's own KVM runs a stock
+# kernel at speed and it has vhost-net.
 #   tests/rig/outer-run.sh [--timeout SECONDS] -- COMMAND...
 # COMMAND runs under bash in the current directory; exit status is COMMAND's,
 # 124 on timeout (SECONDS for everything, retry included). See tests/rig/README.md for the environment it gets.
@@ -58,6 +59,7 @@ if [ "$level" = 0 ] && [ -e /dev/vhost-net ]; then
     [ "$rc" = 124 ] && say "FAILED: timed out after ${timeout}s"
     exit "$rc"
 fi
+[ -z "${MINIVMM_KVM_LEVEL:-}" ] && say "$probe; /dev/vhost-net $([ -e /dev/vhost-net ] && echo exists || echo is missing): using the emulated outer host"
 
 command -v qemu-system-x86_64 >/dev/null ||
     { say "qemu-system-x86_64 is missing: apt-get install qemu-system-x86"; exit 1; }
