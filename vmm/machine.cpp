@@ -226,9 +226,6 @@ Machine::~Machine() = default;
 
 int Machine::run() {
     Vcpu::install_kick_handler();
-    // A thread that fails (an ioctl, a thread's own bug) stops the VM with one
-    // line and status 2; the terminal is restored as for any other stop.
-    set_fatal_handler([this](const std::string& line) { stop_.request(2, "internal error: " + line); });
 
     {
         Console console(*serial_, stop_.fd());
@@ -251,7 +248,6 @@ int Machine::run() {
             threads[i].join();
         }
     }
-    set_fatal_handler(nullptr);
     if (stop_.status() != 0 || opts_.verbose || by_signal_)
         std::fprintf(stderr, "\r\nminivmm: %s\n", stop_.why().c_str());
     if (opts_.stats) print_stats();

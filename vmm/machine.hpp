@@ -14,6 +14,7 @@
 #include "vmm/pci.hpp"
 #include "vmm/serial.hpp"
 #include "vmm/stop.hpp"
+#include "vmm/thread_guard.hpp"
 #include "vmm/vcpu.hpp"
 
 namespace minivmm {
@@ -48,6 +49,9 @@ private:
     bool signals_blocked_;
     bool by_signal_ = false;
     Stop stop_;
+    // A thread that fails (an ioctl, a thread's own bug) stops the VM with one
+    // line and status 2; the terminal is restored as for any other stop.
+    FatalHandlerScope fatal_{[this](const std::string& line) { stop_.request(2, "internal error: " + line); }};
     GuestMemory mem_;
     std::string cmdline_;
     BootPlan plan_;

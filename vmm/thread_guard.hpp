@@ -16,6 +16,16 @@ using FatalHandler = std::function<void(const std::string& line)>;
 // tools) the line is printed and the process aborts, as terminate would.
 void set_fatal_handler(FatalHandler h);
 
+// Sets a handler for as long as it lives: declared right after what the
+// handler uses, it outlives every thread declared after it.
+class FatalHandlerScope {
+public:
+    explicit FatalHandlerScope(FatalHandler h) { set_fatal_handler(std::move(h)); }
+    ~FatalHandlerScope() { set_fatal_handler(nullptr); }
+    FatalHandlerScope(const FatalHandlerScope&) = delete;
+    FatalHandlerScope& operator=(const FatalHandlerScope&) = delete;
+};
+
 // Runs body on the calling thread; an exception from it goes to the handler
 // as "<thread>: <what>" and guarded() returns.
 void guarded(const std::string& thread, const std::function<void()>& body) noexcept;
