@@ -8,7 +8,6 @@
 #include <cstring>
 
 #include "vmm/error.hpp"
-#include "vmm/gsi_router.hpp"
 #include "vmm/kvm.hpp"
 
 namespace minivmm {

@@ -9,21 +9,20 @@
 
 #include "virtio/device.hpp"
 #include "vmm/kvm.hpp"
+#include "vmm/kvm_bypass.hpp"
 #include "vmm/msix.hpp"
 #include "vmm/pci.hpp"
 
 namespace minivmm {
 
-class GsiRouter;
-class Vm;
-
 class VirtioPci : public PciDevice, public VirtioTransport {
 public:
     // With kvm, the transport can hand vhost backends KVM ioeventfds and
-    // irqfds; without (unit tests), every kick and interrupt goes through it.
+    // irqfds; without, every kick and interrupt goes through it. The real
+    // Vm and GsiRouter in minivmm, fakes in unit tests.
     struct KvmHooks {
-        Vm& vm;
-        GsiRouter& router;
+        KvmEventfds& vm;
+        MsiRoutes& router;
     };
     // BAR 0 layout: one page per structure.
     static constexpr uint32_t kCommon = 0x0000, kIsr = 0x1000, kDeviceCfg = 0x2000, kNotify = 0x3000;
