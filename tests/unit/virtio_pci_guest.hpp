@@ -27,6 +27,8 @@ struct FakeDevice : VirtioDevice {
         std::vector<QueueConfig> queues;
         std::vector<uint16_t> notified;
         std::vector<std::pair<uint64_t, uint64_t>> config_writes;
+        bool takes_kicks = false;  // as a vhost backend: the kick eventfds at activation
+        std::vector<int> kicks;
     };
     explicit FakeDevice(State& st) : s(st) {}
     uint16_t device_id() const override { return 4; }
@@ -39,12 +41,17 @@ struct FakeDevice : VirtioDevice {
     void config_write(uint64_t off, const uint8_t* data, uint32_t size) override {
         s.config_writes.push_back({off, le_load(data, size)});
     }
-    void activate(uint64_t f, const std::vector<QueueConfig>& q, VirtioTransport&) override {
+    void activate(uint64_t f, const std::vector<QueueConfig>& q, VirtioTransport& t) override {
         s.activations++;
         s.features = f;
         s.queues = q;
+        if (s.takes_kicks)
+            for (uint16_t i = 0; i < q.size(); i++) s.kicks.push_back(t.kick_eventfd(i));
     }
-    void reset() override { s.resets++; }
+    void reset() override {
+        s.resets++;
+        s.kicks.clear();
+    }
     void notify(uint16_t q) override { s.notified.push_back(q); }
     State& s;
 };
