@@ -133,8 +133,7 @@ void VirtioPci::disarm_kick(uint16_t q) {
     try {
         kvm_->vm.ioeventfd(f.kick_addr, 2, f.kick.get(), false);
     } catch (const std::exception& e) {
-        // Only a bookkeeping bug gets here; KVM keeps its own reference
-        // to the eventfd, so a stale entry signals nobody once it is closed.
+        // KVM has no such entry: a bookkeeping bug, with nothing to undo.
         std::fprintf(stderr, "minivmm: virtio device %u: queue %u's kick ioeventfd: %s\n", dev_->device_id(), q,
                      e.what());
     }
