@@ -8,8 +8,8 @@
 #include <cstring>
 
 #include "vmm/error.hpp"
-#include "vmm/gsi_router.hpp"
 #include "vmm/kvm.hpp"
+#include "vmm/thread_guard.hpp"
 
 namespace minivmm {
 
@@ -56,14 +56,14 @@ VirtioPci::VirtioPci(std::unique_ptr<VirtioDevice> dev, Msix::Deliver deliver, c
     if (kvm) {
         kvm_ = std::make_unique<KvmHooks>(*kvm);
         watch_fd_ = Fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-        if (!watch_fd_) throw sys_error("eventfd");
+        if (!watch_fd_) throw internal_error("eventfd");
         // irqfds follow the guest's MSI-X table: a masked vector's irqfd is
         // detached, and the watcher turns its calls into pending bits.
         msix_.set_observer([this](uint16_t v) {
             for (uint16_t q = 0; q < fds_.size(); q++)
                 if (vectors_[q] == v) refresh_irqfd(q);
         });
-        watcher_ = std::thread([this] { watch(); });
+        watcher_ = std::thread([this] { guarded("MSI-X watcher", [this] { watch(); }); });
     }
     reset_locked();
 }
@@ -81,7 +81,7 @@ VirtioPci::~VirtioPci() {
 namespace {
 Fd new_eventfd() {
     Fd fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!fd) throw sys_error("eventfd");
+    if (!fd) throw internal_error("eventfd");
     return fd;
 }
 void drain(int fd) {
@@ -101,11 +101,64 @@ int VirtioPci::kick_eventfd(uint16_t q) {
     QueueFds& f = fds_[q];
     if (!f.kick) {
         f.kick = new_eventfd();
-        // The driver writes the 16-bit queue index at the queue's notify address.
-        f.kick_addr = bar_address(0) + kNotify + uint64_t(kNotifyMultiplier) * q;
-        kvm_->vm.ioeventfd(f.kick_addr, 2, f.kick.get(), true);
+        arm_kick(q);
     }
     return f.kick.get();
+}
+
+// The address is the guest's choice, so KVM may refuse it: BAR 0 moved over
+// another device's (the guest's own mess: that device takes the kicks
+// there), or KVM's I/O bus full. Otherwise a refused kick still works, only
+// slower: it exits, bar_write hands it to the device, and a vhost device
+// forwards it to the kick fd. So a refusal is counted and told once, never
+// thrown into the vCPU thread that moved the BAR or started the device.
+void VirtioPci::arm_kick(uint16_t q) {
+    QueueFds& f = fds_[q];
+    if (!notify_base_) return;
+    // The driver writes the 16-bit queue index at the queue's notify address.
+    uint64_t at = notify_base_ + uint64_t(kNotifyMultiplier) * q;
+    try {
+        kvm_->vm.ioeventfd(at, 2, f.kick.get(), true);
+        f.kick_addr = at;
+    } catch (const std::exception& e) {
+        if (kick_failures_++ == 0)
+            std::fprintf(stderr, "minivmm: virtio device %u: queue %u's kicks at 0x%llx exit to minivmm: %s "
+                         "(further such failures are only counted)\n", dev_->device_id(), q,
+                         static_cast<unsigned long long>(at), e.what());
+    }
+}
+
+void VirtioPci::disarm_kick(uint16_t q) {
+    QueueFds& f = fds_[q];
+    if (!f.kick_addr) return;
+    try {
+        kvm_->vm.ioeventfd(f.kick_addr, 2, f.kick.get(), false);
+    } catch (const std::exception& e) {
+        // KVM has no such entry: a bookkeeping bug, with nothing to undo.
+        std::fprintf(stderr, "minivmm: virtio device %u: queue %u's kick ioeventfd: %s\n", dev_->device_id(), q,
+                     e.what());
+    }
+    f.kick_addr = 0;
+}
+
+// Kick ioeventfds follow what PciBus decodes, so a kick reaches the device
+// the same way with or without them. Linux sizes a BAR with memory decoding
+// off: they go when decoding does and come back at the restored address
+// when it returns. A guest sizing with decoding on leaves the size mask,
+// outside the window, in BAR 0 meanwhile: they go too, as kicks there would
+// not decode. Writes that change nothing (a BAR rewritten with its value,
+// other command bits) make no KVM calls.
+void VirtioPci::decoding_changed() {
+    if (!kvm_) return;
+    uint64_t base = decoded_address(0);
+    if (base) base += kNotify;
+    std::lock_guard g(irq_lock_);
+    if (base == notify_base_) return;
+    // All out before any in, so that old and new places never collide.
+    for (uint16_t q = 0; q < fds_.size(); q++) disarm_kick(q);
+    notify_base_ = base;
+    for (uint16_t q = 0; q < fds_.size(); q++)
+        if (fds_[q].kick) arm_kick(q);
 }
 
 int VirtioPci::call_eventfd(uint16_t q) {
@@ -148,8 +201,9 @@ void VirtioPci::refresh_irqfd(uint16_t q) {
 
 void VirtioPci::teardown_fds() {
     std::lock_guard g(irq_lock_);
-    for (QueueFds& f : fds_) {
-        if (f.kick) kvm_->vm.ioeventfd(f.kick_addr, 2, f.kick.get(), false);
+    for (uint16_t q = 0; q < fds_.size(); q++) {
+        QueueFds& f = fds_[q];
+        disarm_kick(q);
         if (f.attached) kvm_->vm.irqfd(f.call.get(), f.gsi, false);
         if (f.routed) kvm_->router.remove(f.gsi);
         f = QueueFds{};

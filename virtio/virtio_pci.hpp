@@ -9,21 +9,20 @@
 
 #include "virtio/device.hpp"
 #include "vmm/kvm.hpp"
+#include "vmm/kvm_bypass.hpp"
 #include "vmm/msix.hpp"
 #include "vmm/pci.hpp"
 
 namespace minivmm {
 
-class GsiRouter;
-class Vm;
-
 class VirtioPci : public PciDevice, public VirtioTransport {
 public:
     // With kvm, the transport can hand vhost backends KVM ioeventfds and
-    // irqfds; without (unit tests), every kick and interrupt goes through it.
+    // irqfds; without, every kick and interrupt goes through it. The real
+    // Vm and GsiRouter in minivmm, fakes in unit tests.
     struct KvmHooks {
-        Vm& vm;
-        GsiRouter& router;
+        KvmEventfds& vm;
+        MsiRoutes& router;
     };
     // BAR 0 layout: one page per structure.
     static constexpr uint32_t kCommon = 0x0000, kIsr = 0x1000, kDeviceCfg = 0x2000, kNotify = 0x3000;
@@ -44,11 +43,14 @@ public:
     VirtioDevice& device() { return *dev_; }
     uint8_t status() const;
     const Msix& msix() const { return msix_; }
+    // Kick ioeventfds KVM refused (their kicks exit to minivmm instead).
+    uint64_t kick_ioeventfd_failures() const { return kick_failures_; }
 
 protected:
     bool capability_writable(uint32_t reg) const override;
     void capability_written(uint32_t reg) override;
     void capability_reading(uint32_t reg) override;
+    void decoding_changed() override;
 
 private:
     void common_read(uint64_t off, uint8_t* data, uint32_t size);
@@ -58,13 +60,17 @@ private:
     void signal_config();
 
     // Per-queue eventfds for vhost. irq_lock_ guards them; it is taken
-    // before the MSI-X table's lock, never after.
+    // after PciBus's lock (config writes reach decoding_changed() and the
+    // MSI-X observer under it) and before the MSI-X table's, never the
+    // other way round.
     struct QueueFds {
         Fd kick, call, err;
-        uint64_t kick_addr = 0;
+        uint64_t kick_addr = 0;  // where KVM signals kick; 0: nowhere, kicks exit
         uint32_t gsi = 0;
         bool routed = false, attached = false;
     };
+    void arm_kick(uint16_t q);     // ioeventfd at the queue's notify address, if decoded
+    void disarm_kick(uint16_t q);
     void refresh_irqfd(uint16_t q);  // irqfd attached iff the vector is live
     void teardown_fds();
     void watch();                    // thread: errors, and calls while masked
@@ -72,6 +78,8 @@ private:
     std::unique_ptr<KvmHooks> kvm_;
     std::mutex irq_lock_;
     std::vector<QueueFds> fds_;
+    uint64_t notify_base_ = 0;  // the notify structure as PciBus decodes it; 0: not decoded
+    std::atomic<uint64_t> kick_failures_{0};
     uint64_t generation_ = 0;  // bumped when fds close
     Fd watch_fd_;
     std::atomic<bool> quit_{false};

@@ -7,19 +7,19 @@
 #include <mutex>
 #include <vector>
 
+#include "vmm/kvm_bypass.hpp"
 #include "vmm/msix.hpp"
 
 namespace minivmm {
 
 class Vm;
 
-class GsiRouter {
+class GsiRouter : public MsiRoutes {
 public:
     explicit GsiRouter(Vm& vm) : vm_(vm) {}
-    // A new GSI routed to msg; later updates follow the guest's MSI-X table.
-    uint32_t add_msi(const MsiMessage& msg);
-    void update_msi(uint32_t gsi, const MsiMessage& msg);
-    void remove(uint32_t gsi);
+    uint32_t add_msi(const MsiMessage& msg) override;
+    void update_msi(uint32_t gsi, const MsiMessage& msg) override;
+    void remove(uint32_t gsi) override;
 
 private:
     void commit();

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "vmm/kvm_bypass.hpp"
+
 namespace minivmm {
 
 // <linux/kvm.h> wraps its flexible arrays in __DECLARE_FLEX_ARRAY, whose empty
@@ -72,7 +74,7 @@ private:
     Fd fd_;
 };
 
-class Vm {
+class Vm : public KvmEventfds {
 public:
     explicit Vm(const Kvm& kvm);
     int fd() const { return fd_.get(); }
@@ -81,11 +83,8 @@ public:
     void irq_line(uint32_t gsi, bool level);
     // Inject one MSI (address/data as the guest programmed them).
     void signal_msi(uint64_t address, uint32_t data);
-    // A guest write of len bytes at MMIO address addr signals fd, in KVM, with
-    // no exit to minivmm (KVM_IOEVENTFD).
-    void ioeventfd(uint64_t addr, uint32_t len, int fd, bool assign);
-    // Signalling fd raises GSI gsi in KVM (KVM_IRQFD).
-    void irqfd(int fd, uint32_t gsi, bool assign);
+    void ioeventfd(uint64_t addr, uint32_t len, int fd, bool assign) override;
+    void irqfd(int fd, uint32_t gsi, bool assign) override;
 
 private:
     Fd fd_;

@@ -29,7 +29,16 @@ PciDevice::PciDevice(uint16_t vendor, uint16_t device, uint32_t class_code, uint
 
 uint64_t PciDevice::bar_address(int i) const { return get32(&cfg_[kBar0 + 4 * i]) & ~0xfu; }
 
-void PciDevice::set_bar_address(int i, uint64_t gpa) { put32(&cfg_[kBar0 + 4 * i], static_cast<uint32_t>(gpa)); }
+void PciDevice::set_bar_address(int i, uint64_t gpa) {
+    put32(&cfg_[kBar0 + 4 * i], static_cast<uint32_t>(gpa));
+    decoding_changed();
+}
+
+uint64_t PciDevice::decoded_address(int i) const {
+    uint64_t at = bar_address(i);
+    bool inside = at >= PciBus::kWindowStart && at + bar_size_[i] <= PciBus::kWindowEnd;
+    return bar_size_[i] && memory_enabled() && inside ? at : 0;
+}
 
 void PciDevice::add_bar(int i, uint32_t size) {
     if (size < 4096 || (size & (size - 1))) throw std::logic_error("PCI BAR size must be a power of two >= 4 KiB");
@@ -68,11 +77,13 @@ void PciDevice::config_write(uint32_t reg, uint32_t value, uint32_t byte_mask) {
     if (reg == kCommand) {
         // Status bits (upper half) are RW1C; ours are all read-only flags.
         put32(&cfg_[reg], (old & ~uint32_t(kCommandWritable)) | (merged & kCommandWritable));
+        decoding_changed();
     } else if (reg >= kBar0 && reg < kBar0 + 4 * kBars) {
         int i = (reg - kBar0) / 4;
         // Sizing: writing all ones reads back the size mask; an unimplemented
         // BAR stays zero. Low bits (memory, 32-bit, non-prefetchable) read 0.
         put32(&cfg_[reg], bar_size_[i] ? merged & ~(bar_size_[i] - 1) : 0);
+        decoding_changed();
     } else if (reg == kIntLine) {
         cfg_[reg] = static_cast<uint8_t>(merged);  // scratch for the OS; the pin stays
     } else if (reg >= 0x40 && capability_writable(reg)) {

@@ -31,6 +31,10 @@ public:
     uint64_t bar_address(int index) const;
     void set_bar_address(int index, uint64_t gpa);  // firmware's job: minivmm does it
     bool memory_enabled() const { return cfg_[4] & 2; }
+    // Where guest accesses reach the BAR through PciBus now: its address, or
+    // 0 while memory decoding is off or the BAR is outside the bus's window
+    // (as it is while the guest sizes it with decoding on).
+    uint64_t decoded_address(int index) const;
 
     // Appends a capability; returns its offset. body excludes the ID and next bytes.
     uint8_t add_capability(uint8_t id, const std::vector<uint8_t>& body);
@@ -45,6 +49,10 @@ protected:
     // Called before the guest reads a capability dword (for registers that
     // are windows onto something else).
     virtual void capability_reading(uint32_t reg) { (void)reg; }
+    // Called after the guest wrote the command register or a BAR, and after
+    // set_bar_address: decoded_address() may have changed. Under the bus's
+    // lock, so no other config write moves the BARs meanwhile.
+    virtual void decoding_changed() {}
     std::array<uint8_t, 256> cfg_{};
 
 private:

@@ -21,6 +21,7 @@ struct TestDev : PciDevice {
         uint64_t value;
     };
     std::vector<Access> reads, writes;
+    int decoding_changes = 0;
     explicit TestDev(uint16_t device = 0x1234) : PciDevice(0x1af4, device, 0x020000, 7) {}
     void bar_read(int bar, uint64_t off, uint8_t* data, uint32_t size) override {
         reads.push_back({bar, off, size, 0});
@@ -29,6 +30,7 @@ struct TestDev : PciDevice {
     void bar_write(int bar, uint64_t off, const uint8_t* data, uint32_t size) override {
         writes.push_back({bar, off, size, le_load(data, size)});
     }
+    void decoding_changed() override { decoding_changes++; }
 };
 
 // The guest's side of configuration mechanism #1.
@@ -279,6 +281,34 @@ TEST(Pci, MmioFollowsABarTheGuestMoved) {
     // While the guest sizes a BAR it points outside the window: no decode.
     g.cfg_write(1, 0x10, 0xffff'ffffu);
     EXPECT_EQ(g.mmio_read(moved + 4, 4), 0xffff'ffffu);
+}
+
+// What devices that hand KVM addresses inside their BARs (ioeventfds) follow.
+TEST(Pci, DecodedAddressIsWhereMmioReachesTheBar) {
+    Guest g;
+    auto d = dev_with_bars();
+    g.bus.add(d);
+    EXPECT_GT(d->decoding_changes, 0);  // the BARs were placed
+    EXPECT_EQ(d->decoded_address(0), 0u);  // memory decoding is off
+    int changes = d->decoding_changes;
+    g.cfg_write(1, 0x04, 0x2, 2);
+    EXPECT_EQ(d->decoding_changes, changes + 1);
+    EXPECT_EQ(d->decoded_address(0), d->bar_address(0));
+    EXPECT_EQ(d->decoded_address(1), 0u);  // no such BAR
+    const uint32_t moved = 0xd000'0000u;
+    g.cfg_write(1, 0x10, moved);
+    EXPECT_EQ(d->decoding_changes, changes + 2);
+    EXPECT_EQ(d->decoded_address(0), moved);
+    g.cfg_write(1, 0x10, 0xffff'ffffu);  // sizing: the mask is past the window's end
+    EXPECT_EQ(d->decoded_address(0), 0u);
+    g.cfg_write(1, 0x10, 0x1000'0000u);  // below the window: RAM's place
+    EXPECT_EQ(d->decoded_address(0), 0u);
+    g.cfg_write(1, 0x10, moved);
+    EXPECT_EQ(d->decoded_address(0), moved);
+    g.cfg_write(1, 0x04, 0, 2);
+    EXPECT_EQ(d->decoded_address(0), 0u);
+    g.cfg_write(1, 0x2c, 0x1234);  // neither the command register nor a BAR
+    EXPECT_EQ(d->decoding_changes, changes + 6);
 }
 
 TEST(Pci, CapabilitiesThatFillConfigSpaceLeaveNoRoom) {

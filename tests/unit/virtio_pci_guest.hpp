@@ -1,0 +1,158 @@
+// Shared by the virtio-pci unit tests: a guest with one virtio-pci function
+// on a PciBus, driven as a driver does it (configuration space through
+// 0xCF8/0xCFC, the structures through the BARs), and a fake device model.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "virtio/virtio_pci.hpp"
+
+namespace minivmm::testing {
+
+namespace common {  // offsets in the common configuration structure (4.1.4.3)
+constexpr uint32_t kDfSelect = 0, kDf = 4, kGfSelect = 8, kGf = 12, kMsixConfig = 16, kNumQueues = 18,
+                   kStatus = 20, kQSelect = 22, kQSize = 24, kQVector = 26, kQEnable = 28, kQNotifyOff = 30,
+                   kQDesc = 32, kQDriver = 40, kQDevice = 48;
+}
+constexpr uint64_t kOffered = virtio::kFVersion1 | virtio::kFEventIdx | 1;
+constexpr uint16_t kQueues = 2, kMaxQueue = 128;
+
+struct FakeDevice : VirtioDevice {
+    struct State {
+        int activations = 0, resets = 0;
+        uint64_t features = 0;
+        std::vector<QueueConfig> queues;
+        std::vector<uint16_t> notified;
+        std::vector<std::pair<uint64_t, uint64_t>> config_writes;
+        bool takes_kicks = false;  // as a vhost backend: the kick eventfds at activation
+        std::vector<int> kicks;
+    };
+    explicit FakeDevice(State& st) : s(st) {}
+    uint16_t device_id() const override { return 4; }
+    uint64_t features() const override { return kOffered; }
+    uint16_t num_queues() const override { return kQueues; }
+    uint16_t max_queue_size() const override { return kMaxQueue; }
+    void config_read(uint64_t off, uint8_t* data, uint32_t size) override {
+        for (uint32_t i = 0; i < size; i++) data[i] = off + i < 8 ? static_cast<uint8_t>(0x10 + off + i) : 0;
+    }
+    void config_write(uint64_t off, const uint8_t* data, uint32_t size) override {
+        s.config_writes.push_back({off, le_load(data, size)});
+    }
+    void activate(uint64_t f, const std::vector<QueueConfig>& q, VirtioTransport& t) override {
+        s.activations++;
+        s.features = f;
+        s.queues = q;
+        if (s.takes_kicks)
+            for (uint16_t i = 0; i < q.size(); i++) s.kicks.push_back(t.kick_eventfd(i));
+    }
+    void reset() override {
+        s.resets++;
+        s.kicks.clear();
+    }
+    void notify(uint16_t q) override { s.notified.push_back(q); }
+    State& s;
+};
+
+// A guest with one virtio-pci function at slot 1, memory decoding on; with
+// kvm, the transport hands out ioeventfds and irqfds through it.
+struct Guest {
+    FakeDevice::State dev;
+    std::vector<MsiMessage> sent;
+    PciBus bus;
+    std::shared_ptr<VirtioPci> pci;
+    unsigned slot;
+
+    explicit Guest(const VirtioPci::KvmHooks* kvm = nullptr)
+        : pci(std::make_shared<VirtioPci>(std::make_unique<FakeDevice>(dev),
+                                          [this](const MsiMessage& m) { sent.push_back(m); }, kvm)),
+          slot(bus.add(pci)) {
+        cfg_write(0x04, 0x6, 2);
+    }
+
+    uint32_t cfg_read(uint32_t reg, uint32_t size = 4) {
+        select(reg);
+        uint8_t d[4] = {};
+        bus.read(4 + (reg & 3), d, size);
+        return static_cast<uint32_t>(le_load(d, size));
+    }
+    void cfg_write(uint32_t reg, uint32_t v, uint32_t size = 4) {
+        select(reg);
+        uint8_t d[4];
+        le_store(d, size, v);
+        bus.write(4 + (reg & 3), d, size);
+    }
+    void select(uint32_t reg) {
+        uint8_t d[4];
+        le_store(d, 4, 0x8000'0000u | slot << 11 | (reg & 0xfc));
+        bus.write(0, d, 4);
+    }
+    uint64_t read(int bar, uint64_t off, uint32_t size) {
+        uint8_t d[8] = {};
+        bus.mmio().read(pci->bar_address(bar) + off - PciBus::kWindowStart, d, size);
+        return le_load(d, size);
+    }
+    void write(int bar, uint64_t off, uint64_t v, uint32_t size) {
+        uint8_t d[8];
+        le_store(d, size, v);
+        bus.mmio().write(pci->bar_address(bar) + off - PciBus::kWindowStart, d, size);
+    }
+    uint64_t common(uint32_t off, uint32_t size) { return read(0, VirtioPci::kCommon + off, size); }
+    void set_common(uint32_t off, uint64_t v, uint32_t size) { write(0, VirtioPci::kCommon + off, v, size); }
+    uint8_t status() { return static_cast<uint8_t>(common(common::kStatus, 1)); }
+    void set_status(uint8_t s) { set_common(common::kStatus, s, 1); }
+
+    void write_features(uint64_t f) {
+        set_common(common::kGfSelect, 0, 4);
+        set_common(common::kGf, static_cast<uint32_t>(f), 4);
+        set_common(common::kGfSelect, 1, 4);
+        set_common(common::kGf, f >> 32, 4);
+    }
+    // 3.1.1 up to FEATURES_OK; returns the status read back.
+    uint8_t negotiate(uint64_t f) {
+        set_status(virtio::kAcknowledge);
+        set_status(virtio::kAcknowledge | virtio::kDriver);
+        write_features(f);
+        set_status(virtio::kAcknowledge | virtio::kDriver | virtio::kFeaturesOk);
+        return status();
+    }
+    void setup_queue(uint16_t q, uint16_t size, uint64_t base) {
+        set_common(common::kQSelect, q, 2);
+        set_common(common::kQSize, size, 2);
+        set_common(common::kQDesc, base, 8);
+        set_common(common::kQDriver, base + 0x1000, 8);
+        set_common(common::kQDevice, base + 0x2000, 8);
+        set_common(common::kQEnable, 1, 2);
+    }
+    void start() {
+        int before = dev.activations;
+        ASSERT_TRUE(negotiate(virtio::kFVersion1) & virtio::kFeaturesOk);
+        setup_queue(0, 64, 0x10000);
+        setup_queue(1, 32, 0x20000);
+        set_status(virtio::kAcknowledge | virtio::kDriver | virtio::kFeaturesOk | virtio::kDriverOk);
+        ASSERT_EQ(dev.activations, before + 1);
+    }
+    // Capability offsets by ID, vendor capabilities by cfg_type.
+    std::map<int, uint8_t> caps() {
+        std::map<int, uint8_t> found;
+        uint8_t at = static_cast<uint8_t>(cfg_read(0x34, 1));
+        for (int n = 0; at && n < 48; n++, at = static_cast<uint8_t>(cfg_read(at + 1u, 1))) {
+            uint8_t id = static_cast<uint8_t>(cfg_read(at, 1));
+            int key = id == 0x09 ? 0x100 + static_cast<int>(cfg_read(at + 3u, 1)) : id;
+            EXPECT_EQ(found.count(key), 0u) << "capability repeated or the list loops: " << key;
+            found[key] = at;
+        }
+        return found;
+    }
+    // Programs MSI-X entry v through BAR 1 and enables MSI-X.
+    void msix_vector(uint16_t v, uint32_t data, bool unmask = true) {
+        write(1, VirtioPci::kMsixTable + 16 * v, 0xfee0'0000u, 4);
+        write(1, VirtioPci::kMsixTable + 16 * v + 8, data, 4);
+        if (unmask) write(1, VirtioPci::kMsixTable + 16 * v + 12, 0, 4);
+        cfg_write(caps().at(0x11) + 2u, 0x8000, 2);
+    }
+};
+
+}  // namespace minivmm::testing
