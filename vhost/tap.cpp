@@ -82,8 +82,8 @@ Tap::Tap(const std::string& name, unsigned queues) : name_(name) {
         if (ioctl(s.get(), SIOCGIFFLAGS, &up) < 0) throw sys_error(what + " (SIOCGIFFLAGS)");
         up.ifr_flags |= IFF_UP;
         if (ioctl(s.get(), SIOCSIFFLAGS, &up) < 0) throw sys_error(what);
-        std::fprintf(stderr, "minivmm: created tap %s%s for this VM (it goes away when minivmm exits)\n",
-                     name.c_str(), queues > 1 ? " (multi_queue)" : "");
+        created_ = "created tap " + name + (queues > 1 ? " (multi_queue)" : "") +
+                   " for this VM (it goes away when minivmm exits)";
     }
     // With VERSION_1 the header always has num_buffers: 12 bytes both ways.
     set_vnet_header_size(12);

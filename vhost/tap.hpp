@@ -24,6 +24,9 @@ public:
     static std::unique_ptr<Tap> macvtap(const std::string& name, unsigned queues = 1);
 
     std::string describe() const override;
+    // For the user, once the VM is built: "created tap ..." when minivmm
+    // made it (it goes away with minivmm), else empty.
+    const std::string& created_note() const { return created_; }
     unsigned queues() const override { return static_cast<unsigned>(fds_.size()); }
     int fd(unsigned queue = 0) const override { return fds_[queue].get(); }
     bool vnet_header() const override { return true; }
@@ -38,6 +41,7 @@ private:
     Fd open_queue(bool multi_queue, bool existed);
     std::vector<Fd> fds_;
     std::string name_, device_;  // device_: /dev/tapN of a macvtap
+    std::string created_;
 };
 
 }  // namespace minivmm

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <system_error>
 
 #include "vmm/error.hpp"
 #include "vmm/guest_memory.hpp"
@@ -39,7 +40,17 @@ VirtioNet::VirtioNet(const GuestMemory& mem, std::unique_ptr<NetPort> port, cons
     for (unsigned k = 0; k < pairs_.size(); k++) {
         Pair& p = *pairs_[k];
         std::string name = label_ + "-io" + std::to_string(k);
-        p.thread = std::thread([this, k, name] { guarded(name, [&] { io_loop(k); }); });
+        try {
+            p.thread = std::thread([this, k, name] { guarded(name, [&] { io_loop(k); }); });
+        } catch (const std::system_error& e) {
+            // The destructor will not run: stop the threads already started.
+            quit_ = true;
+            for (auto& q : pairs_) {
+                wake(*q);
+                if (q->thread.joinable()) q->thread.join();
+            }
+            throw InternalError("cannot start thread " + name + ": " + e.code().message());
+        }
         pthread_setname_np(p.thread.native_handle(), name.substr(0, 15).c_str());
     }
 }

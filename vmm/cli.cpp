@@ -124,7 +124,11 @@ Options parse_cli(int argc, char** argv) {
                                     std::to_string(kMaxCpus) + " vCPUs minivmm supports");
                 break;
             }
-            case 'n': o.nets.push_back(parse_net(optarg)); break;
+            case 'n':
+                o.nets.push_back(parse_net(optarg));
+                if (o.nets.size() > kMaxNics)
+                    throw UserError("more than " + std::to_string(kMaxNics) + " --net NICs (one PCI slot each)");
+                break;
             case 'v': o.verbose = true; break;
             case kStats: o.stats = true; break;
             case 'h': o.help = true; break;

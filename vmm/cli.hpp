@@ -30,6 +30,8 @@ struct Options {
 
 constexpr uint64_t kMinMem = 64ull << 20;
 constexpr unsigned kMaxCpus = 255;
+// A PCI bus has 32 slots; the host bridge takes slot 0.
+constexpr unsigned kMaxNics = 31;
 
 // Throws UserError with one line naming the bad option and why.
 Options parse_cli(int argc, char** argv);

@@ -20,7 +20,13 @@ Console::Console(Serial& serial, int stop_fd) : serial_(serial), stop_fd_(stop_f
         raw.c_oflag |= OPOST;
         restore_ = ::tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
     }
-    thread_ = std::thread([this] { guarded("console", [this] { reader(); }); });
+    try {
+        thread_ = std::thread([this] { guarded("console", [this] { reader(); }); });
+    } catch (...) {
+        // The destructor will not run: give the user their terminal back.
+        if (restore_) ::tcsetattr(STDIN_FILENO, TCSANOW, &saved_);
+        throw;
+    }
 }
 
 Console::~Console() {

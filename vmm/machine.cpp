@@ -11,6 +11,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <system_error>
 #include <thread>
 
 #include <cpuid.h>
@@ -34,7 +35,7 @@ struct NicPlan {
     std::unique_ptr<VhostBackend> vhost;
     VirtioNet::Mac mac;
     unsigned queues;
-    std::string note;  // said once the VM exists, so a later error stays the only line
+    std::vector<std::string> notes;  // said once the VM exists, so a later error stays the only line
 };
 
 namespace {
@@ -49,7 +50,8 @@ bool block_vm_signals() {
     sigset_t sigs;
     sigemptyset(&sigs);
     for (int s : {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&sigs, s);
-    return pthread_sigmask(SIG_BLOCK, &sigs, nullptr) == 0;
+    if (int err = pthread_sigmask(SIG_BLOCK, &sigs, nullptr)) throw internal_error("pthread_sigmask", err);
+    return true;
 }
 
 uint64_t checked_ram(const Options& o) {
@@ -88,7 +90,6 @@ Machine::Machine(const Options& opts, const BootFiles& files)
       plan_(load_guest(files)),
       nic_plans_(plan_nics()),
       vm_(check_cpu_limit()) {
-    if (!signals_blocked_) throw internal_error("pthread_sigmask");
     uint32_t slot = 0;
     for (const auto& r : mem_.regions()) vm_.set_memory(slot++, r.gpa, r.size, r.hva);
     if (opts.verbose) {
@@ -160,15 +161,18 @@ std::vector<NicPlan> Machine::plan_nics() const {
             p.port = std::make_unique<RawSocket>(n.ifname);
         else if (n.kind == NetSpec::Kind::Macvtap)
             p.port = Tap::macvtap(n.ifname, p.queues);
-        else
-            p.port = std::make_unique<Tap>(n.ifname, p.queues);
+        else {
+            auto tap = std::make_unique<Tap>(n.ifname, p.queues);
+            p.notes.push_back(tap->created_note());
+            p.port = std::move(tap);
+        }
         p.mac = nic_mac(n, i);
         // A macvtap passes on only frames for its own MAC: the guest's must be it.
         if (n.kind == NetSpec::Kind::Macvtap) {
             auto own = interface_mac(n.ifname);
             if (!n.opts.count("mac")) p.mac = own;
             else if (p.mac != own)
-                p.note = "mac differs from macvtap " + n.ifname + "'s own; frames for it will not arrive";
+                p.notes.push_back("mac differs from macvtap " + n.ifname + "'s own; frames for it will not arrive");
         }
         std::string label = "net" + std::to_string(i);
         std::string mode = opt(n, "vhost", "");
@@ -180,10 +184,12 @@ std::vector<NicPlan> Machine::plan_nics() const {
             // The kernel's vhost-net when this host has it, else our own workers.
             try {
                 p.vhost = open_kernel_vhost(p.queues);
-                p.note = "using vhost=kernel (/dev/vhost-net)";
-            } catch (const UserError& e) {
+                p.notes.push_back("using vhost=kernel (/dev/vhost-net)");
+            } catch (const std::exception& e) {
+                // Missing, not permitted, or refusing us as its owner (a task
+                // limit): any of them leaves the worker as good a choice.
                 p.vhost = make_worker_vhost(p.queues, label);
-                p.note = std::string("using vhost=worker (") + e.what() + ")";
+                p.notes.push_back(std::string("using vhost=worker (") + e.what() + ")");
             }
         }
         plans.push_back(std::move(p));
@@ -194,7 +200,8 @@ std::vector<NicPlan> Machine::plan_nics() const {
 void Machine::add_nics() {
     for (size_t i = 0; i < nic_plans_.size(); i++) {
         NicPlan& p = nic_plans_[i];
-        if (!p.note.empty()) std::fprintf(stderr, "minivmm: net%zu: %s\n", i, p.note.c_str());
+        for (const auto& note : p.notes)
+            if (!note.empty()) std::fprintf(stderr, "minivmm: net%zu: %s\n", i, note.c_str());
         std::string describe = p.port->describe();
         auto mac = p.mac;
         auto net = std::make_unique<VirtioNet>(mem_, std::move(p.port), mac, std::move(p.vhost),
@@ -230,12 +237,18 @@ int Machine::run() {
     {
         Console console(*serial_, stop_.fd());
         std::vector<std::thread> threads;
-        for (auto& v : vcpus_)
-            threads.emplace_back([this, &v] {
-                guarded("vCPU " + std::to_string(&v - &vcpus_[0]), [&] { v->run(pio_, mmio_, stop_); });
-            });
         std::thread nudger;
-        if (nested_host()) nudger = std::thread([this] { guarded("vCPU nudger", [this] { nudge_vcpus(); }); });
+        try {
+            for (auto& v : vcpus_)
+                threads.emplace_back([this, &v] {
+                    guarded("vCPU " + std::to_string(&v - &vcpus_[0]), [&] { v->run(pio_, mmio_, stop_); });
+                });
+            if (nested_host()) nudger = std::thread([this] { guarded("vCPU nudger", [this] { nudge_vcpus(); }); });
+        } catch (const std::system_error& e) {
+            // No thread for the next vCPU (a task limit): stop the ones running.
+            stop_.request(2, "internal error: cannot start vCPU " + std::to_string(threads.size()) + "'s thread: " +
+                             e.code().message());
+        }
         wait_for_stop();
         if (nudger.joinable()) nudger.join();
         // A vCPU may sit in KVM_RUN for as long as the guest halts: kick until

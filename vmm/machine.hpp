@@ -1,5 +1,6 @@
 // The whole PC: KVM VM, RAM, the kernel loaded into it, legacy devices, vCPUs.
 #pragma once
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,8 +51,12 @@ private:
     bool by_signal_ = false;
     Stop stop_;
     // A thread that fails (an ioctl, a thread's own bug) stops the VM with one
-    // line and status 2; the terminal is restored as for any other stop.
-    FatalHandlerScope fatal_{[this](const std::string& line) { stop_.request(2, "internal error: " + line); }};
+    // line and status 2; the terminal is restored as for any other stop. One
+    // that fails while the VM is stopping anyway is still said.
+    FatalHandlerScope fatal_{[this](const std::string& line) {
+        if (!stop_.request(2, "internal error: " + line))
+            std::fprintf(stderr, "\r\nminivmm: internal error while stopping: %s\n", line.c_str());
+    }};
     GuestMemory mem_;
     std::string cmdline_;
     BootPlan plan_;

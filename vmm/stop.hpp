@@ -18,16 +18,18 @@ public:
 
     // The first request wins: a poweroff followed by a vCPU noticing the stop
     // must still exit 0 with the poweroff's reason.
-    void request(int status, const std::string& why) {
+    // True if this request is the one that counts.
+    bool request(int status, const std::string& why) {
         {
             std::lock_guard<std::mutex> g(mu_);
-            if (requested_) return;
+            if (requested_) return false;
             status_ = status;
             why_ = why;
             requested_ = true;
         }
         uint64_t one = 1;
         [[maybe_unused]] ssize_t n = ::write(fd_, &one, sizeof one);
+        return true;
     }
     bool requested() const { return requested_; }
     int fd() const { return fd_; }  // readable once stop is requested

@@ -230,7 +230,7 @@ void Vcpu::run(IoBus& pio, IoBus& mmio, Stop& stop) {
                 run_->immediate_exit = 0;
                 continue;
             }
-            stop.request(1, "vCPU " + std::to_string(id_) + ": KVM_RUN failed: " + std::strerror(errno));
+            stop.request(2, "internal error: vCPU " + std::to_string(id_) + ": KVM_RUN failed: " + std::strerror(errno));
             break;
         }
         switch (run_->exit_reason) {

@@ -86,6 +86,8 @@ def main(argv):
                 r.passed += a.passed
                 r.failed += a.failed
                 break
+    if not r.passed and not r.failed:  # a filter that matches nothing must not pass
+        r.failed.append(f"no scenario of {' '.join(argv)} matched {only!r}")
     print(f"RESULT integration {len(r.passed)} {len(r.failed)}", flush=True)
     for f in r.failed:
         print(f"  failed: {f}")

@@ -1,6 +1,6 @@
 """Where can a VM run? Probes this host's KVM the way minivmm uses it.
 
-    python3 tests/integration/kvm_probe.py [--quiet]
+    python3 tests/integration/kvm_probe.py
 
 Prints one line, "kvm-probe: LEVEL: why", and exits with the level's code:
   0 fast    a synthetic guest's CPL 0 loop runs at hardware speed: stock
@@ -83,11 +83,16 @@ def probe():
     rc, err, took = run_guest(spin_then_poweroff(LOOPS), FAST_SECONDS)
     if rc == 0:
         return 0, f"KVM works and ran {LOOPS // 1_000_000}M guest CPL 0 loop turns in {took:.2f}s: hardware speed"
+    if rc is not None:
+        return 2, f"a synthetic guest's loop failed under minivmm (exit {rc}): {err[-200:]}"
     return 1, (f"KVM works (API 12, VM, vCPU, a synthetic guest powered off), but {LOOPS // 1_000_000}M guest "
                f"CPL 0 loop turns took over {FAST_SECONDS:.0f}s: CPL 0 is emulated (PVM or similar)")
 
 
 if __name__ == "__main__":
-    code, why = probe()
+    try:
+        code, why = probe()
+    except Exception as e:  # a probe that breaks finds no usable KVM, never "slow"
+        code, why = 2, f"the probe failed: {e!r}"
     print(f"kvm-probe: {['fast', 'slow', 'none'][code]}: {why}", flush=True)
     sys.exit(code)

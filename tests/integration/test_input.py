@@ -50,7 +50,8 @@ MACVTAP = ('ip link add vx type veth peer name vy && ip link set vx up && '
 # /dev/kvm, if this host has one, looks like /dev/null to minivmm: the input
 # errors below must then still be the user's, which shows they are found
 # before KVM is opened.
-HIDE_KVM = ("unshare", "-m", "sh", "-c", '[ -e /dev/kvm ] && mount --bind /dev/null /dev/kvm; exec "$0" "$@"')
+HIDE_KVM = ("unshare", "-m", "sh", "-c",
+            '[ ! -e /dev/kvm ] || mount --bind /dev/null /dev/kvm || exit 97; exec "$0" "$@"')
 
 
 def one_line_error(args, keyword, wrap=(), hide_kvm=True):
@@ -61,6 +62,9 @@ def one_line_error(args, keyword, wrap=(), hide_kvm=True):
     check(len(lines) == 1, f"wanted one line on stderr, got {len(lines)}: {err!r}")
     check(lines[0].startswith("minivmm: "), f"line does not start with 'minivmm: ': {lines[0]!r}")
     check(keyword.lower() in lines[0].lower(), f"line does not mention {keyword!r}: {lines[0]!r}")
+    if "kvm" not in keyword.lower():  # the user's mistake, found before KVM was looked at
+        check("/dev/kvm" not in lines[0], f"KVM's error, not the input's: {lines[0]!r}")
+    return lines[0]
 
 
 def scenario_bad_input(r):
@@ -119,11 +123,18 @@ def scenario_bad_input(r):
         ["--kernel", good, "--net", "macvtap=mvx,vhost=off"], "in use",
         wrap=("env", "MVT_HELD=1", "unshare", "-n", "sh", "-c", MACVTAP)))
 
+    r.case("more NICs than PCI slots", lambda: one_line_error(
+        ["--kernel", good] + [a for i in range(32) for a in ("--net", f"t{i}")], "more than 31"))
+    # A tap minivmm creates is announced only once the VM is built: an error
+    # after it (here KVM's) is still the only line.
+    r.case("a new tap, then no usable KVM: one line", lambda: one_line_error(
+        ["--kernel", good, "--net", "newtap0,vhost=off"], "/dev/kvm", wrap=("unshare", "-n")))
     # A host without KVM: the one line names /dev/kvm and says what to do.
     def kvm_missing():
         # A private mount namespace with an empty /dev: the host's is untouched.
-        one_line_error(["--kernel", good], "virtualization",
-                       wrap=("unshare", "-m", "sh", "-c", 'mount -t tmpfs none /dev && exec "$0" "$@"'))
+        line = one_line_error(["--kernel", good], "/dev/kvm: this host has no KVM",
+                              wrap=("unshare", "-m", "sh", "-c", 'mount -t tmpfs none /dev && exec "$0" "$@"'))
+        check("virtualization" in line or "modprobe" in line, f"no advice on what to do: {line!r}")
     r.case("/dev/kvm missing: says so and what to do", kvm_missing)
     # A node that opens but answers no KVM ioctl: here /dev/null's numbers.
     r.case("/dev/kvm that is no KVM device", lambda: one_line_error(
