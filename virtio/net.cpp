@@ -281,8 +281,11 @@ void VirtioNet::io_loop(unsigned k) {
         std::lock_guard g(p.lock);
         want_frames = false;
         // A batch at a time, then the receive side: ACKs keep flowing under a
-        // send, and the rest of the send comes round again at once.
-        if (p.tx_kicked.exchange(false) && active_ && p.tx && tx_some(p, static_cast<uint16_t>(2 * k + 1))) {
+        // send, and the rest of the send comes round again at once. A pair
+        // out of use (VQ_PAIRS_SET) sends nothing, as a vhost ring without a
+        // backend; its kick is kept, and served when the pair is put back.
+        if (active_ && p.enabled && p.tx && p.tx_kicked.exchange(false) &&
+            tx_some(p, static_cast<uint16_t>(2 * k + 1))) {
             p.tx_kicked = true;
             wake(p);
         }
