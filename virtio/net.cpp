@@ -35,6 +35,11 @@ VirtioNet::VirtioNet(const GuestMemory& mem, std::unique_ptr<NetPort> port, cons
         if (!p->wake) throw internal_error("eventfd");
         pairs_.push_back(std::move(p));
     }
+    ctrl_wake_ = Fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!ctrl_wake_) throw internal_error("eventfd");
+    std::string ctrl_name = label_ + "-ctrl";
+    ctrl_thread_ = std::thread([this, ctrl_name] { guarded(ctrl_name, [&] { ctrl_loop(); }); });
+    pthread_setname_np(ctrl_thread_.native_handle(), ctrl_name.substr(0, 15).c_str());
     if (vhost_) return;
     for (unsigned k = 0; k < pairs_.size(); k++) {
         Pair& p = *pairs_[k];
@@ -51,6 +56,9 @@ VirtioNet::~VirtioNet() {
         wake(*p);
         if (p->thread.joinable()) p->thread.join();
     }
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(ctrl_wake_.get(), &one, sizeof one);
+    ctrl_thread_.join();
 }
 
 uint64_t VirtioNet::features() const {
@@ -69,7 +77,7 @@ void VirtioNet::config_read(uint64_t off, uint8_t* data, uint32_t size) {
     // mac[6], status (link up), max_virtqueue_pairs.
     uint8_t cfg[10] = {};
     {
-        std::lock_guard g(ctrl_lock_);
+        auto g = lock_ctrl();
         std::memcpy(cfg, mac_.data(), 6);
     }
     le_store(cfg + 6, 2, 1);
@@ -83,7 +91,7 @@ void VirtioNet::wake(Pair& p) {
 }
 
 void VirtioNet::activate(uint64_t features, const std::vector<QueueConfig>& queues, VirtioTransport& t) {
-    std::lock_guard c(ctrl_lock_);
+    auto c = lock_ctrl();
     // Without MQ the device has one pair and the control queue follows it (5.1.2).
     bool mq = features & net::kMq;
     unsigned usable = mq ? pairs() : 1;
@@ -191,7 +199,7 @@ void VirtioNet::set_pairs_in_use(unsigned n) {
 }
 
 void VirtioNet::reset() {
-    std::lock_guard c(ctrl_lock_);
+    auto c = lock_ctrl();
     std::vector<std::unique_lock<std::mutex>> held;
     for (auto& p : pairs_) held.emplace_back(p->lock);
     active_ = false;
