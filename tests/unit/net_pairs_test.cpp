@@ -63,3 +63,40 @@ TEST(NetPairs, OffSendsNothingOnAPairNotInUse) {
         EXPECT_EQ(r.t.broken_why(), "");
     });
 }
+
+// Kicks the transport would never pass on (it checks the index against
+// the queue count), made straight to the device anyway, and kicks for
+// queues that exist but are not in use: none may send, take buffers, or
+// break the device, and the control queue still answers.
+TEST(NetPairs, KicksForMissingQueuesOrPairsNotInUseDoNothing) {
+    in_netns([] {
+        CtrlRig r(2, kMqFeatures);  // rx0 tx0 rx1 tx1 ctrl: five queues
+        ASSERT_EQ(r.net->num_queues(), 5);
+        uint16_t tx1 = 0;
+        send_frame(r, 3, tx1);  // kicks pair 1's transmit queue, not in use
+        write_desc(r.mem, CtrlRig::ring(2), 0, kFrames + 0x8000, 2048, kWrite, 0);
+        offer(r.mem, CtrlRig::ring(2) + 0x1000, kQSize, 0, 0);
+        for (uint16_t q : {2, 3, 5, 6, 0x7fff, 0xfffe, 0xffff}) r.net->notify(q);
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        for (uint16_t q = 0; q < 4; q++) EXPECT_EQ(used_idx(r, q), 0) << "queue " << q;
+        EXPECT_EQ(r.pairs_set(1), kOk);
+        EXPECT_EQ(r.t.broken_why(), "");
+    });
+}
+
+// Without MQ only the first pair exists for the driver and the control
+// queue is queue 2: kicks for pair 1's queues, or where the control queue
+// would be with MQ, find nothing to serve.
+TEST(NetPairs, KicksBeyondTheQueuesOfADeviceWithoutMqDoNothing) {
+    in_netns([] {
+        CtrlRig r(2, kMqFeatures & ~net::kMq);
+        ASSERT_EQ(r.ctrl_index, 2);
+        uint16_t tx1 = 0;
+        send_frame(r, 3, tx1);
+        r.net->notify(4);
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        EXPECT_EQ(used_idx(r, 3), 0);
+        EXPECT_EQ(r.command(0, 0, {1}), kOk);  // PROMISC on: the control queue still answers
+        EXPECT_EQ(r.t.broken_why(), "");
+    });
+}
