@@ -36,6 +36,11 @@ VirtioNet::VirtioNet(const GuestMemory& mem, std::unique_ptr<NetPort> port, cons
         if (!p->wake) throw internal_error("eventfd");
         pairs_.push_back(std::move(p));
     }
+    ctrl_wake_ = Fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!ctrl_wake_) throw internal_error("eventfd");
+    std::string ctrl_name = label_ + "-ctrl";
+    ctrl_thread_ = std::thread([this, ctrl_name] { guarded(ctrl_name, [&] { ctrl_loop(); }); });
+    pthread_setname_np(ctrl_thread_.native_handle(), ctrl_name.substr(0, 15).c_str());
     if (vhost_) return;
     for (unsigned k = 0; k < pairs_.size(); k++) {
         Pair& p = *pairs_[k];
@@ -62,6 +67,9 @@ VirtioNet::~VirtioNet() {
         wake(*p);
         if (p->thread.joinable()) p->thread.join();
     }
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(ctrl_wake_.get(), &one, sizeof one);
+    ctrl_thread_.join();
 }
 
 uint64_t VirtioNet::features() const {
@@ -80,7 +88,7 @@ void VirtioNet::config_read(uint64_t off, uint8_t* data, uint32_t size) {
     // mac[6], status (link up), max_virtqueue_pairs.
     uint8_t cfg[10] = {};
     {
-        std::lock_guard g(ctrl_lock_);
+        auto g = lock_ctrl();
         std::memcpy(cfg, mac_.data(), 6);
     }
     le_store(cfg + 6, 2, 1);
@@ -94,7 +102,7 @@ void VirtioNet::wake(Pair& p) {
 }
 
 void VirtioNet::activate(uint64_t features, const std::vector<QueueConfig>& queues, VirtioTransport& t) {
-    std::lock_guard c(ctrl_lock_);
+    auto c = lock_ctrl();
     // Without MQ the device has one pair and the control queue follows it (5.1.2).
     bool mq = features & net::kMq;
     unsigned usable = mq ? pairs() : 1;
@@ -202,7 +210,7 @@ void VirtioNet::set_pairs_in_use(unsigned n) {
 }
 
 void VirtioNet::reset() {
-    std::lock_guard c(ctrl_lock_);
+    auto c = lock_ctrl();
     std::vector<std::unique_lock<std::mutex>> held;
     for (auto& p : pairs_) held.emplace_back(p->lock);
     active_ = false;
@@ -292,8 +300,11 @@ void VirtioNet::io_loop(unsigned k) {
         std::lock_guard g(p.lock);
         want_frames = false;
         // A batch at a time, then the receive side: ACKs keep flowing under a
-        // send, and the rest of the send comes round again at once.
-        if (p.tx_kicked.exchange(false) && active_ && p.tx && tx_some(p, static_cast<uint16_t>(2 * k + 1))) {
+        // send, and the rest of the send comes round again at once. A pair
+        // out of use (VQ_PAIRS_SET) sends nothing, as a vhost ring without a
+        // backend; its kick is kept, and served when the pair is put back.
+        if (active_ && p.enabled && p.tx && p.tx_kicked.exchange(false) &&
+            tx_some(p, static_cast<uint16_t>(2 * k + 1))) {
             p.tx_kicked = true;
             wake(p);
         }

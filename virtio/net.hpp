@@ -36,6 +36,9 @@ class VirtioNet : public VirtioDevice {
 public:
     using Mac = std::array<uint8_t, 6>;
     static constexpr unsigned kMaxPairs = 16;
+    // Control commands served per lock hold (net_ctrl.cpp): what one kick
+    // may cost the vCPU that makes it.
+    static constexpr unsigned kCtrlBudget = 64;
     // One queue pair per port queue. vhost null: minivmm's own datapath
     // (vhost=off). label names the NIC in thread names and messages.
     VirtioNet(const GuestMemory& mem, std::unique_ptr<NetPort> port, const Mac& mac,
@@ -77,8 +80,12 @@ private:
     void interrupt(std::optional<SplitQueue>& q, uint16_t index, QueueStats& st);
     static void wake(Pair& p);
 
-    // The control queue (net_ctrl.cpp), served on the vCPU that kicks it.
+    // The control queue (net_ctrl.cpp): served on the vCPU that kicks it,
+    // up to kCtrlBudget commands; more are left to the control thread.
     void ctrl_all();
+    bool ctrl_batch();  // true: more may be waiting
+    void ctrl_loop();
+    std::unique_lock<std::mutex> lock_ctrl() const;
     uint8_t ctrl_command(uint8_t cls, uint8_t cmd, const std::vector<uint8_t>& data);
 
     const GuestMemory& mem_;
@@ -94,7 +101,12 @@ private:
     std::vector<QueueConfig> config_;
 
     // Control queue state; ctrl_lock_ also guards the MAC, which it may set.
+    // Taken through lock_ctrl() except by the control thread, which lets
+    // everyone counted in ctrl_waiters_ go first.
     mutable std::mutex ctrl_lock_;
+    mutable std::atomic<unsigned> ctrl_waiters_{0};
+    Fd ctrl_wake_;             // eventfd: a kick left commands, or shutdown
+    std::thread ctrl_thread_;
     Mac mac_;
     std::optional<SplitQueue> ctrl_;
     static constexpr uint16_t kNoCtrl = 0xffff;

@@ -4,7 +4,12 @@
 // the device does not know, or whose data has the wrong shape, is answered
 // VIRTIO_NET_ERR; only a chain with nowhere to put the status, or one the
 // ring walker rejects, breaks the device.
+#include <poll.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "virtio/net.hpp"
 #include "vmm/guest_memory.hpp"
@@ -36,18 +41,74 @@ bool mac_tables_fit(const std::vector<uint8_t>& d) {
 }
 }  // namespace
 
+// Kicks are served on the vCPU that makes them, at once, as Linux's driver
+// waits spinning for each command's answer. But a driver on another vCPU
+// can refill the ring as fast as it empties, and a loop that runs until
+// the ring is empty then holds that vCPU (and ctrl_lock_, and the PCI bus
+// lock for a kick through the PCI-config window) for as long as it likes,
+// while resets and config reads on other vCPUs wait: vhost's weight limits
+// answer the same problem. So one lock hold serves at most kCtrlBudget
+// commands. The rest cannot wait for the next kick: with EVENT_IDX the
+// driver does not kick while the device has not caught up, and may just
+// spin waiting for its answers. They go to the control thread instead,
+// which serves them a batch at a time, and queues itself again after each
+// batch, as vhost requeues its work, so a flood costs that thread's time,
+// not a vCPU's.
 void VirtioNet::ctrl_all() {
-    std::lock_guard g(ctrl_lock_);
-    if (!active_ || !ctrl_) return;
-    for (;;) {
+    bool more;
+    {
+        auto g = lock_ctrl();
+        more = ctrl_batch();
+    }
+    uint64_t one = 1;
+    if (more) [[maybe_unused]] ssize_t n = ::write(ctrl_wake_.get(), &one, sizeof one);
+}
+
+std::unique_lock<std::mutex> VirtioNet::lock_ctrl() const {
+    ctrl_waiters_++;
+    std::unique_lock g(ctrl_lock_);
+    ctrl_waiters_--;
+    return g;
+}
+
+void VirtioNet::ctrl_loop() {
+    while (!quit_) {
+        pollfd p{ctrl_wake_.get(), POLLIN, 0};
+        if (poll(&p, 1, -1) < 0) continue;
+        uint64_t n;
+        [[maybe_unused]] ssize_t r = ::read(ctrl_wake_.get(), &n, sizeof n);
+        // A mutex hands itself to no one in particular: re-locking right
+        // after each batch, this thread could win every time against a
+        // reset or config read woken on another CPU, for as long as the
+        // flood lasts. So it steps aside, asleep (a spin would take the CPU
+        // they need), while anyone else wants the lock; each holds it for a
+        // batch or a reset at most.
+        while (ctrl_waiters_ && !quit_) std::this_thread::sleep_for(std::chrono::microseconds(20));
+        bool more;
+        {
+            std::lock_guard g(ctrl_lock_);
+            more = ctrl_batch();
+        }
+        uint64_t one = 1;
+        if (more) [[maybe_unused]] ssize_t w = ::write(ctrl_wake_.get(), &one, sizeof one);
+    }
+}
+
+// Called with ctrl_lock_ held.
+bool VirtioNet::ctrl_batch() {
+    if (!active_ || !ctrl_) return false;
+    bool more = true;
+    for (unsigned served = 0; served < kCtrlBudget;) {
         Chain c;
         std::string why;
         auto r = ctrl_->pop(c, why);
-        if (r == SplitQueue::Pop::Broken) return broken("control queue: " + why);
+        if (r == SplitQueue::Pop::Broken) return broken("control queue: " + why), false;
         if (r == SplitQueue::Pop::Empty) {
             if (ctrl_->enable_notify()) continue;  // more came while we looked
+            more = false;
             break;
         }
+        served++;
         // The status byte goes in the first device-writable buffer, which the
         // walker guarantees comes after every readable one.
         const Segment* status = nullptr;
@@ -56,7 +117,7 @@ void VirtioNet::ctrl_all() {
                 status = &s;
                 break;
             }
-        if (!status) return broken("control queue: a command with no room for its status");
+        if (!status) return broken("control queue: a command with no room for its status"), false;
         uint8_t ack = kErr;
         if (c.readable_bytes >= 2 && c.readable_bytes <= kMaxCommand) {
             std::vector<uint8_t> bytes;
@@ -74,6 +135,7 @@ void VirtioNet::ctrl_all() {
         if (ack != kOk) ctrl_stats_.errors++;
     }
     interrupt(ctrl_, ctrl_index_, ctrl_stats_);
+    return more;
 }
 
 // Called with ctrl_lock_ held.

@@ -296,13 +296,26 @@ void VirtioPci::reset_locked() {
 }
 
 void VirtioPci::set_status(uint8_t s) {
-    uint8_t old = status_;
     if (s == 0) {
         reset_locked();
         return;
     }
+    // Other threads set DEVICE_NEEDS_RESET (mark_broken) without lock_, so
+    // the new status is swapped in only over the value it was computed
+    // from: a plain store could drop a bit set in between, leaving the
+    // device dead without the driver ever seeing why.
+    uint8_t old = status_.load(), next;
+    do {
+        next = merge_status(s, old);
+    } while (!status_.compare_exchange_weak(old, next));
+    if ((next & virtio::kDriverOk) && !(old & virtio::kDriverOk))
+        dev_->activate(driver_features_, queues_, *this);
+}
+
+uint8_t VirtioPci::merge_status(uint8_t s, uint8_t old) const {
     // Only a reset clears bits (3.1.1); a driver trying otherwise would make
-    // the device start twice on the same rings. The bits it had stay set.
+    // the device start twice on the same rings. The bits it had stay set,
+    // DEVICE_NEEDS_RESET among them.
     s |= old;
     if ((s & virtio::kFeaturesOk) && !(old & virtio::kFeaturesOk)) {
         // Only a subset of what was offered, and always the modern interface;
@@ -310,16 +323,8 @@ void VirtioPci::set_status(uint8_t s) {
         bool ok = !(driver_features_ & ~dev_->features()) && (driver_features_ & virtio::kFVersion1);
         if (!ok) s &= ~virtio::kFeaturesOk;
     }
-    if ((s & virtio::kDriverOk) && !(old & virtio::kDriverOk)) {
-        if (!(s & virtio::kFeaturesOk)) {
-            s &= ~virtio::kDriverOk;  // DRIVER_OK before FEATURES_OK: ignored
-        } else {
-            status_ = static_cast<uint8_t>(s | (old & virtio::kNeedsReset));
-            dev_->activate(driver_features_, queues_, *this);
-            return;
-        }
-    }
-    status_ = static_cast<uint8_t>(s | (old & virtio::kNeedsReset));
+    if ((s & virtio::kDriverOk) && !(s & virtio::kFeaturesOk)) s &= ~virtio::kDriverOk;  // too early: ignored
+    return s;
 }
 
 void VirtioPci::common_read(uint64_t off, uint8_t* data, uint32_t size) {

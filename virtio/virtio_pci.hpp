@@ -56,6 +56,7 @@ private:
     void common_read(uint64_t off, uint8_t* data, uint32_t size);
     void common_write(uint64_t off, uint64_t v, uint32_t size);
     void set_status(uint8_t s);
+    uint8_t merge_status(uint8_t s, uint8_t old) const;  // what writing s over old leaves
     void reset_locked();
     void signal_config();
 

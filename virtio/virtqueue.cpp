@@ -97,6 +97,10 @@ bool SplitQueue::walk(uint64_t table, uint32_t count, uint16_t first, bool indir
             why = "device-readable buffer after a device-writable one";
             return false;
         }
+        if (out.segs.size() >= kMaxChainSegments) {
+            why = "descriptor chain of more than " + std::to_string(kMaxChainSegments) + " buffers";
+            return false;
+        }
         (w ? out.writable_bytes : out.readable_bytes) += d.len;
         out.segs.push_back({d.addr, d.len, w});
         if (!(d.flags & kNext)) return true;

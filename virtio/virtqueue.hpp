@@ -25,6 +25,11 @@ struct Chain {
 class SplitQueue {
 public:
     static constexpr uint16_t kMaxSize = 32768;  // spec maximum queue size
+    // Buffers in one chain, direct and indirect together: Linux's vhost
+    // (UIO_MAXIOV) and QEMU (VIRTQUEUE_MAX_SIZE) take no more either, and a
+    // chain is re-walked each time it is taken again (unpop), so its
+    // length bounds the work one avail entry can make.
+    static constexpr uint32_t kMaxChainSegments = 1024;
     // Ring addresses are guest-physical; size must be a power of two.
     SplitQueue(const MemView& mem, uint16_t size, uint64_t desc, uint64_t avail, uint64_t used);
 

@@ -92,7 +92,7 @@ struct Driver {
 // What a device may rely on for a chain pop() returned.
 void check_chain(const Chain& c, uint16_t size) {
     CHECK(c.head < size);
-    CHECK(!c.segs.empty() && c.segs.size() <= SplitQueue::kMaxSize);
+    CHECK(!c.segs.empty() && c.segs.size() <= SplitQueue::kMaxChainSegments);
     uint64_t readable = 0, writable = 0;
     bool seen_writable = false;
     for (const Segment& s : c.segs) {
@@ -137,7 +137,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
     std::vector<uint16_t> heads;  // popped, not yet pushed
     for (int op = 0; op < 256 && in.remaining_bytes(); op++) {
-        switch (in.ConsumeIntegralInRange(0, 13)) {
+        switch (in.ConsumeIntegralInRange(0, 14)) {
             case 0:
             case 1: {
                 Chain c;
@@ -194,6 +194,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             case 13:  // the driver's suppression words: avail flags, used_event
                 put<uint16_t>(in.ConsumeBool() ? d.avail : d.avail + 4 + 2ull * d.size, in.ConsumeIntegral<uint16_t>());
                 break;
+            case 14: {  // an indirect table around the per-chain limit, its entries linked in order
+                uint32_t n = in.ConsumeIntegralInRange<uint32_t>(SplitQueue::kMaxChainSegments - 4,
+                                                                 SplitQueue::kMaxChainSegments + 4);
+                uint64_t table = kBufs + (in.ConsumeIntegralInRange<uint64_t>(0, kBufs - 16ull * n) & ~15ull);
+                for (uint32_t k = 0; k < n; k++)
+                    d.descriptor(table, static_cast<uint16_t>(k), kBufs, 16, k + 1 < n ? kNext : 0,
+                                 static_cast<uint16_t>(k + 1));
+                uint16_t head = d.index();
+                d.descriptor(d.desc, head, table, 16 * n, kIndirect, 0);
+                d.offer(head);
+                break;
+            }
         }
     }
     return 0;

@@ -262,6 +262,20 @@ TEST(VirtioPci, NotifyReachesTheDeviceOnlyWhileRunning) {
     EXPECT_EQ(g.dev.notified.size(), 2u);
 }
 
+// Every notify address past the last queue's, up to the end of BAR 0, in
+// every access width: the queue index they name does not exist, and the
+// device hears of none of them.
+TEST(VirtioPci, KicksForQueuesThatDoNotExistGoNowhere) {
+    Guest g;
+    g.start();
+    const uint64_t first = VirtioPci::kNotify + uint64_t(VirtioPci::kNotifyMultiplier) * kQueues;
+    for (uint64_t off = first; off < 0x4000; off += 2)
+        for (uint32_t size : {1u, 2u, 4u}) g.write(0, off, off, size);
+    EXPECT_TRUE(g.dev.notified.empty()) << g.dev.notified.size() << " kicks reached the device";
+    g.write(0, VirtioPci::kNotify, 0, 2);  // queue 0's still does
+    EXPECT_EQ(g.dev.notified, std::vector<uint16_t>{0});
+}
+
 TEST(VirtioPci, MarkBrokenRaisesTheConfigVectorOncePerReset) {
     Guest g;
     g.msix_vector(0, 0x4021);
