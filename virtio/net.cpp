@@ -38,30 +38,29 @@ VirtioNet::VirtioNet(const GuestMemory& mem, std::unique_ptr<NetPort> port, cons
     }
     ctrl_wake_ = Fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!ctrl_wake_) throw internal_error("eventfd");
-    std::string ctrl_name = label_ + "-ctrl";
-    ctrl_thread_ = std::thread([this, ctrl_name] { guarded(ctrl_name, [&] { ctrl_loop(); }); });
-    pthread_setname_np(ctrl_thread_.native_handle(), ctrl_name.substr(0, 15).c_str());
-    if (vhost_) return;
-    for (unsigned k = 0; k < pairs_.size(); k++) {
-        Pair& p = *pairs_[k];
-        std::string name = label_ + "-io" + std::to_string(k);
-        try {
+    std::string name = label_ + "-ctrl";
+    try {
+        ctrl_thread_ = std::thread([this, name] { guarded(name, [&] { ctrl_loop(); }); });
+        pthread_setname_np(ctrl_thread_.native_handle(), name.substr(0, 15).c_str());
+        for (unsigned k = 0; !vhost_ && k < pairs_.size(); k++) {
+            Pair& p = *pairs_[k];
+            name = label_ + "-io" + std::to_string(k);
             p.thread = std::thread([this, k, name] { guarded(name, [&] { io_loop(k); }); });
-        } catch (const std::system_error& e) {
-            // The destructor will not run: stop the threads already started.
-            quit_ = true;
-            for (auto& q : pairs_) {
-                wake(*q);
-                if (q->thread.joinable()) q->thread.join();
-            }
-            throw InternalError("cannot start thread " + name + ": " + e.code().message());
+            pthread_setname_np(p.thread.native_handle(), name.substr(0, 15).c_str());
         }
-        pthread_setname_np(p.thread.native_handle(), name.substr(0, 15).c_str());
+    } catch (const std::system_error& e) {
+        // The destructor will not run: stop the threads already started.
+        stop_threads();
+        throw InternalError("cannot start thread " + name + ": " + e.code().message());
     }
 }
 
 VirtioNet::~VirtioNet() {
     reset();
+    stop_threads();
+}
+
+void VirtioNet::stop_threads() {
     quit_ = true;
     for (auto& p : pairs_) {
         wake(*p);
@@ -69,7 +68,7 @@ VirtioNet::~VirtioNet() {
     }
     uint64_t one = 1;
     [[maybe_unused]] ssize_t n = ::write(ctrl_wake_.get(), &one, sizeof one);
-    ctrl_thread_.join();
+    if (ctrl_thread_.joinable()) ctrl_thread_.join();
 }
 
 uint64_t VirtioNet::features() const {

@@ -85,6 +85,7 @@ private:
     void ctrl_all();
     bool ctrl_batch();  // true: more may be waiting
     void ctrl_loop();
+    void stop_threads();  // the control and I/O threads, for the destructor or a failed start
     std::unique_lock<std::mutex> lock_ctrl() const;
     uint8_t ctrl_command(uint8_t cls, uint8_t cmd, const std::vector<uint8_t>& data);
 
