@@ -6,8 +6,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "tests/unit/fake_kvm.hpp"
@@ -65,13 +68,17 @@ struct FakeDevice : VirtioDevice {
 struct Guest {
     FakeDevice::State dev;
     std::vector<MsiMessage> sent;
+    std::atomic<size_t> delivered{0};  // sent.size(), for messages the watcher thread sends
     PciBus bus;
     std::shared_ptr<VirtioPci> pci;
     unsigned slot;
 
     explicit Guest(const VirtioPci::KvmHooks* kvm = nullptr, std::unique_ptr<VirtioDevice> device = nullptr)
         : pci(std::make_shared<VirtioPci>(device ? std::move(device) : std::make_unique<FakeDevice>(dev),
-                                          [this](const MsiMessage& m) { sent.push_back(m); }, kvm)),
+                                          [this](const MsiMessage& m) {
+                                              sent.push_back(m);
+                                              delivered++;
+                                          }, kvm)),
           slot(bus.add(pci)) {
         cfg_write(0x04, 0x6, 2);
     }
@@ -105,6 +112,11 @@ struct Guest {
     }
     uint64_t common(uint32_t off, uint32_t size) { return read(0, VirtioPci::kCommon + off, size); }
     void set_common(uint32_t off, uint64_t v, uint32_t size) { write(0, VirtioPci::kCommon + off, v, size); }
+    // Waits up to a second for n messages in all; sent may be read then.
+    bool wait_delivered(size_t n) {
+        for (int i = 0; i < 1000 && delivered < n; i++) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        return delivered == n;
+    }
     uint8_t status() { return static_cast<uint8_t>(common(common::kStatus, 1)); }
     void set_status(uint8_t s) { set_common(common::kStatus, s, 1); }
 
