@@ -13,6 +13,7 @@
 #include <optional>
 #include <thread>
 
+#include "vhost/dirty_log.hpp"
 #include "vhost/vhost.hpp"
 #include "virtio/device.hpp"
 #include "virtio/net_datapath.hpp"
@@ -73,14 +74,18 @@ public:
     }
     void set_features(uint64_t f) override { features_ = f; }
     void set_mem_table(const std::vector<VhostRegion>& regions) override {
+        if (log_ && !log_.covers(regions)) throw internal_error("vhost worker SET_MEM_TABLE: beyond the dirty log", EFAULT);
         // A new table while rings run: stop them, swap, resume where they were.
         auto restart = pause_all();
         mem_.regions = regions;
         resume_all(restart);
     }
-    void set_log_base(uint64_t uaddr) override {
+    void set_log_base(uint64_t uaddr, uint64_t size) override {
+        DirtyLog log(reinterpret_cast<uint8_t*>(uaddr), size);
+        if (log && !log.covers(mem_.regions))
+            throw internal_error("vhost worker SET_LOG_BASE: a log smaller than guest memory", EFAULT);
         auto restart = pause_all();
-        log_base_ = reinterpret_cast<uint8_t*>(uaddr);
+        log_ = log;
         resume_all(restart);
     }
     void set_vring_num(unsigned i, unsigned num) override { ring(i).num = num; }
@@ -173,7 +178,7 @@ private:
         r.q->set_event_idx(r.event_idx);
         r.q->resume(r.base);
         r.used_gpa = *used;
-        WriteLog log = logger();
+        WriteLog log = logger(r);
         r.used_log = r.addr.log_used ? log : WriteLog{};
         r.data_log = features_ & vhost::kFLogAll ? log : WriteLog{};
         if (r.used_log) r.q->set_write_log(r.used_log);
@@ -183,13 +188,13 @@ private:
         r.thread = std::thread([this, &r, rx, tname] { guarded(tname, [&] { rx ? rx_loop(r) : tx_loop(r); }); });
         pthread_setname_np(r.thread.native_handle(), tname.substr(0, 15).c_str());
     }
-    // Marks the pages of a write in the log bitmap, once a log base is set.
-    WriteLog logger() {
-        if (!log_base_) return {};
-        uint8_t* base = log_base_;
-        return [base](uint64_t gpa, uint64_t len) {
-            for (uint64_t page = gpa >> 12; page <= (gpa + len - 1) >> 12; page++)
-                std::atomic_ref<uint8_t>(base[page / 8]).fetch_or(uint8_t(1u << (page % 8)));
+    // Marks the pages of ring r's writes in the log, once a log base is set.
+    // The log covers the memory table, and every write is inside it; one
+    // that is not (a bug) is counted, not marked outside the bitmap.
+    WriteLog logger(Ring& r) {
+        if (!log_) return {};
+        return [log = log_, errors = &r.st.errors](uint64_t gpa, uint64_t len) {
+            if (!log.mark(gpa, len)) (*errors)++;
         };
     }
     void failed(Ring& r) {
@@ -260,7 +265,7 @@ private:
     std::string label_;
     MemTable mem_;
     uint64_t features_ = 0;
-    uint8_t* log_base_ = nullptr;
+    DirtyLog log_;
     std::vector<std::unique_ptr<Ring>> rings_;  // threads point into them: never moved
 };
 }  // namespace

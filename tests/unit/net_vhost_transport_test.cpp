@@ -42,7 +42,7 @@ struct FakeVhost : VhostBackend {
     uint64_t get_features() override { return ~0ull; }
     void set_features(uint64_t) override {}
     void set_mem_table(const std::vector<VhostRegion>&) override {}
-    void set_log_base(uint64_t) override {}
+    void set_log_base(uint64_t, uint64_t) override {}
     void set_vring_num(unsigned, unsigned) override {}
     void set_vring_base(unsigned, unsigned) override {}
     unsigned get_vring_base(unsigned) override { return 0; }

@@ -174,7 +174,7 @@ struct Rig {
         EXPECT_EQ(opt.features & ~vh->get_features(), 0u) << "the backend lacks a feature the test wants";
         vh->set_features(opt.features);
         vh->set_mem_table({{0, kMemSize, hva(0)}});
-        if (opt.log) vh->set_log_base(reinterpret_cast<uint64_t>(bitmap.data()));
+        if (opt.log) vh->set_log_base(reinterpret_cast<uint64_t>(bitmap.data()), bitmap.size());
         for (unsigned i = 0; i < 2; i++) {
             vh->set_vring_num(i, kQSize);
             vh->set_vring_base(i, 0);
