@@ -88,8 +88,23 @@ public:
         log_ = log;
         resume_all(restart);
     }
-    void set_vring_num(unsigned i, unsigned num) override { ring(i).num = num; }
-    void set_vring_base(unsigned i, unsigned base) override { ring(i).base = static_cast<uint16_t>(base); }
+    // vhost-net answers EBUSY for a ring's size and position while it has a
+    // backend, and so does this, so that the VMM sees the same from either:
+    // the ring's thread reads the size with no lock, and a base set there
+    // would be lost when the ring stops.
+    void set_vring_num(unsigned i, unsigned num) override {
+        Ring& r = ring(i);
+        if (r.tap >= 0) throw internal_error("vhost worker SET_VRING_NUM", EBUSY);
+        if (num == 0 || num > SplitQueue::kMaxSize || (num & (num - 1)))
+            throw internal_error("vhost worker SET_VRING_NUM", EINVAL);
+        r.num = num;
+    }
+    void set_vring_base(unsigned i, unsigned base) override {
+        Ring& r = ring(i);
+        if (r.tap >= 0) throw internal_error("vhost worker SET_VRING_BASE", EBUSY);
+        if (base > 0xffff) throw internal_error("vhost worker SET_VRING_BASE", EINVAL);
+        r.base = static_cast<uint16_t>(base);
+    }
     unsigned get_vring_base(unsigned i) override {
         stop(ring(i));
         return ring(i).base;
@@ -230,7 +245,8 @@ private:
         if (!r.event_idx) log_notify_word(r);  // with EVENT_IDX it writes nothing
     }
     void log_notify_word(Ring& r) {
-        if (r.used_log) r.used_log(r.event_idx ? r.used_gpa + 4 + 8ull * r.num : r.used_gpa, 2);
+        // The queue's own size: where the device writes avail_event.
+        if (r.used_log) r.used_log(r.event_idx ? r.used_gpa + 4 + 8ull * r.q->size() : r.used_gpa, 2);
     }
     void tx_loop(Ring& r) {
         std::string why;
