@@ -72,10 +72,17 @@ public:
         return virtio::kFVersion1 | virtio::kFEventIdx | virtio::kFIndirectDesc | net::kMrgRxbuf | vhost::kFLogAll |
                vhost::kFNetVirtioNetHdr;
     }
-    void set_features(uint64_t f) override { features_ = f; }
+    // What ring threads read (features, tables, the log, a ring's fds and
+    // addresses) changes only while they are stopped: they take no lock. As
+    // in vhost-net, these may come while rings run: stop, change, resume
+    // where they were. (A thread polling a replaced kick fd missed kicks.)
+    void set_features(uint64_t f) override {
+        auto restart = pause_all();
+        features_ = f;
+        resume_all(restart);
+    }
     void set_mem_table(const std::vector<VhostRegion>& regions) override {
         if (log_ && !log_.covers(regions)) throw internal_error("vhost worker SET_MEM_TABLE: beyond the dirty log", EFAULT);
-        // A new table while rings run: stop them, swap, resume where they were.
         auto restart = pause_all();
         mem_.regions = regions;
         resume_all(restart);
@@ -110,15 +117,17 @@ public:
         return ring(i).base;
     }
     void set_vring_addr(unsigned i, const VringAddr& a) override {
-        Ring& r = ring(i);
-        bool was = r.thread.joinable();
-        stop(r);  // rings may move while the device runs
-        r.addr = a;
-        if (was) start(i);
+        while_stopped(i, [&](Ring& r) { r.addr = a; });
     }
-    void set_vring_kick(unsigned i, int fd) override { ring(i).kick = fd; }
-    void set_vring_call(unsigned i, int fd) override { ring(i).call = fd; }
-    void set_vring_err(unsigned i, int fd) override { ring(i).err = fd; }
+    void set_vring_kick(unsigned i, int fd) override {
+        while_stopped(i, [&](Ring& r) { r.kick = fd; });
+    }
+    void set_vring_call(unsigned i, int fd) override {
+        while_stopped(i, [&](Ring& r) { r.call = fd; });
+    }
+    void set_vring_err(unsigned i, int fd) override {
+        while_stopped(i, [&](Ring& r) { r.err = fd; });
+    }
     void set_backend(unsigned i, int fd) override {
         Ring& r = ring(i);
         stop(r);
@@ -167,6 +176,14 @@ private:
     }
     void resume_all(const std::vector<unsigned>& which) {
         for (unsigned i : which) start(i);
+    }
+    template <typename Change>
+    void while_stopped(unsigned i, Change change) {
+        Ring& r = ring(i);
+        bool was = r.thread.joinable();
+        stop(r);
+        change(r);
+        if (was) start(i);
     }
     void stop(Ring& r) {
         if (!r.thread.joinable()) return;

@@ -95,6 +95,26 @@ TEST(VhostRules, SizeRefusedWhileRunningLeavesTheLoggedAvailEventWhereItIs) {
     });
 }
 
+// A new kick fd while the ring waits for a kick: kicks on it must reach the
+// ring (a worker still polling the old fd never sees them).
+TEST(VhostRules, KickFdChangedWhileTheRingRuns) {
+    in_netns([] {
+        Rig r;
+        r.start(kTx);
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));  // idle, waiting for a kick
+        Fd kick = make_eventfd();
+        r.vh->set_vring_kick(kTx, kick.get());
+        auto f = make_frame(70, 43);
+        r.tx_chain(0, f);
+        r.ring[kTx].offer(0);
+        uint64_t one = 1;
+        ASSERT_EQ(::write(kick.get(), &one, sizeof one), 8);
+        auto got = r.recv_frame();
+        ASSERT_TRUE(got) << "the kick on the new fd was not seen";
+        EXPECT_EQ(*got, f);
+    });
+}
+
 TEST(VhostRules, LogSmallerThanGuestMemoryIsRefused) {
     in_netns([] {
         Rig r;
