@@ -16,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -211,8 +212,8 @@ struct Rig {
     }
     // A one-descriptor TX chain at head: [zero virtio-net header | frame].
     void tx_chain(uint16_t head, const std::vector<uint8_t>& frame) {
-        std::vector<uint8_t> b(net::kHeaderLen, 0);
-        b.insert(b.end(), frame.begin(), frame.end());
+        std::vector<uint8_t> b(net::kHeaderLen + frame.size(), 0);
+        std::copy(frame.begin(), frame.end(), b.begin() + net::kHeaderLen);
         put(tx_slot(head), b);
         ring[kTx].desc(head, tx_slot(head), static_cast<uint32_t>(b.size()), 0);
     }
