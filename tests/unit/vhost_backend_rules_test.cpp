@@ -91,6 +91,7 @@ TEST(VhostRules, SizeRefusedWhileRunningLeavesTheLoggedAvailEventWhereItIs) {
         while (r.ring[kTx].avail_event() != 1 && std::chrono::steady_clock::now() < end)
             std::this_thread::sleep_for(std::chrono::milliseconds(1));
         ASSERT_EQ(r.ring[kTx].avail_event(), 1);
+        r.vh->set_backend(kTx, -1);  // the bitmap is read with the ring's thread gone
         EXPECT_EQ(r.dirty_pages(), (std::set<uint64_t>{kTxRing.used >> 12}));
     });
 }
@@ -99,10 +100,10 @@ TEST(VhostRules, SizeRefusedWhileRunningLeavesTheLoggedAvailEventWhereItIs) {
 // ring (a worker still polling the old fd never sees them).
 TEST(VhostRules, KickFdChangedWhileTheRingRuns) {
     in_netns([] {
+        Fd kick = make_eventfd();  // closed after the backend that polls it
         Rig r;
         r.start(kTx);
         std::this_thread::sleep_for(std::chrono::milliseconds(50));  // idle, waiting for a kick
-        Fd kick = make_eventfd();
         r.vh->set_vring_kick(kTx, kick.get());
         auto f = make_frame(70, 43);
         r.tx_chain(0, f);
