@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "vhost/dirty_log.hpp"
 #include "vhost/vhost.hpp"
 #include "vmm/error.hpp"
 #include "vmm/kvm.hpp"
@@ -51,7 +52,7 @@ static_assert(sizeof(vhost_vring_addr) == 40 && sizeof(vhost_memory) == 8);
 // i / 2, and device-wide settings go to every device.
 class KernelVhost : public VhostBackend {
 public:
-    explicit KernelVhost(std::vector<Fd> fds) : fds_(std::move(fds)) {}
+    explicit KernelVhost(std::vector<Fd> fds) : fds_(std::move(fds)), rings_(2 * fds_.size()) {}
     const char* name() const override { return "kernel"; }
     void set_owner() override { all(VHOST_SET_OWNER, nullptr, "SET_OWNER"); }
     uint64_t get_features() override {
@@ -68,12 +69,25 @@ public:
         auto* r = reinterpret_cast<vhost_memory_region*>(buf.data() + sizeof(vhost_memory));
         for (size_t i = 0; i < regions.size(); i++)
             r[i] = {regions[i].gpa, regions[i].size, regions[i].uaddr, 0};
+        if (log_ && !log_.covers(regions)) throw internal_error("vhost-net SET_MEM_TABLE: beyond the dirty log", EFAULT);
         all(VHOST_SET_MEM_TABLE, buf.data(), "SET_MEM_TABLE");
+        regions_ = regions;
     }
-    void set_log_base(uint64_t uaddr) override { all(VHOST_SET_LOG_BASE, &uaddr, "SET_LOG_BASE"); }
+    // The kernel checks only that the log is mapped memory, not that it is
+    // ours: the log's size is checked here, against what the kernel will
+    // mark (guest memory, and each ring's used ring at its log address).
+    void set_log_base(uint64_t uaddr, uint64_t size) override {
+        DirtyLog log(reinterpret_cast<uint8_t*>(uaddr), size);
+        bool ok = !log || log.covers(regions_);
+        for (const Ring& r : rings_) ok = ok && (!log || !r.log_used || log.covers(r.log, used_bytes(r.num)));
+        if (!ok) throw internal_error("vhost-net SET_LOG_BASE: a log smaller than guest memory", EFAULT);
+        all(VHOST_SET_LOG_BASE, &uaddr, "SET_LOG_BASE");
+        log_ = log;
+    }
     void set_vring_num(unsigned idx, unsigned num) override {
         vhost_vring_state s{idx % 2, num};
         call(dev(idx), VHOST_SET_VRING_NUM, &s, "SET_VRING_NUM");
+        rings_[idx].num = num;
     }
     void set_vring_base(unsigned idx, unsigned base) override {
         vhost_vring_state s{idx % 2, base};
@@ -92,7 +106,12 @@ public:
         v.avail_user_addr = a.avail;
         v.used_user_addr = a.used;
         v.log_guest_addr = a.log;
-        call(dev(idx), VHOST_SET_VRING_ADDR, &v, "SET_VRING_ADDR");
+        unsigned d = dev(idx);
+        if (log_ && a.log_used && !log_.covers(a.log, used_bytes(rings_[idx].num)))
+            throw internal_error("vhost-net SET_VRING_ADDR: used ring beyond the dirty log", EFAULT);
+        call(d, VHOST_SET_VRING_ADDR, &v, "SET_VRING_ADDR");
+        rings_[idx].log_used = a.log_used;
+        rings_[idx].log = a.log;
     }
     void set_vring_kick(unsigned idx, int fd) override { file(VHOST_SET_VRING_KICK, idx, fd, "SET_VRING_KICK"); }
     void set_vring_call(unsigned idx, int fd) override { file(VHOST_SET_VRING_CALL, idx, fd, "SET_VRING_CALL"); }
@@ -114,7 +133,17 @@ private:
     void call(unsigned d, unsigned long req, void* arg, const char* what) {
         if (ioctl(fds_[d].get(), req, arg) < 0) throw internal_error(std::string("vhost-net ") + what);
     }
+    // The used ring with its avail_event word, as vhost-net logs it.
+    static uint64_t used_bytes(unsigned num) { return 4 + 8ull * num + 2; }
+    struct Ring {
+        unsigned num = 0;
+        bool log_used = false;
+        uint64_t log = 0;
+    };
     std::vector<Fd> fds_;
+    std::vector<Ring> rings_;
+    std::vector<VhostRegion> regions_;
+    DirtyLog log_;
 };
 }  // namespace
 

@@ -43,8 +43,11 @@ public:
     virtual uint64_t get_features() = 0;
     virtual void set_features(uint64_t features) = 0;
     virtual void set_mem_table(const std::vector<VhostRegion>& regions) = 0;
-    // Dirty-page bitmap (one bit per 4 KiB guest page), in VMM memory.
-    virtual void set_log_base(uint64_t uaddr) = 0;
+    // Dirty-page bitmap (one bit per 4 KiB guest page, dirty_log.hpp) of
+    // size bytes in VMM memory, or uaddr 0 for none. It must cover every
+    // region of the memory table, now and in later tables: a log that does
+    // not is refused (EFAULT), as is a table the log does not cover.
+    virtual void set_log_base(uint64_t uaddr, uint64_t size) = 0;
     virtual void set_vring_num(unsigned idx, unsigned num) = 0;
     virtual void set_vring_base(unsigned idx, unsigned base) = 0;
     // Stops the ring and returns the next avail index it would have taken.

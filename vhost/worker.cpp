@@ -13,6 +13,7 @@
 #include <optional>
 #include <thread>
 
+#include "vhost/dirty_log.hpp"
 #include "vhost/vhost.hpp"
 #include "virtio/device.hpp"
 #include "virtio/net_datapath.hpp"
@@ -71,34 +72,62 @@ public:
         return virtio::kFVersion1 | virtio::kFEventIdx | virtio::kFIndirectDesc | net::kMrgRxbuf | vhost::kFLogAll |
                vhost::kFNetVirtioNetHdr;
     }
-    void set_features(uint64_t f) override { features_ = f; }
+    // What ring threads read (features, tables, the log, a ring's fds and
+    // addresses) changes only while they are stopped: they take no lock. As
+    // in vhost-net, these may come while rings run: stop, change, resume
+    // where they were. (A thread polling a replaced kick fd missed kicks.)
+    void set_features(uint64_t f) override {
+        auto restart = pause_all();
+        features_ = f;
+        resume_all(restart);
+    }
     void set_mem_table(const std::vector<VhostRegion>& regions) override {
-        // A new table while rings run: stop them, swap, resume where they were.
+        if (log_ && !log_.covers(regions)) throw internal_error("vhost worker SET_MEM_TABLE: beyond the dirty log", EFAULT);
         auto restart = pause_all();
         mem_.regions = regions;
         resume_all(restart);
     }
-    void set_log_base(uint64_t uaddr) override {
+    void set_log_base(uint64_t uaddr, uint64_t size) override {
+        DirtyLog log(reinterpret_cast<uint8_t*>(uaddr), size);
+        if (log && !log.covers(mem_.regions))
+            throw internal_error("vhost worker SET_LOG_BASE: a log smaller than guest memory", EFAULT);
         auto restart = pause_all();
-        log_base_ = reinterpret_cast<uint8_t*>(uaddr);
+        log_ = log;
         resume_all(restart);
     }
-    void set_vring_num(unsigned i, unsigned num) override { ring(i).num = num; }
-    void set_vring_base(unsigned i, unsigned base) override { ring(i).base = static_cast<uint16_t>(base); }
+    // vhost-net answers EBUSY for a ring's size and position while it has a
+    // backend, and so does this, so that the VMM sees the same from either:
+    // the ring's thread reads the size with no lock, and a base set there
+    // would be lost when the ring stops.
+    void set_vring_num(unsigned i, unsigned num) override {
+        Ring& r = ring(i);
+        if (r.tap >= 0) throw internal_error("vhost worker SET_VRING_NUM", EBUSY);
+        if (num == 0 || num > SplitQueue::kMaxSize || (num & (num - 1)))
+            throw internal_error("vhost worker SET_VRING_NUM", EINVAL);
+        r.num = num;
+    }
+    void set_vring_base(unsigned i, unsigned base) override {
+        Ring& r = ring(i);
+        if (r.tap >= 0) throw internal_error("vhost worker SET_VRING_BASE", EBUSY);
+        if (base > 0xffff) throw internal_error("vhost worker SET_VRING_BASE", EINVAL);
+        r.base = static_cast<uint16_t>(base);
+    }
     unsigned get_vring_base(unsigned i) override {
         stop(ring(i));
         return ring(i).base;
     }
     void set_vring_addr(unsigned i, const VringAddr& a) override {
-        Ring& r = ring(i);
-        bool was = r.thread.joinable();
-        stop(r);  // rings may move while the device runs
-        r.addr = a;
-        if (was) start(i);
+        while_stopped(i, [&](Ring& r) { r.addr = a; });
     }
-    void set_vring_kick(unsigned i, int fd) override { ring(i).kick = fd; }
-    void set_vring_call(unsigned i, int fd) override { ring(i).call = fd; }
-    void set_vring_err(unsigned i, int fd) override { ring(i).err = fd; }
+    void set_vring_kick(unsigned i, int fd) override {
+        while_stopped(i, [&](Ring& r) { r.kick = fd; });
+    }
+    void set_vring_call(unsigned i, int fd) override {
+        while_stopped(i, [&](Ring& r) { r.call = fd; });
+    }
+    void set_vring_err(unsigned i, int fd) override {
+        while_stopped(i, [&](Ring& r) { r.err = fd; });
+    }
     void set_backend(unsigned i, int fd) override {
         Ring& r = ring(i);
         stop(r);
@@ -148,6 +177,14 @@ private:
     void resume_all(const std::vector<unsigned>& which) {
         for (unsigned i : which) start(i);
     }
+    template <typename Change>
+    void while_stopped(unsigned i, Change change) {
+        Ring& r = ring(i);
+        bool was = r.thread.joinable();
+        stop(r);
+        change(r);
+        if (was) start(i);
+    }
     void stop(Ring& r) {
         if (!r.thread.joinable()) return;
         r.stopping = true;
@@ -173,7 +210,7 @@ private:
         r.q->set_event_idx(r.event_idx);
         r.q->resume(r.base);
         r.used_gpa = *used;
-        WriteLog log = logger();
+        WriteLog log = logger(r);
         r.used_log = r.addr.log_used ? log : WriteLog{};
         r.data_log = features_ & vhost::kFLogAll ? log : WriteLog{};
         if (r.used_log) r.q->set_write_log(r.used_log);
@@ -183,13 +220,13 @@ private:
         r.thread = std::thread([this, &r, rx, tname] { guarded(tname, [&] { rx ? rx_loop(r) : tx_loop(r); }); });
         pthread_setname_np(r.thread.native_handle(), tname.substr(0, 15).c_str());
     }
-    // Marks the pages of a write in the log bitmap, once a log base is set.
-    WriteLog logger() {
-        if (!log_base_) return {};
-        uint8_t* base = log_base_;
-        return [base](uint64_t gpa, uint64_t len) {
-            for (uint64_t page = gpa >> 12; page <= (gpa + len - 1) >> 12; page++)
-                std::atomic_ref<uint8_t>(base[page / 8]).fetch_or(uint8_t(1u << (page % 8)));
+    // Marks the pages of ring r's writes in the log, once a log base is set.
+    // The log covers the memory table, and every write is inside it; one
+    // that is not (a bug) is counted, not marked outside the bitmap.
+    WriteLog logger(Ring& r) {
+        if (!log_) return {};
+        return [log = log_, errors = &r.st.errors](uint64_t gpa, uint64_t len) {
+            if (!log.mark(gpa, len)) (*errors)++;
         };
     }
     void failed(Ring& r) {
@@ -225,7 +262,8 @@ private:
         if (!r.event_idx) log_notify_word(r);  // with EVENT_IDX it writes nothing
     }
     void log_notify_word(Ring& r) {
-        if (r.used_log) r.used_log(r.event_idx ? r.used_gpa + 4 + 8ull * r.num : r.used_gpa, 2);
+        // The queue's own size: where the device writes avail_event.
+        if (r.used_log) r.used_log(r.event_idx ? r.used_gpa + 4 + 8ull * r.q->size() : r.used_gpa, 2);
     }
     void tx_loop(Ring& r) {
         std::string why;
@@ -260,7 +298,7 @@ private:
     std::string label_;
     MemTable mem_;
     uint64_t features_ = 0;
-    uint8_t* log_base_ = nullptr;
+    DirtyLog log_;
     std::vector<std::unique_ptr<Ring>> rings_;  // threads point into them: never moved
 };
 }  // namespace

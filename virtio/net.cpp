@@ -258,9 +258,12 @@ void VirtioNet::notify(uint16_t q) {
     Pair& p = *pairs_[q / 2];
     (q % 2 ? p.tx_stats : p.rx_stats).notifications++;
     if (vhost_) {
-        // A kick that missed the ioeventfd (an unusual write width): forward it.
+        // A kick that missed the ioeventfd (an unusual write width): forward
+        // it, to a ring the backend serves. Asking for any other ring's kick
+        // fd would make one, and its ioeventfd, from this vCPU thread.
         std::lock_guard g(p.lock);
-        int fd = transport_ && p.vhost_running ? transport_->kick_eventfd(q) : -1;
+        bool served = transport_ && p.vhost_running && (q % 2 ? p.tx : p.rx);
+        int fd = served ? transport_->kick_eventfd(q) : -1;
         uint64_t one = 1;
         if (fd >= 0) [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
         return;

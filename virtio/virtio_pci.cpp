@@ -68,8 +68,14 @@ VirtioPci::VirtioPci(std::unique_ptr<VirtioDevice> dev, Msix::Deliver deliver, c
     reset_locked();
 }
 
+// Nothing here throws: a destructor that did would end the process
+// (std::terminate) on its way out, whatever the device's state.
 VirtioPci::~VirtioPci() {
-    dev_->reset();
+    try {
+        dev_->reset();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "minivmm: virtio device %u: reset at exit: %s\n", dev_->device_id(), e.what());
+    }
     teardown_fds();
     if (watcher_.joinable()) {
         quit_ = true;
@@ -79,9 +85,13 @@ VirtioPci::~VirtioPci() {
 }
 
 namespace {
-Fd new_eventfd() {
+// A failure (the fd limit) is told and answered with no fd: the eventfd
+// getters run on vCPU threads too, and their callers take -1 as "this
+// transport has none" (the device is then marked broken).
+Fd new_eventfd(unsigned device, uint16_t q) {
     Fd fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!fd) throw internal_error("eventfd");
+    if (!fd)
+        std::fprintf(stderr, "minivmm: virtio device %u: queue %u: eventfd: %s\n", device, q, std::strerror(errno));
     return fd;
 }
 void drain(int fd) {
@@ -100,7 +110,8 @@ int VirtioPci::kick_eventfd(uint16_t q) {
     std::lock_guard g(irq_lock_);
     QueueFds& f = fds_[q];
     if (!f.kick) {
-        f.kick = new_eventfd();
+        f.kick = new_eventfd(dev_->device_id(), q);
+        if (!f.kick) return -1;
         arm_kick(q);
     }
     return f.kick.get();
@@ -167,9 +178,14 @@ int VirtioPci::call_eventfd(uint16_t q) {
         std::lock_guard g(irq_lock_);
         QueueFds& f = fds_[q];
         if (f.call) return f.call.get();
-        f.call = new_eventfd();
-        f.gsi = kvm_->router.add_msi({0, 0});
-        f.routed = true;
+        f.call = new_eventfd(dev_->device_id(), q);
+        if (!f.call) return -1;
+        try {
+            f.gsi = kvm_->router.add_msi({0, 0});
+            f.routed = true;
+        } catch (const std::exception& e) {
+            irqfd_refused(q, e);  // unrouted: the watcher raises its calls
+        }
     }
     refresh_irqfd(q);
     return fds_[q].call.get();
@@ -178,9 +194,19 @@ int VirtioPci::call_eventfd(uint16_t q) {
 int VirtioPci::error_eventfd(uint16_t q) {
     if (!kvm_ || q >= fds_.size()) return -1;
     std::lock_guard g(irq_lock_);
-    if (!fds_[q].err) fds_[q].err = new_eventfd();
+    if (!fds_[q].err) fds_[q].err = new_eventfd(dev_->device_id(), q);
     poke_watcher();
-    return fds_[q].err.get();
+    return fds_[q].err ? fds_[q].err.get() : -1;
+}
+
+// Like a refused kick, a refused irqfd or route costs speed, not interrupts:
+// a call fd with no irqfd attached is the watcher's, which raises the vector
+// itself. This runs on the vCPU that wrote the MSI-X table or a queue's
+// vector, so it is counted and told once, never thrown.
+void VirtioPci::irqfd_refused(uint16_t q, const std::exception& e) {
+    if (irqfd_failures_++ == 0)
+        std::fprintf(stderr, "minivmm: virtio device %u: queue %u's interrupts go through minivmm: %s "
+                     "(further such failures are only counted)\n", dev_->device_id(), q, e.what());
 }
 
 void VirtioPci::refresh_irqfd(uint16_t q) {
@@ -188,24 +214,49 @@ void VirtioPci::refresh_irqfd(uint16_t q) {
     QueueFds& f = fds_[q];
     if (!f.call) return;
     MsiMessage m{};
-    if (msix_.live(vectors_[q], m)) {
-        kvm_->router.update_msi(f.gsi, m);
-        if (!f.attached) kvm_->vm.irqfd(f.call.get(), f.gsi, true);
-        f.attached = true;
-    } else if (f.attached) {
-        kvm_->vm.irqfd(f.call.get(), f.gsi, false);
-        f.attached = false;
+    bool live = f.routed && msix_.live(vectors_[q], m);
+    if (live) {
+        try {
+            kvm_->router.update_msi(f.gsi, m);
+            if (!f.attached) kvm_->vm.irqfd(f.call.get(), f.gsi, true);
+            f.attached = true;
+        } catch (const std::exception& e) {
+            irqfd_refused(q, e);
+            live = false;  // an attached irqfd would go on sending the route's old message
+        }
     }
+    if (!live && f.attached) detach_irqfd(q);
     poke_watcher();  // the set of fds it watches changed
 }
 
+// Whatever KVM answers, the call fd is the watcher's from now on: at worst
+// an interrupt comes twice, never not at all.
+void VirtioPci::detach_irqfd(uint16_t q) {
+    QueueFds& f = fds_[q];
+    try {
+        kvm_->vm.irqfd(f.call.get(), f.gsi, false);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "minivmm: virtio device %u: queue %u's irqfd: %s\n", dev_->device_id(), q, e.what());
+    }
+    f.attached = false;
+}
+
+// Runs at reset (a vCPU thread) and in the destructor: failures are told,
+// never thrown, and the fds are closed either way.
 void VirtioPci::teardown_fds() {
     std::lock_guard g(irq_lock_);
     for (uint16_t q = 0; q < fds_.size(); q++) {
         QueueFds& f = fds_[q];
         disarm_kick(q);
-        if (f.attached) kvm_->vm.irqfd(f.call.get(), f.gsi, false);
-        if (f.routed) kvm_->router.remove(f.gsi);
+        if (f.attached) detach_irqfd(q);
+        if (f.routed) {
+            try {
+                kvm_->router.remove(f.gsi);
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "minivmm: virtio device %u: queue %u's MSI route: %s\n", dev_->device_id(),
+                             q, e.what());
+            }
+        }
         f = QueueFds{};
     }
     generation_++;

@@ -3,6 +3,7 @@
 // configuration structures in BAR 0, with MSI-X in BAR 1.
 #pragma once
 #include <atomic>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -45,6 +46,8 @@ public:
     const Msix& msix() const { return msix_; }
     // Kick ioeventfds KVM refused (their kicks exit to minivmm instead).
     uint64_t kick_ioeventfd_failures() const { return kick_failures_; }
+    // irqfds and MSI routes KVM refused (their interrupts go through the watcher).
+    uint64_t irqfd_failures() const { return irqfd_failures_; }
 
 protected:
     bool capability_writable(uint32_t reg) const override;
@@ -72,7 +75,9 @@ private:
     };
     void arm_kick(uint16_t q);     // ioeventfd at the queue's notify address, if decoded
     void disarm_kick(uint16_t q);
-    void refresh_irqfd(uint16_t q);  // irqfd attached iff the vector is live
+    void refresh_irqfd(uint16_t q);  // irqfd attached iff the vector is live and KVM takes it
+    void detach_irqfd(uint16_t q);
+    void irqfd_refused(uint16_t q, const std::exception& e);
     void teardown_fds();
     void watch();                    // thread: errors, and calls while masked
     void poke_watcher();
@@ -80,7 +85,7 @@ private:
     std::mutex irq_lock_;
     std::vector<QueueFds> fds_;
     uint64_t notify_base_ = 0;  // the notify structure as PciBus decodes it; 0: not decoded
-    std::atomic<uint64_t> kick_failures_{0};
+    std::atomic<uint64_t> kick_failures_{0}, irqfd_failures_{0};
     uint64_t generation_ = 0;  // bumped when fds close
     Fd watch_fd_;
     std::atomic<bool> quit_{false};

@@ -2,102 +2,15 @@
 // ioeventfds: they must follow it, or every kick exits to minivmm. No
 // /dev/kvm here: a fake KVM keeps the ioeventfd table, and the guest's
 // writes go through it first, as they do in KVM_RUN.
-#include <sys/eventfd.h>
-#include <unistd.h>
-
-#include <dirent.h>
 #include <gtest/gtest.h>
 
-#include <map>
-#include <set>
-
 #include "tests/unit/virtio_pci_guest.hpp"
-#include "vmm/error.hpp"
 
 using namespace minivmm;
 using namespace minivmm::testing;
 
 namespace {
-struct FakeKvm : KvmEventfds, MsiRoutes {
-    std::map<std::pair<uint64_t, uint32_t>, int> ioeventfds;  // (address, length) -> eventfd
-    std::set<uint64_t> refused;  // addresses KVM will not take (its bus full, say)
-    int calls = 0;
-    uint32_t next_gsi = 24;
-
-    void ioeventfd(uint64_t addr, uint32_t len, int fd, bool assign) override {
-        calls++;
-        auto it = ioeventfds.find({addr, len});
-        if (assign) {
-            // KVM says EEXIST for a second ioeventfd on the same address and length.
-            if (it != ioeventfds.end() || refused.count(addr)) throw sys_error("KVM IOEVENTFD failed", EEXIST);
-            ioeventfds[{addr, len}] = fd;
-        } else {
-            if (it == ioeventfds.end() || it->second != fd) throw sys_error("KVM IOEVENTFD failed", ENOENT);
-            ioeventfds.erase(it);
-        }
-    }
-    void irqfd(int, uint32_t, bool) override {}
-    uint32_t add_msi(const MsiMessage&) override { return next_gsi++; }
-    void update_msi(uint32_t, const MsiMessage&) override {}
-    void remove(uint32_t) override {}
-};
-
 constexpr uint32_t kMoved = 0xd000'0000u;  // in the PCI window, clear of BAR 1
-
-uint64_t notify(uint64_t bar0, uint16_t q) { return bar0 + VirtioPci::kNotify + VirtioPci::kNotifyMultiplier * q; }
-
-// A guest whose device's backend takes the kick eventfds, as vhost does.
-struct VhostGuest {
-    FakeKvm kvm;
-    VirtioPci::KvmHooks hooks{kvm, kvm};
-    Guest g{&hooks};
-    int exits = 0;
-
-    VhostGuest() { g.dev.takes_kicks = true; }
-    // The driver's kick, a 16-bit write of the queue index: KVM signals an
-    // ioeventfd registered there, or the write exits to minivmm's MMIO bus.
-    void kick(uint64_t gpa, uint16_t q) {
-        auto it = kvm.ioeventfds.find({gpa, 2});
-        if (it != kvm.ioeventfds.end()) {
-            uint64_t one = 1;
-            EXPECT_EQ(::write(it->second, &one, sizeof one), 8);
-            return;
-        }
-        exits++;
-        uint8_t d[2];
-        le_store(d, 2, q);
-        g.bus.mmio().write(gpa - PciBus::kWindowStart, d, 2);
-    }
-    // Kicks queue q's backend saw since last asked.
-    uint64_t backend_kicks(uint16_t q) {
-        uint64_t n = 0;
-        return ::read(g.dev.kicks.at(q), &n, sizeof n) == 8 ? n : 0;
-    }
-    // The ioeventfd table as it should be with BAR 0 at bar0.
-    std::map<std::pair<uint64_t, uint32_t>, int> kicks_at(uint64_t bar0) {
-        std::map<std::pair<uint64_t, uint32_t>, int> want;
-        for (uint16_t q = 0; q < kQueues; q++) want[{notify(bar0, q), 2}] = g.dev.kicks.at(q);
-        return want;
-    }
-    // Every queue kicked once at BAR 0 = bar0; true if each reached its backend without an exit.
-    bool kicks_bypass(uint64_t bar0) {
-        int before = exits;
-        bool all = true;
-        for (uint16_t q = 0; q < kQueues; q++) {
-            kick(notify(bar0, q), q);
-            all = all && backend_kicks(q) == 1;
-        }
-        return all && exits == before;
-    }
-};
-
-size_t open_fds() {
-    size_t n = 0;
-    DIR* d = ::opendir("/proc/self/fd");
-    while (d && ::readdir(d)) n++;
-    if (d) ::closedir(d);
-    return n;
-}
 }  // namespace
 
 TEST(VirtioPciBar, KicksFollowBar0MovedWhileRunning) {

@@ -2,12 +2,18 @@
 // on a PciBus, driven as a driver does it (configuration space through
 // 0xCF8/0xCFC, the structures through the BARs), and a fake device model.
 #pragma once
+#include <dirent.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
+#include <thread>
 #include <vector>
 
+#include "tests/unit/fake_kvm.hpp"
 #include "virtio/virtio_pci.hpp"
 
 namespace minivmm::testing {
@@ -57,17 +63,22 @@ struct FakeDevice : VirtioDevice {
 };
 
 // A guest with one virtio-pci function at slot 1, memory decoding on; with
-// kvm, the transport hands out ioeventfds and irqfds through it.
+// kvm, the transport hands out ioeventfds and irqfds through it. The
+// function's device is a FakeDevice (its state in dev), or the one given.
 struct Guest {
     FakeDevice::State dev;
     std::vector<MsiMessage> sent;
+    std::atomic<size_t> delivered{0};  // sent.size(), for messages the watcher thread sends
     PciBus bus;
     std::shared_ptr<VirtioPci> pci;
     unsigned slot;
 
-    explicit Guest(const VirtioPci::KvmHooks* kvm = nullptr)
-        : pci(std::make_shared<VirtioPci>(std::make_unique<FakeDevice>(dev),
-                                          [this](const MsiMessage& m) { sent.push_back(m); }, kvm)),
+    explicit Guest(const VirtioPci::KvmHooks* kvm = nullptr, std::unique_ptr<VirtioDevice> device = nullptr)
+        : pci(std::make_shared<VirtioPci>(device ? std::move(device) : std::make_unique<FakeDevice>(dev),
+                                          [this](const MsiMessage& m) {
+                                              sent.push_back(m);
+                                              delivered++;
+                                          }, kvm)),
           slot(bus.add(pci)) {
         cfg_write(0x04, 0x6, 2);
     }
@@ -101,6 +112,11 @@ struct Guest {
     }
     uint64_t common(uint32_t off, uint32_t size) { return read(0, VirtioPci::kCommon + off, size); }
     void set_common(uint32_t off, uint64_t v, uint32_t size) { write(0, VirtioPci::kCommon + off, v, size); }
+    // Waits up to a second for n messages in all; sent may be read then.
+    bool wait_delivered(size_t n) {
+        for (int i = 0; i < 1000 && delivered < n; i++) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        return delivered == n;
+    }
     uint8_t status() { return static_cast<uint8_t>(common(common::kStatus, 1)); }
     void set_status(uint8_t s) { set_common(common::kStatus, s, 1); }
 
@@ -154,5 +170,63 @@ struct Guest {
         cfg_write(caps().at(0x11) + 2u, 0x8000, 2);
     }
 };
+
+inline uint64_t notify(uint64_t bar0, uint16_t q) { return bar0 + VirtioPci::kNotify + VirtioPci::kNotifyMultiplier * q; }
+
+// A guest whose device's backend takes the kick eventfds, as vhost does;
+// its KVM is its own, or one shared with other guests (as devices of one VM
+// share KVM's tables).
+struct VhostGuest {
+    FakeKvm own;
+    FakeKvm& kvm;
+    VirtioPci::KvmHooks hooks{kvm, kvm};
+    Guest g{&hooks};
+    int exits = 0;
+
+    explicit VhostGuest(FakeKvm* shared = nullptr) : kvm(shared ? *shared : own) { g.dev.takes_kicks = true; }
+    // The driver's kick, a 16-bit write of the queue index: KVM signals an
+    // ioeventfd registered there, or the write exits to minivmm's MMIO bus.
+    void kick(uint64_t gpa, uint16_t q) {
+        auto it = kvm.ioeventfds.find({gpa, 2});
+        if (it != kvm.ioeventfds.end()) {
+            uint64_t one = 1;
+            EXPECT_EQ(::write(it->second, &one, sizeof one), 8);
+            return;
+        }
+        exits++;
+        uint8_t d[2];
+        le_store(d, 2, q);
+        g.bus.mmio().write(gpa - PciBus::kWindowStart, d, 2);
+    }
+    // Kicks queue q's backend saw since last asked.
+    uint64_t backend_kicks(uint16_t q) {
+        uint64_t n = 0;
+        return ::read(g.dev.kicks.at(q), &n, sizeof n) == 8 ? n : 0;
+    }
+    // The ioeventfd table as it should be with BAR 0 at bar0.
+    std::map<std::pair<uint64_t, uint32_t>, int> kicks_at(uint64_t bar0) {
+        std::map<std::pair<uint64_t, uint32_t>, int> want;
+        for (uint16_t q = 0; q < kQueues; q++) want[{notify(bar0, q), 2}] = g.dev.kicks.at(q);
+        return want;
+    }
+    // Every queue kicked once at BAR 0 = bar0; true if each reached its backend without an exit.
+    bool kicks_bypass(uint64_t bar0) {
+        int before = exits;
+        bool all = true;
+        for (uint16_t q = 0; q < kQueues; q++) {
+            kick(notify(bar0, q), q);
+            all = all && backend_kicks(q) == 1;
+        }
+        return all && exits == before;
+    }
+};
+
+inline size_t open_fds() {
+    size_t n = 0;
+    DIR* d = ::opendir("/proc/self/fd");
+    while (d && ::readdir(d)) n++;
+    if (d) ::closedir(d);
+    return n;
+}
 
 }  // namespace minivmm::testing
