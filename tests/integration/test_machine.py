@@ -89,6 +89,6 @@ def scenario_kvm_permission(r):
         os.chmod(TMP, 0o755)
         st = os.stat("/dev/kvm")
         check(st.st_mode & 0o006 == 0, "/dev/kvm is world-accessible here; cannot test EACCES")
-        one_line_error(["--kernel", good], "permission denied",
+        one_line_error(["--kernel", good], "/dev/kvm: permission denied",
                        wrap=("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"), hide_kvm=False)
     r.case("/dev/kvm not permitted", kvm_denied)
