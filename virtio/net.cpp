@@ -2,7 +2,6 @@
 
 #include <linux/if_tun.h>
 #include <poll.h>
-#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -11,6 +10,7 @@
 #include "vmm/error.hpp"
 #include "vmm/guest_memory.hpp"
 #include "vmm/io_bus.hpp"
+#include "vmm/seccomp.hpp"
 #include "vmm/thread_guard.hpp"
 
 namespace minivmm {
@@ -39,8 +39,12 @@ VirtioNet::VirtioNet(const GuestMemory& mem, std::unique_ptr<NetPort> port, cons
     for (unsigned k = 0; k < pairs_.size(); k++) {
         Pair& p = *pairs_[k];
         std::string name = label_ + "-io" + std::to_string(k);
-        p.thread = std::thread([this, k, name] { guarded(name, [&] { io_loop(k); }); });
-        pthread_setname_np(p.thread.native_handle(), name.substr(0, 15).c_str());
+        p.thread = std::thread([this, k, name] {
+            guarded(name, [&] {
+                enter_thread(ThreadKind::NetIo, name);  // also names it, for ps -L and top -H
+                io_loop(k);
+            });
+        });
     }
 }
 
