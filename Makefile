@@ -3,6 +3,7 @@ CXX      ?= g++
 CXXFLAGS ?= -O2 -g
 CXXFLAGS += -std=c++20 -Wall -Wextra -Wshadow -Werror=return-type -I. -MMD -MP -pthread
 LDFLAGS  += -pthread
+LDLIBS   := -lseccomp
 BUILD    := build
 IMAGES   := $(BUILD)/images
 
@@ -15,7 +16,7 @@ UNIT_OBJS := $(UNIT_SRCS:%.cpp=$(BUILD)/obj/%.o)
 all: minivmm
 
 minivmm: $(BUILD)/obj/vmm/main.o $(BUILD)/libminivmm.a
-	$(CXX) $(LDFLAGS) -o $@ $^
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/libminivmm.a: $(VMM_OBJS)
 	@mkdir -p $(@D)
@@ -26,7 +27,7 @@ $(BUILD)/obj/%.o: %.cpp
 	$(CXX) $(CXXFLAGS) -c -o $@ $<
 
 $(BUILD)/unit-tests: $(UNIT_OBJS) $(BUILD)/libminivmm.a
-	$(CXX) $(LDFLAGS) -o $@ $^ -lgtest -lgtest_main
+	$(CXX) $(LDFLAGS) -o $@ $^ -lgtest -lgtest_main $(LDLIBS)
 
 deps:
 	@tools/install-deps.sh
@@ -55,10 +56,11 @@ FUZZERS      := $(BUILD)/fuzz/fuzz_virtqueue $(BUILD)/fuzz/fuzz_pci
 FUZZ_HDRS    := $(wildcard vmm/*.hpp virtio/*.hpp)
 
 $(BUILD)/fuzz/fuzz_virtqueue: tests/fuzz/fuzz_virtqueue.cpp virtio/virtqueue.cpp vmm/guest_memory.cpp $(FUZZ_HDRS)
-$(BUILD)/fuzz/fuzz_pci: tests/fuzz/fuzz_pci.cpp vmm/thread_guard.cpp vmm/pci.cpp vmm/msix.cpp virtio/virtio_pci.cpp vmm/kvm.cpp vmm/gsi_router.cpp $(FUZZ_HDRS)
+$(BUILD)/fuzz/fuzz_pci: tests/fuzz/fuzz_pci.cpp vmm/thread_guard.cpp vmm/pci.cpp vmm/msix.cpp virtio/virtio_pci.cpp vmm/kvm.cpp vmm/gsi_router.cpp \
+                        vmm/seccomp.cpp vmm/seccomp_policy.cpp $(FUZZ_HDRS)
 $(FUZZERS):
 	@mkdir -p $(@D)
-	$(FUZZ_CXX) $(FUZZ_FLAGS) -o $@ $(filter %.cpp,$^)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -o $@ $(filter %.cpp,$^) $(LDLIBS)
 
 fuzz-build: $(FUZZERS)
 
@@ -83,7 +85,7 @@ BENCH_DATAPATH := $(BUILD)/bench/bench_datapath
 
 $(BENCH_DATAPATH): tools/bench_datapath.cpp $(BUILD)/libminivmm.a
 	@mkdir -p $(@D)
-	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libminivmm.a -lbenchmark
+	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libminivmm.a -lbenchmark $(LDLIBS)
 
 bench: deps
 	@$(MAKE) --no-print-directory all images $(BENCH_DATAPATH)

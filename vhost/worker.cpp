@@ -20,6 +20,7 @@
 #include "vmm/error.hpp"
 #include "vmm/guest_memory.hpp"
 #include "vmm/kvm.hpp"
+#include "vmm/seccomp.hpp"
 #include "vmm/thread_guard.hpp"
 
 namespace minivmm {
@@ -217,8 +218,14 @@ private:
         bool rx = i % 2 == 0;
         // What it serves, for ps -L and top -H (15 characters at most).
         std::string tname = "vhost-" + label_ + (rx ? "-rx" : "-tx") + std::to_string(i / 2);
-        r.thread = std::thread([this, &r, rx, tname] { guarded(tname, [&] { rx ? rx_loop(r) : tx_loop(r); }); });
-        pthread_setname_np(r.thread.native_handle(), tname.substr(0, 15).c_str());
+        // The thread names itself (enter_thread): the vCPU thread that
+        // starts it may not open /proc, which naming another thread takes.
+        r.thread = std::thread([this, &r, rx, tname] {
+            guarded(tname, [&] {
+                enter_thread(ThreadKind::VhostWorker, tname);
+                rx ? rx_loop(r) : tx_loop(r);
+            });
+        });
     }
     // Marks the pages of ring r's writes in the log, once a log base is set.
     // The log covers the memory table, and every write is inside it; one

@@ -2,7 +2,6 @@
 
 #include <linux/if_tun.h>
 #include <poll.h>
-#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include "vmm/error.hpp"
 #include "vmm/guest_memory.hpp"
 #include "vmm/io_bus.hpp"
+#include "vmm/seccomp.hpp"
 #include "vmm/thread_guard.hpp"
 
 namespace minivmm {
@@ -40,13 +40,20 @@ VirtioNet::VirtioNet(const GuestMemory& mem, std::unique_ptr<NetPort> port, cons
     if (!ctrl_wake_) throw internal_error("eventfd");
     std::string name = label_ + "-ctrl";
     try {
-        ctrl_thread_ = std::thread([this, name] { guarded(name, [&] { ctrl_loop(); }); });
-        pthread_setname_np(ctrl_thread_.native_handle(), name.substr(0, 15).c_str());
+        ctrl_thread_ = std::thread([this, name] {
+            guarded(name, [&] {
+                enter_thread(ThreadKind::NetCtrl, name);  // also names it, for ps -L and top -H
+                ctrl_loop();
+            });
+        });
         for (unsigned k = 0; !vhost_ && k < pairs_.size(); k++) {
-            Pair& p = *pairs_[k];
             name = label_ + "-io" + std::to_string(k);
-            p.thread = std::thread([this, k, name] { guarded(name, [&] { io_loop(k); }); });
-            pthread_setname_np(p.thread.native_handle(), name.substr(0, 15).c_str());
+            pairs_[k]->thread = std::thread([this, k, name] {
+                guarded(name, [&] {
+                    enter_thread(ThreadKind::NetIo, name);
+                    io_loop(k);
+                });
+            });
         }
     } catch (const std::system_error& e) {
         // The destructor will not run: stop the threads already started.

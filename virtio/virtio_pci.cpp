@@ -9,6 +9,7 @@
 
 #include "vmm/error.hpp"
 #include "vmm/kvm.hpp"
+#include "vmm/seccomp.hpp"
 #include "vmm/thread_guard.hpp"
 
 namespace minivmm {
@@ -63,7 +64,12 @@ VirtioPci::VirtioPci(std::unique_ptr<VirtioDevice> dev, Msix::Deliver deliver, c
             for (uint16_t q = 0; q < fds_.size(); q++)
                 if (vectors_[q] == v) refresh_irqfd(q);
         });
-        watcher_ = std::thread([this] { guarded("MSI-X watcher", [this] { watch(); }); });
+        watcher_ = std::thread([this] {
+            guarded("MSI-X watcher", [this] {
+                enter_thread(ThreadKind::MsixWatcher, "MSI-X watcher");
+                watch();
+            });
+        });
     }
     reset_locked();
 }

@@ -26,6 +26,12 @@ const char* usage() {
            "                        on that interface; no offloads) or macvtap=IFNAME\n"
            "  -v, --verbose         show the memory layout and final command line\n"
            "      --stats           print device statistics at exit (and, with vCPU state, on SIGUSR1)\n"
+           "      --seccomp on|log|off\n"
+           "                        system call filters, one list per kind of thread (main,\n"
+           "                        vCPU, vhost worker, I/O, console, ...). on (default): a\n"
+           "                        call not on its thread's list ends minivmm with one line\n"
+           "                        naming both, exit status 2; log: the kernel logs such\n"
+           "                        calls (audit) and lets them through; off: no filters\n"
            "  -h, --help            this text\n"
            "  -V, --version         version\n"
            "\n"
@@ -93,13 +99,21 @@ NetSpec parse_net(const std::string& s) {
     return n;
 }
 
+SeccompMode parse_seccomp(const std::string& s) {
+    if (s == "on") return SeccompMode::On;
+    if (s == "log") return SeccompMode::Log;
+    if (s == "off") return SeccompMode::Off;
+    throw UserError("--seccomp must be on, log or off, not '" + s + "'");
+}
+
 Options parse_cli(int argc, char** argv) {
-    enum { kStats = 1000 };
+    enum { kStats = 1000, kSeccomp };
     static const option longopts[] = {
         {"kernel", required_argument, nullptr, 'k'}, {"initrd", required_argument, nullptr, 'i'},
         {"cmdline", required_argument, nullptr, 'c'}, {"mem", required_argument, nullptr, 'm'},
         {"cpus", required_argument, nullptr, 'p'},   {"net", required_argument, nullptr, 'n'},
         {"verbose", no_argument, nullptr, 'v'},      {"stats", no_argument, nullptr, kStats},
+        {"seccomp", required_argument, nullptr, kSeccomp},
         {"help", no_argument, nullptr, 'h'},         {"version", no_argument, nullptr, 'V'},
         {nullptr, 0, nullptr, 0},
     };
@@ -131,6 +145,7 @@ Options parse_cli(int argc, char** argv) {
                 break;
             case 'v': o.verbose = true; break;
             case kStats: o.stats = true; break;
+            case kSeccomp: o.seccomp = parse_seccomp(optarg); break;
             case 'h': o.help = true; break;
             case 'V': o.version = true; break;
             case ':': throw UserError(std::string("option '") + argv[optind - 1] + "' needs a value");

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "vmm/seccomp.hpp"
+
 namespace minivmm {
 
 // One --net argument: NAME[,opt=val...] (a tap), or raw=IFNAME / macvtap=IFNAME.
@@ -24,6 +26,7 @@ struct Options {
     std::vector<NetSpec> nets;
     bool verbose = false;
     bool stats = false;
+    SeccompMode seccomp = SeccompMode::On;
     bool help = false;
     bool version = false;
 };
@@ -38,6 +41,7 @@ Options parse_cli(int argc, char** argv);
 // "512M", "2G", "1048576K"; a bare number means MiB, as in QEMU's -m.
 uint64_t parse_size(const std::string& s);
 NetSpec parse_net(const std::string& s);
+SeccompMode parse_seccomp(const std::string& s);
 // The guest command line: the user's, plus what the machine model needs.
 std::string guest_cmdline(const Options& o);
 const char* usage();

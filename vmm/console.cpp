@@ -5,6 +5,7 @@
 
 #include <cerrno>
 
+#include "vmm/seccomp.hpp"
 #include "vmm/serial.hpp"
 #include "vmm/thread_guard.hpp"
 
@@ -19,9 +20,17 @@ Console::Console(Serial& serial, int stop_fd) : serial_(serial), stop_fd_(stop_f
         raw.c_lflag |= ISIG;
         raw.c_oflag |= OPOST;
         restore_ = ::tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+        // A thread that a seccomp filter stops ends minivmm without
+        // unwinding: the SIGSYS handler puts the terminal back itself.
+        if (restore_) trap_restores_terminal(STDIN_FILENO, &saved_);
     }
     try {
-        thread_ = std::thread([this] { guarded("console", [this] { reader(); }); });
+        thread_ = std::thread([this] {
+            guarded("console", [this] {
+                enter_thread(ThreadKind::Console, "console");
+                reader();
+            });
+        });
     } catch (...) {
         // The destructor will not run: give the user their terminal back.
         if (restore_) ::tcsetattr(STDIN_FILENO, TCSANOW, &saved_);
@@ -33,6 +42,7 @@ Console::~Console() {
     serial_.shutdown();
     if (thread_.joinable()) thread_.join();
     if (restore_) ::tcsetattr(STDIN_FILENO, TCSANOW, &saved_);
+    trap_restores_terminal(STDIN_FILENO, nullptr);
 }
 
 void Console::reader() {

@@ -9,8 +9,11 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <system_error>
 #include <thread>
 
@@ -21,6 +24,7 @@
 #include "vmm/console.hpp"
 #include "vmm/error.hpp"
 #include "vmm/layout.hpp"
+#include "vmm/seccomp.hpp"
 #include "vmm/thread_guard.hpp"
 #include "virtio/net.hpp"
 #include "virtio/virtio_pci.hpp"
@@ -39,6 +43,28 @@ struct NicPlan {
 };
 
 namespace {
+// Closed until open(): threads wait at it (a mutex and condition variable,
+// so a filtered thread needs only futex).
+class Gate {
+public:
+    void wait() {
+        std::unique_lock g(mu_);
+        cv_.wait(g, [this] { return open_; });
+    }
+    void open() {
+        {
+            std::lock_guard g(mu_);
+            open_ = true;
+        }
+        cv_.notify_all();
+    }
+
+private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool open_ = false;
+};
+
 uint64_t host_ram() { return uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE)); }
 
 std::string mib(uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
@@ -236,25 +262,44 @@ int Machine::run() {
 
     {
         Console console(*serial_, stop_.fd());
+        // The guest's first instruction waits for every thread's filter,
+        // this one's included (installed once the threads are started).
+        Gate filtered;
         std::vector<std::thread> threads;
+        // Set as a vCPU thread ends, however it ends (its filter refused too).
+        std::unique_ptr<std::atomic<bool>[]> ended(new std::atomic<bool>[vcpus_.size()]{});
         std::thread nudger;
         try {
-            for (auto& v : vcpus_)
-                threads.emplace_back([this, &v] {
-                    guarded("vCPU " + std::to_string(&v - &vcpus_[0]), [&] { v->run(pio_, mmio_, stop_); });
+            for (size_t i = 0; i < vcpus_.size(); i++)
+                threads.emplace_back([this, i, &filtered, &ended] {
+                    std::string name = "vCPU " + std::to_string(i);
+                    guarded(name, [&] {
+                        enter_thread(ThreadKind::Vcpu, name);
+                        filtered.wait();
+                        vcpus_[i]->run(pio_, mmio_, stop_);
+                    });
+                    ended[i] = true;
                 });
-            if (nested_host()) nudger = std::thread([this] { guarded("vCPU nudger", [this] { nudge_vcpus(); }); });
+            if (nested_host())
+                nudger = std::thread([this] {
+                    guarded("vCPU nudger", [this] {
+                        enter_thread(ThreadKind::Nudger, "vCPU nudger");
+                        nudge_vcpus();
+                    });
+                });
         } catch (const std::system_error& e) {
             // No thread for the next vCPU (a task limit): stop the ones running.
             stop_.request(2, "internal error: cannot start vCPU " + std::to_string(threads.size()) + "'s thread: " +
                              e.code().message());
         }
+        guarded("main", [] { enter_thread(ThreadKind::Main, "main"); });  // a failure stops the VM
+        filtered.open();
         wait_for_stop();
         if (nudger.joinable()) nudger.join();
         // A vCPU may sit in KVM_RUN for as long as the guest halts: kick until
         // each has noticed (a kick can land before it entered KVM_RUN).
         for (size_t i = 0; i < threads.size(); i++) {
-            while (!vcpus_[i]->exited()) {
+            while (!ended[i]) {
                 vcpus_[i]->kick();
                 usleep(1000);
             }

@@ -13,10 +13,29 @@
 #include "vmm/error.hpp"
 #include "vmm/kvm.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/seccomp.hpp"
 
 #ifndef MINIVMM_VERSION
 #define MINIVMM_VERSION "0.1"
 #endif
+
+namespace {
+void print_seccomp(minivmm::SeccompMode mode) {
+    using namespace minivmm;
+    if (mode == SeccompMode::Off) {
+        std::fprintf(stderr, "minivmm: seccomp off: no system call filters\n");
+        return;
+    }
+    std::fprintf(stderr, "minivmm: seccomp %s, system calls (ioctl requests) per thread:",
+                 mode == SeccompMode::On ? "on" : "log");
+    for (int k = 0; k < kThreadKinds; k++) {
+        auto kind = static_cast<ThreadKind>(k);
+        PolicySize n = seccomp_policy_size(kind);
+        std::fprintf(stderr, "%s %s %u (%u)", k ? "," : "", thread_kind_name(kind), n.calls, n.ioctls);
+    }
+    std::fputc('\n', stderr);
+}
+}  // namespace
 
 int main(int argc, char** argv) {
     using namespace minivmm;
@@ -33,6 +52,10 @@ int main(int argc, char** argv) {
         // Input files first: a typo in a path should be reported as such even
         // on a host where KVM would fail too.
         BootFiles files = read_boot_files(opts.kernel, opts.initrd);
+        // Before the machine: its device threads start as it is built, and
+        // each installs its filter as it starts (vmm/seccomp_policy.cpp).
+        seccomp_prepare(opts.seccomp);
+        if (opts.verbose) print_seccomp(opts.seccomp);
         Machine machine(opts, files);
         // After the machine is built, so bad input still gets exactly one line.
         if (Kvm::host_lacks_hw_virt())

@@ -3,7 +3,8 @@
 // terminal still in raw mode and no word of what failed. guarded() catches it
 // and hands one line naming the thread and the failure to the fatal handler,
 // which the Machine sets to stop the VM with exit status 2 (its destructors
-// then restore the terminal).
+// then restore the terminal). Inside it, a body's first call is
+// enter_thread() (vmm/seccomp.hpp): the thread's name and seccomp filter.
 #pragma once
 #include <functional>
 #include <string>

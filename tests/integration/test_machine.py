@@ -9,7 +9,7 @@ import time
 
 import bzimage
 from test_input import MACVTAP, TMP, expect_exit, kernel_file, one_line_error, run_vmm
-from vmtest import MINIVMM, Guest, check
+from vmtest import MINIVMM, Guest, check, vmm_threads
 
 
 def scenario_synthetic_guest(r):
@@ -78,6 +78,37 @@ def scenario_host_ports(r):
         check(rc == 0, f"exit status {rc}: {err.strip()[:500]}")
         check("raw vy" in err and "macvtap mvx (/dev/tap" in err, f"NICs not described: {err[:800]}")
     r.case("raw= and macvtap= NICs set up (guest powers off, exit 0)", ports_set_up)
+
+
+def scenario_seccomp(r):
+    halt = kernel_file("halt", bzimage.HALT_FOREVER)
+
+    def every_thread(mode, want):
+        # Two vCPUs, the console, and a NIC of each kind of thread: raw with
+        # vhost=off (its I/O thread), macvtap with vhost=worker; each NIC has
+        # its MSI-X watcher. (Worker ring threads start only at DRIVER_OK,
+        # which a synthetic guest never sets: test_net checks them.)
+        g = Guest(["unshare", "-n", "sh", "-c", MACVTAP, MINIVMM, "--cpus", "2", "--kernel", halt,
+                   "--net", "raw=vy,vhost=off", "--net", "macvtap=mvx,vhost=worker", "--seccomp=" + mode],
+                  f"seccomp-{mode}")
+        try:
+            time.sleep(2)
+            check(g.proc.poll() is None, f"VMM exited with {g.proc.returncode}: {g.out[-500:]!r}")
+            threads = vmm_threads(g.proc.pid)
+            names = [n for n, _ in threads]
+            for need in ("minivmm", "vCPU 0", "vCPU 1", "console", "MSI-X watcher", "net0-io0"):
+                check(need in names, f"no thread {need!r} among {names}")
+            check(names.count("MSI-X watcher") == 2, f"not one MSI-X watcher per NIC: {names}")
+            other = [(n, s) for n, s in threads if s != want]
+            check(not other, f"threads whose Seccomp: is not {want}: {other}")
+            g.proc.send_signal(signal.SIGTERM)
+            rc = g.wait_exit(10)
+            check(rc == 0, f"exit status {rc} after SIGTERM: {g.out[-500:]!r}")
+            return f"{len(threads)} threads: {', '.join(names)}"
+        finally:
+            g.kill()
+    r.case("every thread runs under a filter (Seccomp: 2) while a guest runs", lambda: every_thread("on", 2))
+    r.case("--seccomp=off: no thread has one (Seccomp: 0)", lambda: every_thread("off", 0))
 
 
 def scenario_kvm_permission(r):

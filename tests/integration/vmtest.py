@@ -254,6 +254,35 @@ class Guest:
         self.log.close()
 
 
+# Task flags (/proc/PID/task/TID/stat) of threads the kernel runs inside a
+# process: a kernel thread, or a user worker (KVM's NX huge page recovery;
+# vhost-net's workers on newer kernels). They are not minivmm's to filter.
+PF_USER_WORKER, PF_KTHREAD = 0x4000, 0x200000
+
+
+def vmm_threads(pid):
+    """minivmm's own threads: [(name, the Seccomp: mode of its status)], the
+    kernel's threads in the process left out."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        base = f"/proc/{pid}/task/{tid}"
+        try:
+            with open(f"{base}/stat") as f:
+                stat = f.read()
+            with open(f"{base}/comm") as f:
+                name = f.read().strip()
+            with open(f"{base}/status") as f:
+                status = f.read()
+        except OSError:  # it ended meanwhile
+            continue
+        flags = int(stat[stat.rfind(")") + 2:].split()[6])  # field 9; the name may hold spaces
+        if flags & (PF_KTHREAD | PF_USER_WORKER):
+            continue
+        m = re.search(r"^Seccomp:\s*(\d+)", status, re.M)
+        out.append((name, int(m.group(1)) if m else -1))
+    return sorted(out)
+
+
 def symbolize(rips, text_at):
     """Kernel addresses as offsets from _text, which KASLR does not change:
     look them up in any boot's /proc/kallsyms (Debian's System.map is a stub)."""

@@ -23,6 +23,15 @@ TEST(Cli, Defaults) {
     EXPECT_EQ(o.cpus, 1u);
     EXPECT_FALSE(o.cmdline.has_value());
     EXPECT_TRUE(o.nets.empty());
+    EXPECT_EQ(o.seccomp, SeccompMode::On);
+}
+
+TEST(Cli, Seccomp) {
+    EXPECT_EQ(parse({"-k", "bz", "--seccomp=log"}).seccomp, SeccompMode::Log);
+    EXPECT_EQ(parse({"-k", "bz", "--seccomp", "off"}).seccomp, SeccompMode::Off);
+    EXPECT_EQ(parse({"-k", "bz", "--seccomp=on"}).seccomp, SeccompMode::On);
+    EXPECT_THROW(parse({"-k", "bz", "--seccomp=strict"}), UserError);
+    EXPECT_THROW(parse({"-k", "bz", "--seccomp"}), UserError);
 }
 
 TEST(Cli, LongShortAndEqualsForms) {

@@ -144,6 +144,8 @@ TEST(ResetRace, OwnDatapathResetUnderTraffic) {
             int ifindex = static_cast<int>(if_nametoindex(tap->name().c_str()));
             ASSERT_NE(ifindex, 0);
             VirtioNet net(mem, std::move(tap), VirtioNet::Mac{2, 0, 0, 0, 0, 7}, nullptr, "rr0");
+            // Threads name themselves as they start: give it a moment.
+            for (int i = 0; i < 200 && threads_named("rr0-io").empty(); i++) usleep(10000);
             ASSERT_EQ(threads_named("rr0-io").size(), 1u);
             Fd pkt(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL)));
             sockaddr_ll sll{};
