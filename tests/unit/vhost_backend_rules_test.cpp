@@ -41,12 +41,7 @@ TEST(VhostRules, RingSizeAndBaseAreFixedWhileTheRingHasABackend) {
         EXPECT_TRUE(says(num, EBUSY)) << "SET_VRING_NUM on a running ring: '" << num << "'";
         EXPECT_TRUE(says(base, EBUSY)) << "SET_VRING_BASE on a running ring: '" << base << "'";
         // The ring went on as it was.
-        auto f = make_frame(90, 40);
-        r.tx_chain(0, f);
-        r.publish(kTx, {0});
-        auto got = r.recv_frame();
-        ASSERT_TRUE(got);
-        EXPECT_EQ(*got, f);
+        ASSERT_NO_FATAL_FAILURE(r.expect_tx(0, make_frame(90, 40)));
         ASSERT_TRUE(r.ring[kTx].wait_used(1));
 
         // Without its backend, the ring is the VMM's to set again.
@@ -55,12 +50,7 @@ TEST(VhostRules, RingSizeAndBaseAreFixedWhileTheRingHasABackend) {
         EXPECT_NO_THROW(r.vh->set_vring_num(kTx, kQSize));
         EXPECT_NO_THROW(r.vh->set_vring_base(kTx, 1));
         r.start(kTx);
-        auto f2 = make_frame(91, 41);
-        r.tx_chain(1, f2);
-        r.publish(kTx, {1});
-        got = r.recv_frame();
-        ASSERT_TRUE(got);
-        EXPECT_EQ(*got, f2);
+        ASSERT_NO_FATAL_FAILURE(r.expect_tx(1, make_frame(91, 41)));
     });
 }
 
@@ -87,10 +77,7 @@ TEST(VhostRules, SizeRefusedWhileRunningLeavesTheLoggedAvailEventWhereItIs) {
         r.publish(kTx, {0});
         ASSERT_TRUE(r.recv_frame());
         ASSERT_TRUE(r.ring[kTx].wait_used(1));
-        auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(kTimeoutMs);
-        while (r.ring[kTx].avail_event() != 1 && std::chrono::steady_clock::now() < end)
-            std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        ASSERT_EQ(r.ring[kTx].avail_event(), 1);
+        ASSERT_TRUE(r.ring[kTx].wait_avail_event(1)) << "avail_event " << r.ring[kTx].avail_event();
         r.vh->set_backend(kTx, -1);  // the bitmap is read with the ring's thread gone
         EXPECT_EQ(r.dirty_pages(), (std::set<uint64_t>{kTxRing.used >> 12}));
     });
@@ -129,11 +116,6 @@ TEST(VhostRules, LogSmallerThanGuestMemoryIsRefused) {
         }), EFAULT));
         // The refused table was not taken: the rings still work.
         r.start(kTx);
-        auto f = make_frame(80, 44);
-        r.tx_chain(0, f);
-        r.publish(kTx, {0});
-        auto got = r.recv_frame();
-        ASSERT_TRUE(got);
-        EXPECT_EQ(*got, f);
+        ASSERT_NO_FATAL_FAILURE(r.expect_tx(0, make_frame(80, 44)));
     });
 }

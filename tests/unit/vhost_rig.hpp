@@ -116,9 +116,15 @@ struct DriverRing {
         }
         return !(used_flags() & 1);  // VRING_USED_F_NO_NOTIFY
     }
-    bool wait_used(uint16_t n, int ms = kTimeoutMs) const {
+    bool wait_used(uint16_t n, int ms = kTimeoutMs) const { return wait_for([&] { return used_idx() == n; }, ms); }
+    // For the device to ask for the kick after avail entry n (EVENT_IDX).
+    bool wait_avail_event(uint16_t n, int ms = kTimeoutMs) const {
+        return wait_for([&] { return avail_event() == n; }, ms);
+    }
+    template <class Done>
+    static bool wait_for(Done done, int ms) {
         auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-        while (used_idx() != n) {
+        while (!done()) {
             if (std::chrono::steady_clock::now() > end) return false;
             std::this_thread::sleep_for(std::chrono::milliseconds(1));
         }
@@ -223,6 +229,16 @@ struct Rig {
             std::memset(ring[0].p(rx_slot(h), len), 0xee, len);
             ring[kRx].desc(h, rx_slot(h), len, kWrite);
         }
+    }
+
+    // Sends frame as a one-descriptor chain at head; it must come out of the
+    // tap as it went in. Call it in ASSERT_NO_FATAL_FAILURE.
+    void expect_tx(uint16_t head, const std::vector<uint8_t>& frame) {
+        tx_chain(head, frame);
+        publish(kTx, {head});
+        auto got = recv_frame();
+        ASSERT_TRUE(got);
+        EXPECT_EQ(*got, frame);
     }
 
     void send_frame(const std::vector<uint8_t>& f) {

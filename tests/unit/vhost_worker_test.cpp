@@ -39,12 +39,7 @@ TEST(VhostWorker, TxFrameReachesTheTapAndTheUsedRing) {
 
         // VRING_AVAIL_F_NO_INTERRUPT: the frame goes, the interrupt does not.
         r.ring[kTx].set_avail_flags(1);
-        auto f2 = make_frame(300, 2);
-        r.tx_chain(2, f2);
-        r.publish(kTx, {2});
-        got = r.recv_frame();
-        ASSERT_TRUE(got);
-        EXPECT_EQ(*got, f2);
+        ASSERT_NO_FATAL_FAILURE(r.expect_tx(2, make_frame(300, 2)));
         ASSERT_TRUE(r.ring[kTx].wait_used(2));
         EXPECT_EQ(r.ring[kTx].used_elem(1), std::make_pair(2u, 0u));
         EXPECT_FALSE(wait_event(r.call[kTx].get(), kQuietMs)) << "interrupt although the driver suppressed it";
@@ -90,12 +85,7 @@ TEST(VhostWorker, TxChainWithWritablePartIsDroppedNotSent) {
         EXPECT_EQ(r.stats(kTx).errors.load(), 1u);
         EXPECT_EQ(r.stats(kTx).packets.load(), 0u);
         EXPECT_FALSE(wait_event(r.err[kTx].get(), 0));
-        auto good = make_frame(80, 5);
-        r.tx_chain(2, good);
-        r.publish(kTx, {2});
-        auto got = r.recv_frame();
-        ASSERT_TRUE(got);
-        EXPECT_EQ(*got, good);
+        ASSERT_NO_FATAL_FAILURE(r.expect_tx(2, make_frame(80, 5)));
     });
 }
 
@@ -321,12 +311,7 @@ TEST(VhostWorker, RingOutsideTheMemoryTableSignalsErr) {
         // Moved back into guest memory, it works.
         r.vh->set_vring_addr(kTx, r.vring_addr(kTxRing));
         r.start(kTx);
-        auto f = make_frame(60, 15);
-        r.tx_chain(0, f);
-        r.publish(kTx, {0});
-        auto got = r.recv_frame();
-        ASSERT_TRUE(got);
-        EXPECT_EQ(*got, f);
+        ASSERT_NO_FATAL_FAILURE(r.expect_tx(0, make_frame(60, 15)));
     });
 }
 
@@ -388,10 +373,7 @@ TEST(VhostWorker, DirtyLogCoversTheAvailEventWord) {
         ASSERT_TRUE(r.recv_frame());
         ASSERT_TRUE(r.ring[kTx].wait_used(1));
         // The worker asks for the next kick once it is idle.
-        auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(kTimeoutMs);
-        while (r.ring[kTx].avail_event() != 1 && std::chrono::steady_clock::now() < end)
-            std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        ASSERT_EQ(r.ring[kTx].avail_event(), 1);
+        ASSERT_TRUE(r.ring[kTx].wait_avail_event(1)) << "avail_event " << r.ring[kTx].avail_event();
         EXPECT_TRUE(r.dirty(0x23)) << "used entries and index";
         EXPECT_TRUE(r.dirty(0x24)) << "avail_event written but not logged";
         // Not the descriptors, the avail ring or the send buffer: those are only read.
@@ -498,11 +480,7 @@ TEST(VhostWorker, TxRingMovedWhileRunning) {
         ASSERT_TRUE(r.ring[kTx].wait_used(2));
 
         RingLayout old = move_ring(r, kTx, kMovedRing);
-        r.tx_chain(2, f2);
-        r.publish(kTx, {2});
-        auto got = r.recv_frame();
-        ASSERT_TRUE(got);
-        EXPECT_EQ(*got, f2);
+        ASSERT_NO_FATAL_FAILURE(r.expect_tx(2, f2));
         ASSERT_TRUE(r.ring[kTx].wait_used(3)) << "used entry not in the moved ring";
         EXPECT_EQ(r.ring[kTx].used_elem(2).first, 2u);
         EXPECT_EQ(DriverRing({r.mem, old}).used_idx(), 2) << "the old ring was written after the move";
