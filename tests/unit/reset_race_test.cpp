@@ -80,15 +80,7 @@ private:
     void run(int pkt, int ifindex) {
         std::vector<uint8_t> buf(2048);
         for (uint8_t seed = 0; !stop_; seed++) {
-            auto f = make_frame(60 + seed % 1400, seed);
-            sockaddr_ll sll{};
-            sll.sll_family = AF_PACKET;
-            sll.sll_protocol = htons(kEtherType);
-            sll.sll_ifindex = ifindex;
-            sll.sll_halen = 6;
-            std::memcpy(sll.sll_addr, f.data(), 6);
-            [[maybe_unused]] ssize_t n = ::sendto(pkt, f.data(), f.size(), MSG_DONTWAIT,
-                                                  reinterpret_cast<sockaddr*>(&sll), sizeof sll);
+            send_to_tap(pkt, ifindex, make_frame(60 + seed % 1400, seed), MSG_DONTWAIT);
             while (::recv(pkt, buf.data(), buf.size(), MSG_DONTWAIT) > 0) {
             }
             if (seed % 16 == 0) std::this_thread::sleep_for(std::chrono::microseconds(50));

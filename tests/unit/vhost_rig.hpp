@@ -67,6 +67,18 @@ inline std::vector<uint8_t> make_frame(size_t len, uint8_t seed) {
     return f;
 }
 
+// Sends frame f on the AF_PACKET socket pkt bound to the tap at ifindex: it
+// arrives on the tap fd. Returns what sendto returns.
+inline ssize_t send_to_tap(int pkt, int ifindex, const std::vector<uint8_t>& f, int flags = 0) {
+    sockaddr_ll sll{};
+    sll.sll_family = AF_PACKET;
+    sll.sll_protocol = htons(kEtherType);
+    sll.sll_ifindex = ifindex;
+    sll.sll_halen = 6;
+    std::memcpy(sll.sll_addr, f.data(), 6);
+    return ::sendto(pkt, f.data(), f.size(), flags, reinterpret_cast<sockaddr*>(&sll), sizeof sll);
+}
+
 // The driver's side of one split ring.
 struct DriverRing {
     GuestMemory& mem;
@@ -242,13 +254,7 @@ struct Rig {
     }
 
     void send_frame(const std::vector<uint8_t>& f) {
-        sockaddr_ll sll{};
-        sll.sll_family = AF_PACKET;
-        sll.sll_protocol = htons(kEtherType);
-        sll.sll_ifindex = ifindex;
-        sll.sll_halen = 6;
-        std::memcpy(sll.sll_addr, f.data(), 6);
-        ssize_t n = ::sendto(pkt.get(), f.data(), f.size(), 0, reinterpret_cast<sockaddr*>(&sll), sizeof sll);
+        ssize_t n = send_to_tap(pkt.get(), ifindex, f);
         ASSERT_EQ(n, static_cast<ssize_t>(f.size())) << "sendto: " << std::strerror(errno);
     }
     // The next frame of ours that came out of the tap (the worker's TX), if one comes within ms.
