@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "tests/unit/net_rig.hpp"
+#include "tests/unit/test_helpers.hpp"
 #include "tests/unit/netns_helpers.hpp"
 #include "tests/unit/ring_writer.hpp"
 #include "vhost/tap.hpp"
@@ -164,17 +165,10 @@ TEST(NetDevice, CommandWithNoStatusBufferBreaksTheDevice) {
 }
 
 namespace {
-// Names of this process's threads that start with prefix.
+// Names of this process's threads that start with prefix, as a set.
 std::set<std::string> thread_names(const std::string& prefix) {
-    std::set<std::string> names;
-    DIR* d = ::opendir("/proc/self/task");
-    while (dirent* e = d ? ::readdir(d) : nullptr) {
-        std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
-        std::string name;
-        if (std::getline(comm, name) && name.rfind(prefix, 0) == 0) names.insert(name);
-    }
-    if (d) ::closedir(d);
-    return names;
+    auto names = threads_named(prefix);
+    return {names.begin(), names.end()};
 }
 
 // The same, once they are want: threads name themselves as they start

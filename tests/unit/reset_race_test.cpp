@@ -5,16 +5,15 @@
 // where a driver can take them back (used index not past what was offered,
 // no ring reported broken), and, once the device is gone, leave no thread
 // behind.
-#include <dirent.h>
 #include <sys/socket.h>
 
 #include <gtest/gtest.h>
 
 #include <condition_variable>
 #include <cstdio>
-#include <fstream>
 #include <mutex>
 
+#include "tests/unit/test_helpers.hpp"
 #include "tests/unit/vhost_rig.hpp"
 #include "virtio/net.hpp"
 
@@ -52,19 +51,6 @@ private:
     bool done_ = false;
     std::thread thread_;
 };
-
-// Names of this process's threads that start with prefix.
-std::vector<std::string> threads_named(const std::string& prefix) {
-    std::vector<std::string> names;
-    DIR* d = ::opendir("/proc/self/task");
-    while (dirent* e = d ? ::readdir(d) : nullptr) {
-        std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
-        std::string name;
-        if (std::getline(comm, name) && name.rfind(prefix, 0) == 0) names.push_back(name);
-    }
-    if (d) ::closedir(d);
-    return names;
-}
 
 // The host's side: frames into the tap as fast as it takes them, and the
 // guest's frames drained, until stopped.

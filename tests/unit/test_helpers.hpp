@@ -1,7 +1,12 @@
-// Shared by the unit tests: a minimal valid bzImage in memory.
+// Shared by the unit tests: a minimal valid bzImage in memory, and the
+// names of this process's threads.
 #pragma once
+#include <dirent.h>
+
 #include <cstdint>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <vector>
 
 namespace minivmm::testing {
@@ -27,6 +32,19 @@ inline std::vector<uint8_t> fake_bzimage(size_t payload = 4096, uint16_t version
     put(0x238, 2048, 4);
     put(0x260, init_size, 4);
     return f;
+}
+
+// Names of this process's threads that start with prefix, one a thread.
+inline std::vector<std::string> threads_named(const std::string& prefix) {
+    std::vector<std::string> names;
+    DIR* d = ::opendir("/proc/self/task");
+    while (dirent* e = d ? ::readdir(d) : nullptr) {
+        std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
+        std::string name;
+        if (std::getline(comm, name) && name.rfind(prefix, 0) == 0) names.push_back(name);
+    }
+    if (d) ::closedir(d);
+    return names;
 }
 
 }  // namespace minivmm::testing
