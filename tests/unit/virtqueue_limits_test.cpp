@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <span>
 
 #include "vmm/guest_memory.hpp"
 
@@ -93,16 +94,23 @@ TEST(ChainLimits, IndirectTableOfLengthZeroIsBroken) {
     EXPECT_EQ(r.offer_and_pop(0, c), SplitQueue::Pop::Broken);
 }
 
-TEST(ChainLimits, IndirectTableOutsideRamIsBroken) {
-    GuestMemory mem(64ull << 20);
-    // Past the end, straddling it, far away, wrapping the address space.
-    const uint64_t outside[] = {64ull << 20, (64ull << 20) - 16, 0x7fff'0000'0000ull, UINT64_MAX - 15};
-    for (uint64_t at : outside) {
+namespace {
+// A two-entry indirect table at each of places, in a fresh ring: the chain is broken.
+void expect_indirect_tables_broken(GuestMemory& mem, std::span<const uint64_t> places) {
+    for (uint64_t at : places) {
         Ring r(mem, 0x10000);
         r.put(r.desc, 0, at, 32, kIndirect);
         Chain c;
         EXPECT_EQ(r.offer_and_pop(0, c), SplitQueue::Pop::Broken) << std::hex << at;
     }
+}
+}  // namespace
+
+TEST(ChainLimits, IndirectTableOutsideRamIsBroken) {
+    GuestMemory mem(64ull << 20);
+    // Past the end, straddling it, far away, wrapping the address space.
+    const uint64_t outside[] = {64ull << 20, (64ull << 20) - 16, 0x7fff'0000'0000ull, UINT64_MAX - 15};
+    expect_indirect_tables_broken(mem, outside);
 }
 
 TEST(ChainLimits, IndirectTableOfMoreThan32768EntriesIsBroken) {
@@ -141,12 +149,7 @@ TEST(ChainLimits, RingsStraddlingOrInsideTheMmioHoleAreRefused) {
 TEST(ChainLimits, IndirectTableStraddlingOrInsideTheMmioHoleIsBroken) {
     GuestMemory& mem = split_ram();
     const uint64_t places[] = {kLow - 16, kLow, kHigh - 16};
-    for (uint64_t at : places) {
-        Ring r(mem, 0x10000);
-        r.put(r.desc, 0, at, 32, kIndirect);
-        Chain c;
-        EXPECT_EQ(r.offer_and_pop(0, c), SplitQueue::Pop::Broken) << std::hex << at;
-    }
+    expect_indirect_tables_broken(mem, places);
 }
 
 TEST(ChainLimits, BufferStraddlingTheMmioHoleIsBroken) {
