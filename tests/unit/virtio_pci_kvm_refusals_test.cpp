@@ -26,6 +26,21 @@ void vectors_live(Guest& g) {
     }
 }
 
+// Started, every vector live and every queue's call fd made. Call it in
+// ASSERT_NO_FATAL_FAILURE.
+void calls_live(VhostGuest& v) {
+    v.g.start();
+    vectors_live(v.g);
+    for (uint16_t q = 0; q < kQueues; q++) ASSERT_GE(v.g.pci->call_eventfd(q), 0);
+}
+
+// KVM failing every removal: irqfds and routes refused, and with its
+// ioeventfd table emptied, every ioeventfd removal answers ENOENT.
+void refuse_every_removal(FakeKvm& kvm) {
+    kvm.refuse_irqfds = kvm.refuse_routes = true;
+    kvm.ioeventfds.clear();
+}
+
 void signal(int fd) {
     uint64_t one = 1;
     ASSERT_EQ(::write(fd, &one, sizeof one), 8);
@@ -76,12 +91,9 @@ TEST(VirtioPciKvmRefusals, ResetWithRemovalsRefusedDoesNotThrow) {
     const size_t fds = open_fds();
     {
         VhostGuest v;
-        v.g.start();
-        vectors_live(v.g);
-        for (uint16_t q = 0; q < kQueues; q++) ASSERT_GE(v.g.pci->call_eventfd(q), 0);
+        ASSERT_NO_FATAL_FAILURE(calls_live(v));
         ASSERT_EQ(v.kvm.irqfds.size(), kQueues);
-        v.kvm.refuse_irqfds = v.kvm.refuse_routes = true;
-        v.kvm.ioeventfds.clear();  // every ioeventfd removal answers ENOENT
+        refuse_every_removal(v.kvm);
         EXPECT_NO_THROW(v.g.set_status(0));
         v.kvm.refuse_irqfds = v.kvm.refuse_routes = false;
         v.kvm.irqfds.clear();
@@ -96,11 +108,8 @@ TEST(VirtioPciKvmRefusals, DestructorWithRemovalsRefusedDoesNotThrow) {
     const size_t fds = open_fds();
     {
         VhostGuest v;
-        v.g.start();
-        vectors_live(v.g);
-        for (uint16_t q = 0; q < kQueues; q++) ASSERT_GE(v.g.pci->call_eventfd(q), 0);
-        v.kvm.refuse_irqfds = v.kvm.refuse_routes = true;
-        v.kvm.ioeventfds.clear();
+        ASSERT_NO_FATAL_FAILURE(calls_live(v));
+        refuse_every_removal(v.kvm);
     }
     EXPECT_EQ(open_fds(), fds);
 }
