@@ -52,7 +52,7 @@ FUZZ_FLAGS   := -std=c++20 -g -O1 -Wall -Wextra -I. -pthread -fsanitize=fuzzer,a
                 -fno-sanitize-recover=undefined
 FUZZ_SECONDS ?= 120
 FUZZERS      := $(BUILD)/fuzz/fuzz_virtqueue $(BUILD)/fuzz/fuzz_pci $(BUILD)/fuzz/fuzz_net_rx $(BUILD)/fuzz/fuzz_net_tx \
-                $(BUILD)/fuzz/fuzz_net_ctrl
+                $(BUILD)/fuzz/fuzz_net_ctrl $(BUILD)/fuzz/fuzz_device
 FUZZ_HDRS    := $(wildcard vmm/*.hpp virtio/*.hpp)
 
 $(BUILD)/fuzz/fuzz_virtqueue: tests/fuzz/fuzz_virtqueue.cpp virtio/virtqueue.cpp vmm/guest_memory.cpp $(FUZZ_HDRS)
@@ -64,6 +64,10 @@ $(BUILD)/fuzz/fuzz_net_tx: tests/fuzz/fuzz_net_tx.cpp virtio/net_datapath.cpp vi
 $(BUILD)/fuzz/fuzz_net_ctrl: tests/fuzz/fuzz_net_ctrl.cpp virtio/net.cpp virtio/net_ctrl.cpp virtio/net_datapath.cpp \
                              virtio/virtqueue.cpp vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/kvm.cpp \
                              tests/fuzz/fuzz_support.hpp $(wildcard vhost/*.hpp) $(FUZZ_HDRS)
+$(BUILD)/fuzz/fuzz_device: tests/fuzz/fuzz_device.cpp virtio/virtio_pci.cpp vmm/pci.cpp vmm/msix.cpp vmm/gsi_router.cpp \
+                           virtio/net.cpp virtio/net_ctrl.cpp virtio/net_datapath.cpp virtio/virtqueue.cpp vhost/worker.cpp \
+                           vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/kvm.cpp \
+                           tests/fuzz/fuzz_support.hpp $(wildcard vhost/*.hpp) $(FUZZ_HDRS)
 $(FUZZERS):
 	@mkdir -p $(@D)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) -o $@ $(filter %.cpp,$^)
