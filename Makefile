@@ -52,12 +52,25 @@ FUZZ_CXX     ?= clang++
 FUZZ_FLAGS   := -std=c++20 -g -O1 -Wall -Wextra -I. -pthread -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=undefined
 FUZZ_SECONDS ?= 120
-FUZZERS      := $(BUILD)/fuzz/fuzz_virtqueue $(BUILD)/fuzz/fuzz_pci
+FUZZERS      := $(BUILD)/fuzz/fuzz_virtqueue $(BUILD)/fuzz/fuzz_pci $(BUILD)/fuzz/fuzz_net_rx $(BUILD)/fuzz/fuzz_net_tx \
+                $(BUILD)/fuzz/fuzz_net_ctrl $(BUILD)/fuzz/fuzz_device
 FUZZ_HDRS    := $(wildcard vmm/*.hpp virtio/*.hpp)
 
 $(BUILD)/fuzz/fuzz_virtqueue: tests/fuzz/fuzz_virtqueue.cpp virtio/virtqueue.cpp vmm/guest_memory.cpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_pci: tests/fuzz/fuzz_pci.cpp vmm/thread_guard.cpp vmm/pci.cpp vmm/msix.cpp virtio/virtio_pci.cpp vmm/kvm.cpp vmm/gsi_router.cpp \
                         vmm/seccomp.cpp vmm/seccomp_policy.cpp $(FUZZ_HDRS)
+$(BUILD)/fuzz/fuzz_net_rx: tests/fuzz/fuzz_net_rx.cpp virtio/net_datapath.cpp virtio/virtqueue.cpp \
+                           tests/fuzz/net_driver.hpp tests/fuzz/fuzz_support.hpp vhost/port.hpp $(FUZZ_HDRS)
+$(BUILD)/fuzz/fuzz_net_tx: tests/fuzz/fuzz_net_tx.cpp virtio/net_datapath.cpp virtio/virtqueue.cpp \
+                           tests/fuzz/net_driver.hpp tests/fuzz/fuzz_support.hpp vhost/port.hpp $(FUZZ_HDRS)
+$(BUILD)/fuzz/fuzz_net_ctrl: tests/fuzz/fuzz_net_ctrl.cpp virtio/net.cpp virtio/net_ctrl.cpp virtio/net_datapath.cpp \
+                             virtio/virtqueue.cpp vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/kvm.cpp \
+                             vmm/seccomp.cpp vmm/seccomp_policy.cpp \
+                             tests/fuzz/fuzz_support.hpp $(wildcard vhost/*.hpp) $(FUZZ_HDRS)
+$(BUILD)/fuzz/fuzz_device: tests/fuzz/fuzz_device.cpp virtio/virtio_pci.cpp vmm/pci.cpp vmm/msix.cpp vmm/gsi_router.cpp \
+                           virtio/net.cpp virtio/net_ctrl.cpp virtio/net_datapath.cpp virtio/virtqueue.cpp vhost/worker.cpp \
+                           vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/kvm.cpp vmm/seccomp.cpp vmm/seccomp_policy.cpp \
+                           tests/fuzz/fuzz_support.hpp $(wildcard vhost/*.hpp) $(FUZZ_HDRS)
 $(FUZZERS):
 	@mkdir -p $(@D)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) -o $@ $(filter %.cpp,$^) $(LDLIBS)
@@ -65,14 +78,15 @@ $(FUZZERS):
 fuzz-build: $(FUZZERS)
 
 # Open-ended fuzzing, FUZZ_SECONDS per target, growing a corpus kept in
-# build/fuzz/corpus; crashing inputs are saved in build/fuzz. (make test runs
+# build/fuzz/corpus, starting from the seeds in tests/fuzz/corpus where a
+# target has some; crashing inputs are saved in build/fuzz. (make test runs
 # a short fixed-seed pass instead: tests/run-fuzz.sh.)
 fuzz: fuzz-build
 	@for f in $(FUZZERS); do \
-	    c=$(BUILD)/fuzz/corpus/$$(basename $$f); mkdir -p $$c; \
+	    n=$$(basename $$f); c=$(BUILD)/fuzz/corpus/$$n; mkdir -p $$c; \
 	    echo "== $$f for $(FUZZ_SECONDS) s"; \
-	    $$f $$c -max_total_time=$(FUZZ_SECONDS) -len_control=0 -max_len=1024 -close_fd_mask=2 \
-	        -artifact_prefix=$(BUILD)/fuzz/ || exit 1; \
+	    $$f $$c $$(ls -d tests/fuzz/corpus/$$n 2>/dev/null) -max_total_time=$(FUZZ_SECONDS) -len_control=0 \
+	        -max_len=1024 -close_fd_mask=2 -artifact_prefix=$(BUILD)/fuzz/ || exit 1; \
 	done
 
 demo: deps

@@ -45,8 +45,10 @@ Work net_tx(SplitQueue& q, const MemView& mem, int fd, QueueStats& st, unsigned 
         auto r = q.pop(c, why);
         if (r == SplitQueue::Pop::Broken) return Work::Broken;
         if (r == SplitQueue::Pop::Empty) return Work::Idle;
-        // A send buffer is read-only for the device and starts with the header.
-        bool ok = !c.writable_bytes && c.readable_bytes >= net::kHeaderLen && c.readable_bytes <= net::kMaxFrame &&
+        // A send buffer is read-only for the device and starts with the
+        // header, with a frame after it: a header alone is nothing to send
+        // (a write of nothing sends nothing, and a tap refuses it).
+        bool ok = !c.writable_bytes && c.readable_bytes > net::kHeaderLen && c.readable_bytes <= net::kMaxFrame &&
                   c.segs.size() <= IOV_MAX;
         if (ok) {
             iov.clear();

@@ -180,6 +180,26 @@ TEST(NetDatapath, TooShortForAHeaderIsDroppedNotSent) {
     EXPECT_EQ(st.errors, 1u);
 }
 
+// A header with no frame after it is nothing to send: a port without
+// headers would get a write of nothing, which sends nothing, and a tap
+// refuses a header alone. Dropped and counted, never counted as sent.
+TEST(NetDatapath, HeaderAloneIsDroppedNotCountedAsSent) {
+    for (bool fd_header : {false, true}) {
+        Ring r;
+        Pair s;
+        r.desc(0, kBuf, net::kHeaderLen, 0);
+        r.offer(0);
+        QueueStats st;
+        std::string why;
+        EXPECT_EQ(net_tx(r.q, r.mem, s.fd[0], st, 8, why, fd_header), Work::Idle) << why;
+        uint8_t b[64];
+        EXPECT_LT(::recv(s.fd[1], b, sizeof b, MSG_DONTWAIT), 0) << "fd_header " << fd_header;
+        EXPECT_EQ(st.packets, 0u) << "fd_header " << fd_header;
+        EXPECT_EQ(st.errors, 1u) << "fd_header " << fd_header;
+        EXPECT_EQ(r.used_len(0), 0u);
+    }
+}
+
 TEST(RawPort, MissingInterfaceIsOneClearError) {
     in_netns([] {
         try {

@@ -1,0 +1,280 @@
+// Shared by the virtio-net fuzz targets: checks that say what failed, guest
+// RAM whose surroundings ASan watches, a driver's writes to a split ring,
+// a port over socketpairs, and frames made from a few input bytes.
+#pragma once
+#include <fuzzer/FuzzedDataProvider.h>
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "vhost/port.hpp"
+#include "vmm/guest_memory.hpp"
+
+namespace minivmm::fuzz {
+
+// A failed check names itself on the sanitizers' report fd, which
+// -close_fd_mask=2 leaves open, and stops like a crash.
+#define FUZZ_STR2(x) #x
+#define FUZZ_STR(x) FUZZ_STR2(x)
+#define CHECK(cond)                                                                                 \
+    do {                                                                                            \
+        if (!(cond)) {                                                                              \
+            __sanitizer_report_error_summary("CHECK failed at " __FILE__ ":" FUZZ_STR(__LINE__) ": " #cond); \
+            __builtin_trap();                                                                       \
+        }                                                                                           \
+    } while (0)
+
+// FUZZ_TRACE=1 in the environment: each step said on stderr, to follow
+// one input (run it without -close_fd_mask).
+inline bool tracing() {
+    static bool on = std::getenv("FUZZ_TRACE") != nullptr;
+    return on;
+}
+#define TRACE(...)                                          \
+    do {                                                    \
+        if (::minivmm::fuzz::tracing()) std::fprintf(stderr, __VA_ARGS__); \
+    } while (0)
+
+constexpr uint64_t kPage = 4096;
+// Host memory either side of guest RAM that ASan reports any access to.
+// Mapped, so that a readv() aimed there succeeds and its interceptor sees
+// the write, rather than failing with EFAULT unnoticed.
+constexpr uint64_t kRedzone = 128 * 1024;
+
+inline void poison(uint8_t* p, uint64_t n) { __asan_poison_memory_region(p, n); }
+
+// Guest RAM in regions at the given guest-physical addresses, laid out in
+// one host mapping with a poisoned red zone before, between and after them.
+class FuzzRam : public MemView {
+public:
+    struct Region {
+        uint64_t gpa, size;
+        uint8_t* hva;
+    };
+    explicit FuzzRam(std::vector<std::pair<uint64_t, uint64_t>> regions) {
+        uint64_t total = kRedzone;
+        for (auto& [gpa, size] : regions) total += size + kRedzone;
+        auto* base = static_cast<uint8_t*>(
+            mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+        CHECK(base != MAP_FAILED);
+        poison(base, total);
+        uint8_t* at = base + kRedzone;
+        for (auto& [gpa, size] : regions) {
+            __asan_unpoison_memory_region(at, size);
+            regions_.push_back({gpa, size, at});
+            at += size + kRedzone;
+        }
+    }
+    uint8_t* ptr(uint64_t gpa, uint64_t len) const override {
+        for (const Region& r : regions_)
+            if (gpa >= r.gpa && gpa - r.gpa <= r.size && len <= r.size - (gpa - r.gpa)) return r.hva + (gpa - r.gpa);
+        return nullptr;
+    }
+    const std::vector<Region>& regions() const { return regions_; }
+    void clear() const {
+        for (const Region& r : regions_) std::memset(r.hva, 0, r.size);
+    }
+
+private:
+    std::vector<Region> regions_;
+};
+
+// The same watch around a GuestMemory (what VirtioNet takes): its mapping
+// gets poisoned neighbours where the address space is free.
+inline void guard(const GuestMemory& mem) {
+    for (const MemRegion& r : mem.regions())
+        for (uint8_t* at : {r.hva - kRedzone, r.hva + r.size}) {
+            void* p = mmap(at, kRedzone, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                           -1, 0);
+            if (p == MAP_FAILED) continue;
+            if (p != at) {  // an old kernel took it as a hint
+                munmap(p, kRedzone);
+                continue;
+            }
+            poison(at, kRedzone);
+        }
+}
+
+inline void store(const MemView& mem, uint64_t gpa, const void* src, size_t n) {
+    if (uint8_t* p = mem.ptr(gpa, n); p && n) std::memcpy(p, src, n);
+}
+template <typename T>
+void put(const MemView& mem, uint64_t gpa, T v) {
+    store(mem, gpa, &v, sizeof v);
+}
+template <typename T>
+T get(const MemView& mem, uint64_t gpa) {
+    T v{};
+    if (const uint8_t* p = mem.ptr(gpa, sizeof v)) std::memcpy(&v, p, sizeof v);
+    return v;
+}
+// The ring's index words are shared with the device's threads (a wild
+// driver's rings may be misaligned: then plainly).
+inline uint16_t load_idx(const MemView& mem, uint64_t gpa) {
+    uint8_t* p = mem.ptr(gpa, 2);
+    if (!p || gpa % 2) return get<uint16_t>(mem, gpa);
+    return std::atomic_ref(*reinterpret_cast<uint16_t*>(p)).load(std::memory_order_acquire);
+}
+inline void store_idx(const MemView& mem, uint64_t gpa, uint16_t v) {
+    uint8_t* p = mem.ptr(gpa, 2);
+    if (!p || gpa % 2) return put<uint16_t>(mem, gpa, v);
+    std::atomic_ref(*reinterpret_cast<uint16_t*>(p)).store(v, std::memory_order_release);
+}
+
+constexpr uint16_t kNext = 1, kWrite = 2, kIndirect = 4;
+
+inline void write_desc(const MemView& mem, uint64_t table, uint32_t i, uint64_t addr, uint32_t len, uint16_t flags,
+                       uint16_t next) {
+    uint8_t d[16];
+    std::memcpy(d, &addr, 8);
+    std::memcpy(d + 8, &len, 4);
+    std::memcpy(d + 12, &flags, 2);
+    std::memcpy(d + 14, &next, 2);
+    store(mem, table + 16ull * i, d, 16);
+}
+
+// The driver's side of one split ring.
+struct DriverRing {
+    const MemView* mem = nullptr;
+    uint16_t size = 0;
+    uint64_t desc = 0, avail = 0, used = 0;
+    uint16_t avail_idx = 0, used_seen = 0;
+
+    void offer(uint16_t head) {
+        put<uint16_t>(*mem, avail + 4 + 2ull * (size ? avail_idx % size : 0), head);
+        store_idx(*mem, avail + 2, ++avail_idx);
+    }
+    uint16_t used_idx() const { return load_idx(*mem, used + 2); }
+    // The used element k (counting from the ring's start, wrapping).
+    std::pair<uint32_t, uint32_t> used_elem(uint16_t k) const {
+        uint64_t at = used + 4 + 8ull * (k % size);
+        return {get<uint32_t>(*mem, at), get<uint32_t>(*mem, at + 4)};
+    }
+};
+
+// Pages of one RAM area handed out to chains and given back when the device
+// returns them, so that in-flight buffers never overlap.
+class PagePool {
+public:
+    PagePool(uint64_t base, uint64_t pages) : base_(base), used_(pages, false) {}
+    // n contiguous pages, or 0 when there is no such run.
+    uint64_t take(uint64_t n) {
+        if (n == 0 || n > used_.size()) return 0;
+        for (uint64_t i = 0, run = 0; i < used_.size(); i++) {
+            run = used_[i] ? 0 : run + 1;
+            if (run == n) {
+                std::fill(used_.begin() + static_cast<std::ptrdiff_t>(i + 1 - n),
+                          used_.begin() + static_cast<std::ptrdiff_t>(i + 1), true);
+                return base_ + (i + 1 - n) * kPage;
+            }
+        }
+        return 0;
+    }
+    void give(uint64_t at, uint64_t n) {
+        uint64_t first = (at - base_) / kPage;
+        for (uint64_t i = first; i < first + n && i < used_.size(); i++) used_[i] = false;
+    }
+    void clear() { std::fill(used_.begin(), used_.end(), false); }
+    // The longest run of free pages.
+    uint64_t free_run() const {
+        uint64_t best = 0;
+        for (uint64_t i = 0, run = 0; i < used_.size(); i++) best = std::max(best, run = used_[i] ? 0 : run + 1);
+        return best;
+    }
+
+private:
+    uint64_t base_;
+    std::vector<bool> used_;
+};
+
+// A NIC's port without a tap: one SOCK_SEQPACKET socketpair per queue pair,
+// which keeps frame boundaries as a tap or a packet socket does. The device
+// gets one end; the fuzzer plays the network at the other.
+class SocketPort : public NetPort {
+public:
+    SocketPort(unsigned pairs, bool header) : header_(header), attached_(pairs, true) {
+        for (unsigned k = 0; k < pairs; k++) {
+            int fd[2];
+            CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fd) == 0);
+            // Room for a few of the largest frames either way.
+            int buf = 1 << 20;
+            for (int f : fd) setsockopt(f, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
+            dev_.push_back(fd[0]);
+            peer_.push_back(fd[1]);
+        }
+    }
+    ~SocketPort() override {
+        for (int f : dev_) close(f);
+        for (int f : peer_) close(f);
+    }
+    std::string describe() const override { return "fuzz socketpair"; }
+    unsigned queues() const override { return static_cast<unsigned>(dev_.size()); }
+    int fd(unsigned q) const override { return dev_.at(q); }
+    bool vnet_header() const override { return header_; }
+    void set_offload(unsigned flags) override { offload = flags; }
+    void set_queue_attached(unsigned q, bool on) override {
+        CHECK(q < attached_.size() && q > 0);
+        attached_[q] = on;
+    }
+    int peer(unsigned q) const { return peer_.at(q); }
+    bool attached(unsigned q) const { return attached_.at(q); }
+    // Frames waiting at the peer: all of them read and returned.
+    static std::vector<std::vector<uint8_t>> drain(int fd) {
+        std::vector<std::vector<uint8_t>> got;
+        static uint8_t buf[256 * 1024];
+        for (;;) {
+            ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+            if (n < 0) break;
+            got.emplace_back(buf, buf + n);
+        }
+        return got;
+    }
+    unsigned offload = 0;
+
+private:
+    bool header_;
+    std::vector<int> dev_, peer_;
+    std::vector<bool> attached_;
+};
+
+// A frame of len bytes from a seed: distinct frames from distinct seeds,
+// without spending input bytes on the content (a slice of a fixed random
+// pool, as a byte loop under coverage instrumentation would be slow).
+inline std::vector<uint8_t> make_frame(size_t len, uint32_t seed) {
+    constexpr size_t kPool = 512 * 1024;
+    static const std::vector<uint8_t> pool = [] {
+        std::vector<uint8_t> p(kPool);
+        uint64_t x = 0x9e3779b97f4a7c15ull;
+        for (size_t i = 0; i < kPool; i += 8) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            std::memcpy(&p[i], &x, 8);
+        }
+        return p;
+    }();
+    if (len > kPool / 2) len = kPool / 2;
+    size_t at = (seed * 40503ull) % (kPool / 2);
+    return std::vector<uint8_t>(pool.begin() + static_cast<std::ptrdiff_t>(at),
+                                pool.begin() + static_cast<std::ptrdiff_t>(at + len));
+}
+
+// Whether n bytes at p are all zero (memcmp: a byte loop is slow under
+// coverage instrumentation).
+inline bool all_zero(const uint8_t* p, size_t n) {
+    static const uint8_t zero[4096] = {};
+    for (size_t at = 0; at < n; at += sizeof zero)
+        if (std::memcmp(p + at, zero, std::min(n - at, sizeof zero))) return false;
+    return true;
+}
+
+}  // namespace minivmm::fuzz
