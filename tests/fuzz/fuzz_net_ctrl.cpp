@@ -136,7 +136,8 @@ struct Ctrl {
     std::vector<QueueConfig> queues;
     uint16_t ctrl_index = 0;
     DriverRing ring;
-    std::vector<bool> busy;
+    std::vector<uint8_t> busy;
+    uint16_t next_free = 0;  // where to look for free descriptors first
     std::deque<Command> pending;  // offered, not yet served, in ring order
     uint64_t bufs = kBufs, tables = kTables;
     uint64_t bufs_used = kBufs, tables_used = kTables;  // high-water marks, for clearing
@@ -184,7 +185,8 @@ struct Ctrl {
         bool bad_ring = in.ConsumeIntegralInRange(0, 31) == 0;
         if (bad_ring) c.driver = in.ConsumeBool() ? kRam - 2 : kCtrlAvail + 1;
         ring = DriverRing{&mem(), size, c.desc, c.driver, c.device, 0, 0};
-        busy.assign(size, false);
+        busy.assign(size, 0);
+        next_free = 0;
         pending.clear();
         bufs = kBufs, tables = kTables;
         in_use = 1;
@@ -341,8 +343,10 @@ struct Ctrl {
         };
         unsigned descs = indirect ? 1 : static_cast<unsigned>(std::max<size_t>(parts.size(), 1));
         std::vector<uint16_t> idx;
-        for (uint16_t d = 0; d < ring.size && idx.size() < descs; d++)
+        for (uint32_t k = 0; k < ring.size && idx.size() < descs; k++) {
+            auto d = static_cast<uint16_t>((next_free + k) % ring.size);
             if (!busy[d]) idx.push_back(d);
+        }
         if (idx.size() < descs) return false;
         if (parts.empty()) {  // nothing at all: one zero-length descriptor
             c.breaks = true;
@@ -359,7 +363,8 @@ struct Ctrl {
                 write_desc(mem(), ring.desc, idx[k], parts[k].first, int(k) == zero ? 0 : parts[k].second, flags(k),
                            k + 1 < parts.size() ? idx[k + 1] : 0);
         }
-        for (uint16_t d : idx) busy[d] = true;
+        for (uint16_t d : idx) busy[d] = 1;
+        next_free = static_cast<uint16_t>((idx.back() + 1) % ring.size);
         c.descs = idx;
         c.head = idx[0];
         TRACE("offer %u: class %d cmd %d, %zu bytes in %u pieces, %u writable%s%s\n", c.head,
@@ -414,7 +419,7 @@ struct Ctrl {
         net->notify(ctrl_index);
         if (!strict) {  // what the device made of a wild ring is anyone's guess: start afresh
             pending.clear();
-            busy.assign(ring.size, false);
+            busy.assign(ring.size, 0);
             return;
         }
         uint16_t want = static_cast<uint16_t>(ring.used_seen + serve);
@@ -422,9 +427,12 @@ struct Ctrl {
             // The rest went to the control thread: wait for it, then for its
             // lock (config_read takes it), so that it is done with them.
             auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-            while (ring.used_idx() != want || (breaks && !t.is_broken())) {
+            for (int spins = 0; ring.used_idx() != want || (breaks && !t.is_broken()); spins++) {
                 CHECK(std::chrono::steady_clock::now() < until);  // the control thread never finished
-                std::this_thread::sleep_for(std::chrono::microseconds(50));
+                if (spins < 1000)
+                    std::this_thread::yield();  // it takes microseconds, usually
+                else
+                    std::this_thread::sleep_for(std::chrono::microseconds(50));
             }
             uint8_t b[1];
             net->config_read(0, b, 1);
@@ -442,7 +450,7 @@ struct Ctrl {
             // Nothing else written: the rest of the writable bytes, and the command.
             for (const Segment& w : c.writable)
                 for (uint32_t i = w.gpa == c.status_at ? 1 : 0; i < w.len; i++) CHECK(mem().ptr(w.gpa + i, 1)[0] == 0xee);
-            for (uint16_t d : c.descs) busy[d] = false;
+            for (uint16_t d : c.descs) busy[d] = 0;
         }
         if (breaks) {
             CHECK(t.is_broken());

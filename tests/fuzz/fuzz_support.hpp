@@ -167,25 +167,32 @@ struct DriverRing {
 // returns them, so that in-flight buffers never overlap.
 class PagePool {
 public:
-    PagePool(uint64_t base, uint64_t pages) : base_(base), used_(pages, false) {}
-    // n contiguous pages, or 0 when there is no such run.
+    PagePool(uint64_t base, uint64_t pages) : base_(base), used_(pages, 0) {}
+    // n contiguous pages, or 0 when there is no such run. First fit from
+    // where the last one ended, so that a run of takes does not rescan.
     uint64_t take(uint64_t n) {
-        if (n == 0 || n > used_.size()) return 0;
-        for (uint64_t i = 0, run = 0; i < used_.size(); i++) {
+        uint64_t size = used_.size();
+        if (n == 0 || n > size) return 0;
+        for (uint64_t tries = 0, i = next_ % size, run = 0; tries < size + n; tries++, i = (i + 1) % size) {
+            if (i == 0) run = 0;  // runs do not wrap
             run = used_[i] ? 0 : run + 1;
             if (run == n) {
-                std::fill(used_.begin() + static_cast<std::ptrdiff_t>(i + 1 - n),
-                          used_.begin() + static_cast<std::ptrdiff_t>(i + 1), true);
-                return base_ + (i + 1 - n) * kPage;
+                uint64_t first = i + 1 - n;
+                std::memset(&used_[first], 1, n);
+                next_ = i + 1;
+                return base_ + first * kPage;
             }
         }
         return 0;
     }
     void give(uint64_t at, uint64_t n) {
         uint64_t first = (at - base_) / kPage;
-        for (uint64_t i = first; i < first + n && i < used_.size(); i++) used_[i] = false;
+        for (uint64_t i = first; i < first + n && i < used_.size(); i++) used_[i] = 0;
     }
-    void clear() { std::fill(used_.begin(), used_.end(), false); }
+    void clear() {
+        std::fill(used_.begin(), used_.end(), 0);
+        next_ = 0;
+    }
     // The longest run of free pages.
     uint64_t free_run() const {
         uint64_t best = 0;
@@ -195,7 +202,8 @@ public:
 
 private:
     uint64_t base_;
-    std::vector<bool> used_;
+    std::vector<uint8_t> used_;
+    uint64_t next_ = 0;
 };
 
 // A NIC's port without a tap: one SOCK_SEQPACKET socketpair per queue pair,
