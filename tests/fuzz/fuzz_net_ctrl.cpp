@@ -530,8 +530,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                     c.kick();
                 }
                 break;
-            case 9:
-                if (c.active) c.net->notify(in.ConsumeIntegralInRange<uint16_t>(0, c.net->num_queues()));
+            case 9:  // a kick for any queue, the control queue's included
+                if (c.active) {
+                    auto q = in.ConsumeIntegralInRange<uint16_t>(0, c.net->num_queues());
+                    if (q == c.ctrl_index)
+                        c.kick();
+                    else
+                        c.net->notify(q);
+                }
                 break;
             case 10: {
                 uint8_t b[8];
@@ -544,8 +550,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 if (in.ConsumeIntegralInRange(0, 3)) c.activate();
                 break;
             default:
-                if (!c.strict && c.ctrl_usable()) c.misbehave();
-                else if (c.active) c.check_effects();
+                if (!c.strict && c.ctrl_usable())
+                    c.misbehave();
+                else if (c.active && c.pending.empty())  // (offered ones may be served any time)
+                    c.check_effects();
                 break;
         }
     }
