@@ -47,14 +47,7 @@ constexpr uint32_t kDfSelect = 0, kDf = 4, kGfSelect = 8, kGf = 12, kMsixConfig 
                    kQSize = 24, kQVector = 26, kQEnable = 28, kQDesc = 32, kQDriver = 40, kQDevice = 48;
 constexpr auto kDeadline = std::chrono::seconds(5);
 
-GuestMemory& mem() {
-    static GuestMemory* m = [] {
-        auto* g = new GuestMemory(kRam);
-        guard(*g);
-        return g;
-    }();
-    return *m;
-}
+GuestMemory& mem() { return guarded_ram(kRam); }
 
 // KVM as far as the transport sees it: an ioeventfd table (which the
 // guest's MMIO writes go through first), irqfds and MSI routes.

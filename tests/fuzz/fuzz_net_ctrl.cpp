@@ -46,14 +46,7 @@ constexpr uint16_t kDataQueueSize = 8;
 constexpr uint8_t kOk = 0, kErr = 1;
 constexpr VirtioNet::Mac kMac{0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
 
-GuestMemory& mem() {
-    static GuestMemory* m = [] {
-        auto* g = new GuestMemory(kRam);
-        guard(*g);
-        return g;
-    }();
-    return *m;
-}
+GuestMemory& mem() { return guarded_ram(kRam); }
 
 // The transport: records what the device asks, and has eventfds to hand a
 // vhost backend. Called from the device's threads too: locked.

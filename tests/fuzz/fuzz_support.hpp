@@ -106,6 +106,17 @@ inline void guard(const GuestMemory& mem) {
         }
 }
 
+// The fuzzer's guest RAM, made and guarded on first use and kept for every
+// input (each fuzzer is one binary, so it asks for one size).
+inline GuestMemory& guarded_ram(uint64_t size) {
+    static GuestMemory* m = [size] {
+        auto* g = new GuestMemory(size);
+        guard(*g);
+        return g;
+    }();
+    return *m;
+}
+
 inline void store(const MemView& mem, uint64_t gpa, const void* src, size_t n) {
     if (uint8_t* p = mem.ptr(gpa, n); p && n) std::memcpy(p, src, n);
 }
