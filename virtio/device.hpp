@@ -2,6 +2,7 @@
 // offers back (interrupts, the broken-device signal).
 #pragma once
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,14 @@ class VirtioDevice {
 public:
     virtual ~VirtioDevice() = default;
     virtual uint16_t device_id() const = 0;
+    // PCI class code (base, sub, interface): how a guest without the virtio
+    // driver still sees what the device is. Unclassified by default.
+    virtual uint32_t pci_class() const { return 0xff0000; }
+    // For the user: "net0" and a line on what the device is attached to.
+    virtual std::string label() const { return "virtio" + std::to_string(device_id()); }
+    virtual std::string describe() const { return {}; }
+    // --stats and SIGUSR1: the device's counters, if it keeps any.
+    virtual void print_stats(std::FILE* f) const { (void)f; }
     virtual uint64_t features() const = 0;  // offered, transport bits included
     virtual uint16_t num_queues() const = 0;
     virtual uint16_t max_queue_size() const { return 256; }

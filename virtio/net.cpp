@@ -336,6 +336,18 @@ void VirtioNet::io_loop(unsigned k) {
     }
 }
 
+std::string VirtioNet::describe() const {
+    Mac m;
+    {
+        auto g = lock_ctrl();
+        m = mac_;
+    }
+    char mac[18];
+    std::snprintf(mac, sizeof mac, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+    return "virtio-net, " + port_->describe() + ", mac " + mac + ", vhost=" + datapath() + ", " +
+           std::to_string(pairs()) + " queue pair" + (pairs() > 1 ? "s" : "");
+}
+
 void VirtioNet::print_stats(std::FILE* f, const std::string& label) const {
     std::fprintf(f, "minivmm: %s (%s, vhost=%s, %zu queue pair%s, %u in use):\n", label.c_str(),
                  port_->describe().c_str(), datapath(), pairs_.size(), pairs_.size() > 1 ? "s" : "", in_use_.load());

@@ -46,6 +46,10 @@ public:
     ~VirtioNet() override;
 
     uint16_t device_id() const override { return 1; }
+    uint32_t pci_class() const override { return 0x020000; }  // network controller, Ethernet
+    std::string label() const override { return label_; }
+    std::string describe() const override;
+    void print_stats(std::FILE* f) const override { print_stats(f, label_); }
     uint64_t features() const override;
     uint16_t num_queues() const override { return static_cast<uint16_t>(2 * pairs_.size() + 1); }
     void config_read(uint64_t off, uint8_t* data, uint32_t size) override;

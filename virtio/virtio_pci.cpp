@@ -32,7 +32,7 @@ std::vector<uint8_t> vendor_cap(uint8_t type, uint8_t bar, uint32_t off, uint32_
 }  // namespace
 
 VirtioPci::VirtioPci(std::unique_ptr<VirtioDevice> dev, Msix::Deliver deliver, const KvmHooks* kvm)
-    : PciDevice(0x1af4, static_cast<uint16_t>(0x1040 + dev->device_id()), dev->device_id() == 1 ? 0x020000 : 0xff0000,
+    : PciDevice(0x1af4, static_cast<uint16_t>(0x1040 + dev->device_id()), dev->pci_class(),
                 1),  // revision 1: a modern-only device
       dev_(std::move(dev)),
       msix_(static_cast<uint16_t>(dev_->num_queues() + 1), std::move(deliver)),

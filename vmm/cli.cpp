@@ -2,12 +2,16 @@
 
 #include <getopt.h>
 
+#include <algorithm>
 #include <cctype>
 #include <regex>
 
 #include "vmm/error.hpp"
+#include "virtio/net.hpp"
 
 namespace minivmm {
+
+const unsigned kMaxQueuePairs = VirtioNet::kMaxPairs;
 
 const char* usage() {
     return "usage: minivmm --kernel BZIMAGE [options]\n"
@@ -73,7 +77,8 @@ NetSpec parse_net(const std::string& s) {
     if (!std::regex_match(n.ifname, ifname))
         throw UserError("--net '" + s + "': bad interface name '" + n.ifname + "'");
     static const std::regex mac(R"(([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2})");
-    static const std::regex queues(R"([1-9][0-9]{0,2})");
+    static const std::regex number(R"([1-9][0-9]{0,2})");
+    std::vector<std::string> seen;
     while (comma != std::string::npos) {
         size_t next = s.find(',', comma + 1);
         std::string kv = s.substr(comma + 1, next == std::string::npos ? std::string::npos : next - comma - 1);
@@ -81,21 +86,34 @@ NetSpec parse_net(const std::string& s) {
         size_t eq = kv.find('=');
         if (eq == std::string::npos) throw UserError("--net '" + s + "': expected opt=value, got '" + kv + "'");
         std::string k = kv.substr(0, eq), v = kv.substr(eq + 1);
+        if (std::find(seen.begin(), seen.end(), k) != seen.end())
+            throw UserError("--net: option '" + k + "' given twice");
+        seen.push_back(k);
         if (k == "mac") {
             if (!std::regex_match(v, mac)) throw UserError("--net: bad MAC address '" + v + "'");
-            if (std::stoi(v.substr(0, 2), nullptr, 16) & 1)
-                throw UserError("--net: MAC address '" + v + "' is multicast");
+            std::array<uint8_t, 6> m;
+            for (int i = 0; i < 6; i++) m[i] = static_cast<uint8_t>(std::stoul(v.substr(3 * i, 2), nullptr, 16));
+            // The guest could not take a group address as its own.
+            if (m[0] & 1) throw UserError("--net: MAC address '" + v + "' is multicast");
+            n.mac = m;
         } else if (k == "vhost") {
-            if (v != "off" && v != "worker" && v != "kernel")
-                throw UserError("--net: vhost must be off, worker or kernel, not '" + v + "'");
+            if (v == "off") n.vhost = NetSpec::Datapath::Off;
+            else if (v == "worker") n.vhost = NetSpec::Datapath::Worker;
+            else if (v == "kernel") n.vhost = NetSpec::Datapath::Kernel;
+            else throw UserError("--net: vhost must be off, worker or kernel, not '" + v + "'");
         } else if (k == "queues") {
-            if (!std::regex_match(v, queues)) throw UserError("--net: bad queue count '" + v + "'");
+            if (!std::regex_match(v, number)) throw UserError("--net: bad queue count '" + v + "'");
+            n.queues = static_cast<unsigned>(std::stoul(v));
+            if (n.queues > kMaxQueuePairs)
+                throw UserError("--net " + n.ifname + ": queues=" + v + " is more than the " +
+                                std::to_string(kMaxQueuePairs) + " queue pairs a NIC may have");
         } else {
             throw UserError("--net: unknown option '" + k + "'");
         }
-        if (n.opts.count(k)) throw UserError("--net: option '" + k + "' given twice");
-        n.opts[k] = v;
     }
+    // A packet socket is one fd: it has no queues to spread flows over.
+    if (n.kind == NetSpec::Kind::Raw && n.queues > 1)
+        throw UserError("--net raw=" + n.ifname + ": a raw socket serves one queue pair (queues=1)");
     return n;
 }
 

@@ -1,7 +1,7 @@
 // Command-line options.
 #pragma once
+#include <array>
 #include <cstdint>
-#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -10,11 +10,15 @@
 
 namespace minivmm {
 
-// One --net argument: NAME[,opt=val...] (a tap), or raw=IFNAME / macvtap=IFNAME.
+// One --net argument: NAME[,opt=val...] (a tap), or raw=IFNAME / macvtap=IFNAME,
+// checked once by parse_net against the limits below.
 struct NetSpec {
     enum class Kind { Tap, Raw, Macvtap } kind = Kind::Tap;
+    // Auto: the kernel's vhost-net where this host has it, else the worker.
+    enum class Datapath { Auto, Off, Worker, Kernel } vhost = Datapath::Auto;
     std::string ifname;
-    std::map<std::string, std::string> opts;  // validated: mac, vhost, queues
+    std::optional<std::array<uint8_t, 6>> mac;  // none: a default (or a macvtap's own)
+    unsigned queues = 1;                        // queue pairs
 };
 
 struct Options {
@@ -35,6 +39,8 @@ constexpr uint64_t kMinMem = 64ull << 20;
 constexpr unsigned kMaxCpus = 255;
 // A PCI bus has 32 slots; the host bridge takes slot 0.
 constexpr unsigned kMaxNics = 31;
+// The device's limit (virtio-net), and so the user's.
+extern const unsigned kMaxQueuePairs;
 
 // Throws UserError with one line naming the bad option and why.
 Options parse_cli(int argc, char** argv);

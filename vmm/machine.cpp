@@ -1,11 +1,8 @@
 #include "vmm/machine.hpp"
 
-#include <net/if.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -24,23 +21,13 @@
 #include "vmm/console.hpp"
 #include "vmm/error.hpp"
 #include "vmm/layout.hpp"
+#include "vmm/nic.hpp"
 #include "vmm/seccomp.hpp"
 #include "vmm/thread_guard.hpp"
 #include "virtio/net.hpp"
 #include "virtio/virtio_pci.hpp"
-#include "vhost/raw_socket.hpp"
-#include "vhost/tap.hpp"
 
 namespace minivmm {
-
-// What a NIC is made of on the host side, opened before KVM.
-struct NicPlan {
-    std::unique_ptr<NetPort> port;
-    std::unique_ptr<VhostBackend> vhost;
-    VirtioNet::Mac mac;
-    unsigned queues;
-    std::vector<std::string> notes;  // said once the VM exists, so a later error stays the only line
-};
 
 namespace {
 // Closed until open(): threads wait at it (a mutex and condition variable,
@@ -114,7 +101,7 @@ Machine::Machine(const Options& opts, const BootFiles& files)
       mem_(checked_ram(opts)),
       cmdline_(guest_cmdline(opts)),
       plan_(load_guest(files)),
-      nic_plans_(plan_nics()),
+      nic_hosts_(open_nic_hosts()),
       vm_(check_cpu_limit()) {
     uint32_t slot = 0;
     for (const auto& r : mem_.regions()) vm_.set_memory(slot++, r.gpa, r.size, r.hva);
@@ -137,117 +124,39 @@ Machine::Machine(const Options& opts, const BootFiles& files)
     pio_.add(I8042Reset::kCommand, 1, &i8042_);
     pio_.add(PciBus::kConfigPort, PciBus::kConfigLen, &pci_);
     mmio_.add(PciBus::kWindowStart, PciBus::kWindowEnd - PciBus::kWindowStart, &pci_.mmio());
-    add_nics();
+    add_devices();
 
     auto cpuid = kvm_.supported_cpuid();
     for (unsigned i = 0; i < opts.cpus; i++) vcpus_.push_back(std::make_unique<Vcpu>(kvm_, vm_, i, opts.cpus, cpuid));
     vcpus_[0]->setup_boot_cpu(mem_, plan_.entry, layout::kZeroPage);
 }
 
-namespace {
-VirtioNet::Mac nic_mac(const NetSpec& n, size_t index) {
-    auto it = n.opts.find("mac");
-    // Default: locally administered (0x52 has bit 1 set), stable per NIC index.
-    if (it == n.opts.end()) return {0x52, 0x54, 0x00, 0x12, 0x34, static_cast<uint8_t>(0x56 + index)};
-    VirtioNet::Mac m{};
-    for (int i = 0; i < 6; i++) m[i] = static_cast<uint8_t>(std::stoul(it->second.substr(3 * i, 2), nullptr, 16));
-    if (m[0] & 1) throw UserError("--net: mac=" + it->second + " is a multicast address");
-    return m;
+std::vector<NicHost> Machine::open_nic_hosts() const {
+    std::vector<NicHost> hosts;
+    for (size_t i = 0; i < opts_.nets.size(); i++) hosts.push_back(open_nic_host(opts_.nets[i], unsigned(i)));
+    return hosts;
 }
 
-VirtioNet::Mac interface_mac(const std::string& ifname) {
-    ifreq ifr{};
-    std::strncpy(ifr.ifr_name, ifname.c_str(), IFNAMSIZ - 1);
-    Fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    if (!s || ioctl(s.get(), SIOCGIFHWADDR, &ifr) < 0) throw sys_error("--net macvtap=" + ifname + ": its MAC");
-    VirtioNet::Mac m;
-    std::memcpy(m.data(), ifr.ifr_hwaddr.sa_data, 6);
-    return m;
+// The guest's PCI devices, in slot order. A new kind of device is its own
+// files and one line here.
+void Machine::add_devices() {
+    for (NicHost& h : nic_hosts_) add_virtio(make_nic(mem_, std::move(h)));
+    nic_hosts_.clear();
 }
 
-std::string opt(const NetSpec& n, const char* key, const char* def) {
-    auto it = n.opts.find(key);
-    return it == n.opts.end() ? def : it->second;
-}
-}  // namespace
-
-std::vector<NicPlan> Machine::plan_nics() const {
-    std::vector<NicPlan> plans;
-    for (size_t i = 0; i < opts_.nets.size(); i++) {
-        const NetSpec& n = opts_.nets[i];
-        NicPlan p;
-        p.queues = static_cast<unsigned>(std::stoul(opt(n, "queues", "1")));
-        if (p.queues > VirtioNet::kMaxPairs)
-            throw UserError("--net " + n.ifname + ": queues=" + std::to_string(p.queues) + " is more than the " +
-                            std::to_string(VirtioNet::kMaxPairs) + " queue pairs a NIC may have");
-        if (n.kind == NetSpec::Kind::Raw && p.queues > 1)
-            throw UserError("--net raw=" + n.ifname + ": a raw socket serves one queue pair (queues=1)");
-        // The port first: a missing interface is the likelier mistake.
-        if (n.kind == NetSpec::Kind::Raw)
-            p.port = std::make_unique<RawSocket>(n.ifname);
-        else if (n.kind == NetSpec::Kind::Macvtap)
-            p.port = Tap::macvtap(n.ifname, p.queues);
-        else {
-            auto tap = std::make_unique<Tap>(n.ifname, p.queues);
-            p.notes.push_back(tap->created_note());
-            p.port = std::move(tap);
-        }
-        p.mac = nic_mac(n, i);
-        // A macvtap passes on only frames for its own MAC: the guest's must be it.
-        if (n.kind == NetSpec::Kind::Macvtap) {
-            auto own = interface_mac(n.ifname);
-            if (!n.opts.count("mac")) p.mac = own;
-            else if (p.mac != own)
-                p.notes.push_back("mac differs from macvtap " + n.ifname + "'s own; frames for it will not arrive");
-        }
-        std::string label = "net" + std::to_string(i);
-        std::string mode = opt(n, "vhost", "");
-        if (mode == "kernel") {
-            p.vhost = open_kernel_vhost(p.queues);
-        } else if (mode == "worker") {
-            p.vhost = make_worker_vhost(p.queues, label);
-        } else if (mode.empty()) {
-            // The kernel's vhost-net when this host has it, else our own workers.
-            try {
-                p.vhost = open_kernel_vhost(p.queues);
-                p.notes.push_back("using vhost=kernel (/dev/vhost-net)");
-            } catch (const std::exception& e) {
-                // Missing, not permitted, or refusing us as its owner (a task
-                // limit): any of them leaves the worker as good a choice.
-                p.vhost = make_worker_vhost(p.queues, label);
-                p.notes.push_back(std::string("using vhost=worker (") + e.what() + ")");
-            }
-        }
-        plans.push_back(std::move(p));
-    }
-    return plans;
-}
-
-void Machine::add_nics() {
-    for (size_t i = 0; i < nic_plans_.size(); i++) {
-        NicPlan& p = nic_plans_[i];
-        for (const auto& note : p.notes)
-            if (!note.empty()) std::fprintf(stderr, "minivmm: net%zu: %s\n", i, note.c_str());
-        std::string describe = p.port->describe();
-        auto mac = p.mac;
-        auto net = std::make_unique<VirtioNet>(mem_, std::move(p.port), mac, std::move(p.vhost),
-                                               "net" + std::to_string(i));
-        VirtioNet* raw = net.get();
-        VirtioPci::KvmHooks hooks{vm_, router_};
-        auto pci = std::make_shared<VirtioPci>(
-            std::move(net), [this](const MsiMessage& m) { vm_.signal_msi(m.address, m.data); }, &hooks);
-        unsigned slot = pci_.add(pci);
-        nics_.push_back({pci, raw});
-        if (opts_.verbose)
-            std::fprintf(stderr, "minivmm: net%zu: virtio-net at PCI 00:%02x.0, %s, mac %02x:%02x:%02x:%02x:%02x:%02x, "
-                         "vhost=%s, %u queue pair%s\n", i, slot, describe.c_str(), mac[0], mac[1], mac[2], mac[3],
-                         mac[4], mac[5], raw->datapath(), p.queues, p.queues > 1 ? "s" : "");
-    }
-    nic_plans_.clear();
+void Machine::add_virtio(std::unique_ptr<VirtioDevice> dev) {
+    std::string label = dev->label(), describe = opts_.verbose ? dev->describe() : "";
+    VirtioPci::KvmHooks hooks{vm_, router_};
+    auto pci = std::make_shared<VirtioPci>(
+        std::move(dev), [this](const MsiMessage& m) { vm_.signal_msi(m.address, m.data); }, &hooks);
+    unsigned slot = pci_.add(pci);
+    devices_.push_back(pci);
+    if (opts_.verbose)
+        std::fprintf(stderr, "minivmm: %s: PCI 00:%02x.0, %s\n", label.c_str(), slot, describe.c_str());
 }
 
 void Machine::print_stats() const {
-    for (size_t i = 0; i < nics_.size(); i++) nics_[i].net->print_stats(stderr, "net" + std::to_string(i));
+    for (const auto& d : devices_) d->device().print_stats(stderr);
     // With vhost, kicks and interrupts bypass minivmm: these stay flat under traffic.
     uint64_t io = 0, mmio = 0;
     for (const auto& v : vcpus_) io += v->stats.io_exits, mmio += v->stats.mmio_exits;

@@ -20,7 +20,9 @@
 
 namespace minivmm {
 
-struct NicPlan;
+struct NicHost;
+class VirtioDevice;
+class VirtioPci;
 
 class Machine {
 public:
@@ -36,9 +38,10 @@ public:
 
 private:
     BootPlan load_guest(const BootFiles& files);
-    std::vector<NicPlan> plan_nics() const;
+    std::vector<NicHost> open_nic_hosts() const;
     const Kvm& check_cpu_limit() const;
-    void add_nics();
+    void add_devices();
+    void add_virtio(std::unique_ptr<VirtioDevice> dev);
     void wait_for_stop();
     static bool nested_host();
     void nudge_vcpus();
@@ -60,7 +63,7 @@ private:
     GuestMemory mem_;
     std::string cmdline_;
     BootPlan plan_;
-    std::vector<NicPlan> nic_plans_;  // ports and vhost, until add_nics() gives them to devices
+    std::vector<NicHost> nic_hosts_;  // ports and vhost, until add_devices() gives them to NICs
     Kvm kvm_;                         // the first use of /dev/kvm
     Vm vm_;
     IoBus pio_, mmio_;
@@ -69,12 +72,8 @@ private:
     I8042Reset i8042_{stop_};
     GsiRouter router_{vm_};  // before the PCI devices: they return routes as they go
     PciBus pci_;
-    // After mem_: NICs stop their datapath threads before RAM goes away.
-    struct Nic {
-        std::shared_ptr<class VirtioPci> pci;
-        class VirtioNet* net;
-    };
-    std::vector<Nic> nics_;
+    // After mem_: devices stop their datapath threads before RAM goes away.
+    std::vector<std::shared_ptr<VirtioPci>> devices_;
     std::vector<std::unique_ptr<Vcpu>> vcpus_;
 };
 

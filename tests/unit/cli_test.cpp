@@ -78,16 +78,19 @@ TEST(Cli, NetSpecs) {
     EXPECT_EQ(n.kind, NetSpec::Kind::Tap);
     EXPECT_EQ(n.ifname, "tap0");
     n = parse_net("tap1,mac=52:54:00:12:34:56,vhost=worker,queues=2");
-    EXPECT_EQ(n.opts["mac"], "52:54:00:12:34:56");
-    EXPECT_EQ(n.opts["vhost"], "worker");
-    EXPECT_EQ(n.opts["queues"], "2");
+    EXPECT_EQ(n.mac, (std::array<uint8_t, 6>{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}));
+    EXPECT_EQ(n.vhost, NetSpec::Datapath::Worker);
+    EXPECT_EQ(n.queues, 2u);
+    EXPECT_FALSE(parse_net("tap0").mac);
+    EXPECT_EQ(parse_net("tap0").vhost, NetSpec::Datapath::Auto);
+    EXPECT_EQ(parse_net("tap0,queues=16").queues, 16u);
     EXPECT_EQ(parse_net("raw=eth1").kind, NetSpec::Kind::Raw);
     EXPECT_EQ(parse_net("macvtap=mv0,vhost=kernel").kind, NetSpec::Kind::Macvtap);
     auto o = parse({"--kernel", "bz", "--net", "a", "--net", "b"});
     EXPECT_EQ(o.nets.size(), 2u);
     for (const char* bad : {"", "tap0,", "tap0,mac", "tap0,mac=52:54:00:12:34", "tap0,mac=01:00:00:00:00:01",
                             "tap0,vhost=on", "tap0,queues=0", "tap0,speed=1", "a/b", "averyveryverylongname",
-                            "tap0,vhost=off,vhost=kernel", "raw="})
+                            "tap0,vhost=off,vhost=kernel", "raw=", "tap0,queues=17", "raw=eth0,queues=2"})
         EXPECT_THROW(parse_net(bad), UserError) << bad;
 }
 

@@ -1,0 +1,88 @@
+#include "vmm/nic.hpp"
+
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "vmm/error.hpp"
+#include "virtio/net.hpp"
+#include "vhost/raw_socket.hpp"
+#include "vhost/tap.hpp"
+#include "vhost/vhost.hpp"
+
+namespace minivmm {
+
+NicHost::NicHost() = default;
+NicHost::NicHost(NicHost&&) noexcept = default;
+NicHost::~NicHost() = default;
+
+namespace {
+// A macvtap passes on only frames for its link's own MAC.
+std::array<uint8_t, 6> interface_mac(const std::string& ifname) {
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, ifname.c_str(), IFNAMSIZ - 1);
+    Fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!s || ioctl(s.get(), SIOCGIFHWADDR, &ifr) < 0) throw sys_error("--net macvtap=" + ifname + ": its MAC");
+    std::array<uint8_t, 6> m;
+    std::memcpy(m.data(), ifr.ifr_hwaddr.sa_data, 6);
+    return m;
+}
+
+std::unique_ptr<NetPort> open_port(const NetSpec& spec, NicHost& h) {
+    switch (spec.kind) {
+        case NetSpec::Kind::Raw: return std::make_unique<RawSocket>(spec.ifname);
+        case NetSpec::Kind::Macvtap: return Tap::macvtap(spec.ifname, spec.queues);
+        case NetSpec::Kind::Tap: break;
+    }
+    auto tap = std::make_unique<Tap>(spec.ifname, spec.queues);
+    h.notes.push_back(tap->created_note());
+    return tap;
+}
+
+std::unique_ptr<VhostBackend> open_vhost(const NetSpec& spec, NicHost& h) {
+    switch (spec.vhost) {
+        case NetSpec::Datapath::Off: return nullptr;
+        case NetSpec::Datapath::Kernel: return open_kernel_vhost(spec.queues);
+        case NetSpec::Datapath::Worker: return make_worker_vhost(spec.queues, h.label);
+        case NetSpec::Datapath::Auto: break;
+    }
+    try {
+        auto v = open_kernel_vhost(spec.queues);
+        h.notes.push_back("using vhost=kernel (/dev/vhost-net)");
+        return v;
+    } catch (const std::exception& e) {
+        // Missing, not permitted, or refusing us as its owner (a task
+        // limit): any of them leaves the worker as good a choice.
+        h.notes.push_back(std::string("using vhost=worker (") + e.what() + ")");
+        return make_worker_vhost(spec.queues, h.label);
+    }
+}
+}  // namespace
+
+NicHost open_nic_host(const NetSpec& spec, unsigned index) {
+    NicHost h;
+    h.label = "net" + std::to_string(index);
+    // The port first: a missing interface is the likelier mistake.
+    h.port = open_port(spec, h);
+    // Default: locally administered (0x52 has bit 1 set), stable per NIC index.
+    h.mac = spec.mac.value_or(std::array<uint8_t, 6>{0x52, 0x54, 0x00, 0x12, 0x34, static_cast<uint8_t>(0x56 + index)});
+    if (spec.kind == NetSpec::Kind::Macvtap) {
+        auto own = interface_mac(spec.ifname);
+        if (!spec.mac) h.mac = own;
+        else if (h.mac != own)
+            h.notes.push_back("mac differs from macvtap " + spec.ifname + "'s own; frames for it will not arrive");
+    }
+    h.vhost = open_vhost(spec, h);
+    return h;
+}
+
+std::unique_ptr<VirtioNet> make_nic(const GuestMemory& mem, NicHost host) {
+    for (const auto& note : host.notes)
+        if (!note.empty()) std::fprintf(stderr, "minivmm: %s: %s\n", host.label.c_str(), note.c_str());
+    return std::make_unique<VirtioNet>(mem, std::move(host.port), host.mac, std::move(host.vhost), host.label);
+}
+
+}  // namespace minivmm
