@@ -60,9 +60,9 @@ $(BUILD)/fuzz/fuzz_virtqueue: tests/fuzz/fuzz_virtqueue.cpp virtio/virtqueue.cpp
 $(BUILD)/fuzz/fuzz_pci: tests/fuzz/fuzz_pci.cpp vmm/thread_guard.cpp vmm/pci.cpp vmm/msix.cpp virtio/virtio_pci.cpp vmm/kvm.cpp vmm/gsi_router.cpp \
                         vmm/seccomp.cpp vmm/seccomp_policy.cpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_net_rx: tests/fuzz/fuzz_net_rx.cpp virtio/net_datapath.cpp virtio/virtqueue.cpp \
-                           tests/fuzz/net_driver.hpp tests/fuzz/fuzz_support.hpp vhost/port.hpp $(FUZZ_HDRS)
+                           tests/fuzz/net_driver.hpp tests/fuzz/fuzz_support.hpp vhost/ports/port.hpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_net_tx: tests/fuzz/fuzz_net_tx.cpp virtio/net_datapath.cpp virtio/virtqueue.cpp \
-                           tests/fuzz/net_driver.hpp tests/fuzz/fuzz_support.hpp vhost/port.hpp $(FUZZ_HDRS)
+                           tests/fuzz/net_driver.hpp tests/fuzz/fuzz_support.hpp vhost/ports/port.hpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_net_ctrl: tests/fuzz/fuzz_net_ctrl.cpp virtio/net.cpp virtio/net_ctrl.cpp virtio/net_datapath.cpp \
                              virtio/virtqueue.cpp vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/kvm.cpp \
                              vmm/seccomp.cpp vmm/seccomp_policy.cpp \

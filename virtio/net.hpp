@@ -21,7 +21,7 @@
 #include <thread>
 #include <vector>
 
-#include "vhost/port.hpp"
+#include "vhost/ports/port.hpp"
 #include "vmm/kvm.hpp"
 #include "vhost/vhost.hpp"
 #include "virtio/device.hpp"

@@ -13,7 +13,7 @@
 
 #include "virtio/net.hpp"
 #include "vmm/guest_memory.hpp"
-#include "vmm/io_bus.hpp"
+#include "vmm/bytes.hpp"
 
 namespace minivmm {
 

@@ -8,7 +8,7 @@
 #include <cstring>
 
 #include "vmm/guest_memory.hpp"
-#include "vmm/io_bus.hpp"
+#include "vmm/bytes.hpp"
 
 namespace minivmm {
 

@@ -28,8 +28,8 @@
 #include "vmm/thread_guard.hpp"
 #include "virtio/net.hpp"
 #include "virtio/virtio_pci.hpp"
-#include "vhost/raw_socket.hpp"
-#include "vhost/tap.hpp"
+#include "vhost/ports/raw_socket.hpp"
+#include "vhost/ports/tap.hpp"
 
 namespace minivmm {
 

@@ -15,7 +15,7 @@
 
 #include "tests/unit/netns_helpers.hpp"
 #include "tests/unit/ring_writer.hpp"
-#include "vhost/raw_socket.hpp"
+#include "vhost/ports/raw_socket.hpp"
 #include "virtio/net.hpp"
 #include "virtio/net_datapath.hpp"
 #include "vmm/error.hpp"

@@ -26,7 +26,7 @@
 #include "tests/unit/test_helpers.hpp"
 #include "tests/unit/netns_helpers.hpp"
 #include "tests/unit/ring_writer.hpp"
-#include "vhost/tap.hpp"
+#include "vhost/ports/tap.hpp"
 #include "virtio/net.hpp"
 #include "vmm/error.hpp"
 #include "vmm/guest_memory.hpp"

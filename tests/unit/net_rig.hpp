@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "tests/unit/ring_writer.hpp"
-#include "vhost/tap.hpp"
+#include "vhost/ports/tap.hpp"
 #include "virtio/net.hpp"
 #include "vmm/guest_memory.hpp"
 
