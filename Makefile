@@ -7,7 +7,7 @@ LDLIBS   := -lseccomp
 BUILD    := build
 IMAGES   := $(BUILD)/images
 
-VMM_SRCS := $(filter-out vmm/main.cpp,$(wildcard vmm/*.cpp virtio/*.cpp vhost/*.cpp))
+VMM_SRCS := $(filter-out vmm/main.cpp,$(wildcard vmm/*.cpp virtio/*.cpp vhost/*.cpp vhost/ports/*.cpp))
 VMM_OBJS := $(VMM_SRCS:%.cpp=$(BUILD)/obj/%.o)
 UNIT_SRCS := $(wildcard tests/unit/*.cpp)
 UNIT_OBJS := $(UNIT_SRCS:%.cpp=$(BUILD)/obj/%.o)

@@ -28,6 +28,7 @@
 #include "vmm/thread_guard.hpp"
 #include "virtio/net.hpp"
 #include "virtio/virtio_pci.hpp"
+#include "vhost/net_backends.hpp"
 #include "vhost/ports/raw_socket.hpp"
 #include "vhost/ports/tap.hpp"
 
@@ -230,8 +231,9 @@ void Machine::add_nics() {
             if (!note.empty()) std::fprintf(stderr, "minivmm: net%zu: %s\n", i, note.c_str());
         std::string describe = p.port->describe();
         auto mac = p.mac;
-        auto net = std::make_unique<VirtioNet>(mem_, std::move(p.port), mac, std::move(p.vhost),
-                                               "net" + std::to_string(i));
+        std::string label = "net" + std::to_string(i);
+        auto net = std::make_unique<VirtioNet>(mem_, make_net_backend(std::move(p.port), std::move(p.vhost), label),
+                                               mac, label);
         VirtioNet* raw = net.get();
         VirtioPci::KvmHooks hooks{vm_, router_};
         auto pci = std::make_shared<VirtioPci>(
