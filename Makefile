@@ -7,7 +7,7 @@ LDLIBS   := -lseccomp
 BUILD    := build
 IMAGES   := $(BUILD)/images
 
-VMM_SRCS := $(filter-out vmm/main.cpp,$(wildcard vmm/*.cpp virtio/*.cpp vhost/*.cpp))
+VMM_SRCS := $(filter-out vmm/main.cpp,$(wildcard vmm/*.cpp virtio/*.cpp vhost/*.cpp vhost/ports/*.cpp))
 VMM_OBJS := $(VMM_SRCS:%.cpp=$(BUILD)/obj/%.o)
 UNIT_SRCS := $(wildcard tests/unit/*.cpp)
 UNIT_OBJS := $(UNIT_SRCS:%.cpp=$(BUILD)/obj/%.o)
@@ -55,22 +55,25 @@ FUZZ_SECONDS ?= 120
 FUZZERS      := $(BUILD)/fuzz/fuzz_virtqueue $(BUILD)/fuzz/fuzz_pci $(BUILD)/fuzz/fuzz_net_rx $(BUILD)/fuzz/fuzz_net_tx \
                 $(BUILD)/fuzz/fuzz_net_ctrl $(BUILD)/fuzz/fuzz_device
 FUZZ_HDRS    := $(wildcard vmm/*.hpp virtio/*.hpp)
+# The device as every datapath runs it: make_net_backend and its backends.
+FUZZ_NET_BACKENDS := vhost/port_backend.cpp vhost/off.cpp vhost/vhost_rings.cpp $(wildcard vhost/*.hpp vhost/ports/*.hpp)
 
 $(BUILD)/fuzz/fuzz_virtqueue: tests/fuzz/fuzz_virtqueue.cpp virtio/virtqueue.cpp vmm/guest_memory.cpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_pci: tests/fuzz/fuzz_pci.cpp vmm/thread_guard.cpp vmm/pci.cpp vmm/msix.cpp virtio/virtio_pci.cpp vmm/kvm.cpp vmm/gsi_router.cpp \
                         vmm/seccomp.cpp vmm/seccomp_policy.cpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_net_rx: tests/fuzz/fuzz_net_rx.cpp virtio/net_datapath.cpp virtio/virtqueue.cpp \
-                           tests/fuzz/net_driver.hpp tests/fuzz/fuzz_support.hpp vhost/port.hpp $(FUZZ_HDRS)
+                           tests/fuzz/net_driver.hpp tests/fuzz/fuzz_support.hpp vhost/ports/port.hpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_net_tx: tests/fuzz/fuzz_net_tx.cpp virtio/net_datapath.cpp virtio/virtqueue.cpp \
-                           tests/fuzz/net_driver.hpp tests/fuzz/fuzz_support.hpp vhost/port.hpp $(FUZZ_HDRS)
+                           tests/fuzz/net_driver.hpp tests/fuzz/fuzz_support.hpp vhost/ports/port.hpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_net_ctrl: tests/fuzz/fuzz_net_ctrl.cpp virtio/net.cpp virtio/net_ctrl.cpp virtio/net_datapath.cpp \
-                             virtio/virtqueue.cpp vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/kvm.cpp \
-                             vmm/seccomp.cpp vmm/seccomp_policy.cpp \
-                             tests/fuzz/fuzz_support.hpp $(wildcard vhost/*.hpp) $(FUZZ_HDRS)
+                             virtio/queue_stats.cpp virtio/virtqueue.cpp vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/kvm.cpp \
+                             vmm/seccomp.cpp vmm/seccomp_policy.cpp $(FUZZ_NET_BACKENDS) \
+                             tests/fuzz/fuzz_support.hpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_device: tests/fuzz/fuzz_device.cpp virtio/virtio_pci.cpp vmm/pci.cpp vmm/msix.cpp vmm/gsi_router.cpp \
-                           virtio/net.cpp virtio/net_ctrl.cpp virtio/net_datapath.cpp virtio/virtqueue.cpp vhost/worker.cpp \
+                           virtio/net.cpp virtio/net_ctrl.cpp virtio/net_datapath.cpp virtio/queue_stats.cpp \
+                           virtio/virtqueue.cpp vhost/worker.cpp $(FUZZ_NET_BACKENDS) \
                            vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/kvm.cpp vmm/seccomp.cpp vmm/seccomp_policy.cpp \
-                           tests/fuzz/fuzz_support.hpp $(wildcard vhost/*.hpp) $(FUZZ_HDRS)
+                           tests/fuzz/fuzz_support.hpp $(FUZZ_HDRS)
 $(FUZZERS):
 	@mkdir -p $(@D)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) -o $@ $(filter %.cpp,$^) $(LDLIBS)

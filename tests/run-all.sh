@@ -1,5 +1,5 @@
 #!/bin/bash
-# make test: unit tests, a short fuzzing pass, then integration tests; ends with one summary line
+# make test: the layering check, unit tests, a short fuzzing pass, then integration tests; ends with one summary line
 # "N passed, M failed" counting every test case of every suite.
 set -u
 cd "$(dirname "$0")/.."
@@ -7,6 +7,21 @@ mkdir -p build
 log=build/test-output.log
 : > "$log"
 passed=0 failed=0
+
+echo "== layering (tools/check-layers.sh)"
+llog=build/layers-output.log
+tools/check-layers.sh 2>&1 | tee "$llog"
+rc=${PIPESTATUS[0]}
+result=$(grep -a '^RESULT layers ' "$llog" | tail -1)
+if [ -n "$result" ]; then
+    read -r _ _ p f <<< "$result"
+    passed=$((passed + p)) failed=$((failed + f))
+fi
+# No result, or a failing run that reported no failure, counts as one.
+if [ -z "$result" ] || { [ "$rc" != 0 ] && [ "${f:-0}" = 0 ]; }; then
+    failed=$((failed + 1))
+    echo "the layering check did not report its result"
+fi
 
 echo "== unit tests (GoogleTest)"
 build/unit-tests 2>&1 | tee -a "$log"

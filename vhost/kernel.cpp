@@ -8,7 +8,7 @@
 #include "vhost/vhost.hpp"
 #include "vhost/vhost_abi.hpp"
 #include "vmm/error.hpp"
-#include "vmm/kvm.hpp"
+#include "vmm/fd.hpp"
 
 namespace minivmm {
 

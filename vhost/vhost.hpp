@@ -20,7 +20,7 @@ namespace vhost {
 constexpr uint64_t kFLogAll = 1ull << 26;  // VHOST_F_LOG_ALL
 // Bit 27 is both VIRTIO_F_ANY_LAYOUT and VHOST_NET_F_VIRTIO_NET_HDR: acked,
 // vhost adds the virtio-net header to frames it reads from the backend fd and
-// strips it from those it writes. VirtioNet acks it for a port without
+// strips it from those it writes. vhost_rings.cpp acks it for a port without
 // headers (a raw socket), not for a tap, which supplies the header itself.
 constexpr uint64_t kFNetVirtioNetHdr = 1ull << 27;
 }  // namespace vhost

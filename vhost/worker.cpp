@@ -19,7 +19,7 @@
 #include "virtio/net_datapath.hpp"
 #include "vmm/error.hpp"
 #include "vmm/guest_memory.hpp"
-#include "vmm/kvm.hpp"
+#include "vmm/fd.hpp"
 #include "vmm/seccomp.hpp"
 #include "vmm/thread_guard.hpp"
 
@@ -285,10 +285,11 @@ private:
     }
     void rx_loop(Ring& r) {
         std::string why;
-        bool mergeable = features_ & net::kMrgRxbuf;
+        RxOptions opt{.mergeable = bool(features_ & net::kMrgRxbuf), .fd_header = fd_header(), .budget = kBudget,
+                      .log = r.data_log};
         bool want_tap = true;
         while (!r.stopping) {
-            Work w = r.rx.run(*r.q, mem_, r.tap, mergeable, r.st, kBudget, why, r.data_log, fd_header());
+            Work w = r.rx.run(*r.q, mem_, r.tap, opt, r.st, why);
             interrupt(r);
             if (w == Work::Broken) return failed(r);
             if (w == Work::More) continue;

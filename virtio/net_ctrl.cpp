@@ -13,7 +13,7 @@
 
 #include "virtio/net.hpp"
 #include "vmm/guest_memory.hpp"
-#include "vmm/io_bus.hpp"
+#include "vmm/bytes.hpp"
 
 namespace minivmm {
 
@@ -54,7 +54,7 @@ bool mac_tables_fit(const std::vector<uint8_t>& d) {
 // which serves them a batch at a time, and queues itself again after each
 // batch, as vhost requeues its work, so a flood costs that thread's time,
 // not a vCPU's.
-void VirtioNet::ctrl_all() {
+void VirtioNet::serve_ctrl_kick() {
     bool more;
     {
         auto g = lock_ctrl();
@@ -102,7 +102,7 @@ bool VirtioNet::ctrl_batch() {
         Chain c;
         std::string why;
         auto r = ctrl_->pop(c, why);
-        if (r == SplitQueue::Pop::Broken) return broken("control queue: " + why), false;
+        if (r == SplitQueue::Pop::Broken) return needs_reset("control queue: " + why), false;
         if (r == SplitQueue::Pop::Empty) {
             if (ctrl_->enable_notify()) continue;  // more came while we looked
             more = false;
@@ -117,7 +117,7 @@ bool VirtioNet::ctrl_batch() {
                 status = &s;
                 break;
             }
-        if (!status) return broken("control queue: a command with no room for its status"), false;
+        if (!status) return needs_reset("control queue: a command with no room for its status"), false;
         uint8_t ack = kErr;
         if (c.readable_bytes >= 2 && c.readable_bytes <= kMaxCommand) {
             std::vector<uint8_t> bytes;
@@ -157,12 +157,10 @@ uint8_t VirtioNet::ctrl_command(uint8_t cls, uint8_t cmd, const std::vector<uint
     }
     if (cls == kClassMq && cmd == kMqVqPairsSet && (features_ & net::kMq) && data.size() == 2) {
         uint64_t n = le_load(data.data(), 2);
-        if (n < 1 || n > pairs_.size()) return kErr;
+        if (n < 1 || n > pairs()) return kErr;
         // Every pair put in use must have both its queues set up.
-        for (unsigned k = 0; k < n; k++) {
-            std::lock_guard pg(pairs_[k]->lock);
-            if (!pairs_[k]->rx || !pairs_[k]->tx) return kErr;
-        }
+        for (unsigned k = 0; k < n; k++)
+            if (k >= usable_pairs_ || !config_[2 * k].enabled || !config_[2 * k + 1].enabled) return kErr;
         set_pairs_in_use(static_cast<unsigned>(n));
         return kOk;
     }

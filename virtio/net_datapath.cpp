@@ -8,7 +8,7 @@
 #include <cstring>
 
 #include "vmm/guest_memory.hpp"
-#include "vmm/io_bus.hpp"
+#include "vmm/bytes.hpp"
 
 namespace minivmm {
 
@@ -30,12 +30,6 @@ bool add_iov(std::vector<iovec>& iov, const MemView& mem, const std::vector<Segm
     return true;
 }
 }  // namespace
-
-void QueueStats::print(std::FILE* f, const char* name) const {
-    std::fprintf(f, "  %s: %llu packets, %llu bytes, %llu notifications, %llu interrupts, %llu errors\n", name,
-                 (unsigned long long)packets, (unsigned long long)bytes, (unsigned long long)notifications,
-                 (unsigned long long)interrupts, (unsigned long long)errors);
-}
 
 Work net_tx(SplitQueue& q, const MemView& mem, int fd, QueueStats& st, unsigned budget, std::string& why,
             bool fd_header) {
@@ -76,7 +70,7 @@ void NetRx::release(SplitQueue& q) {
 }
 
 void NetRx::drop() {
-    len_ = 0;
+    pending_len_ = 0;
     forget_spares();
 }
 
@@ -106,7 +100,7 @@ bool NetRx::take(SplitQueue& q, size_t need, bool mergeable, std::string& why) {
 // Points iov_ at the spare buffers, past the hdr bytes of a header we write
 // ourselves. Only with room for the largest frame: the fd would cut a
 // longer one short. The header's own writes need it in one segment.
-bool NetRx::aim(const MemView& mem, size_t hdr) {
+bool NetRx::prepare_direct_read(const MemView& mem, size_t hdr) {
     if (spare_room_ < net::kMaxFrame || spare_.front().segs.front().len < net::kHeaderLen) return false;
     iov_.clear();
     size_t skip = hdr, room = 0, want = net::kMaxFrame - hdr;
@@ -126,8 +120,8 @@ size_t NetRx::chains_for(size_t len) const {
 // driver. The frame starts at `frame`: in our bounce buffer, copied into
 // the chains here (copy), or already in them, put there by the fd. Either
 // way its header learns how many buffers it spans.
-void NetRx::complete(SplitQueue& q, const MemView& mem, size_t n, size_t len, uint8_t* frame, bool copy,
-                     QueueStats& st, const WriteLog& log) {
+void NetRx::publish_frame(SplitQueue& q, const MemView& mem, size_t n, size_t len, uint8_t* frame, bool copy,
+                          QueueStats& st, const WriteLog& log) {
     le_store(frame + 10, 2, n);  // num_buffers
     size_t done = 0;
     for (size_t k = 0; k < n; k++) {
@@ -150,53 +144,54 @@ void NetRx::complete(SplitQueue& q, const MemView& mem, size_t n, size_t len, ui
     st.bytes += len - net::kHeaderLen;
 }
 
-// The held frame, copied into buffers: enough for all of it, or it waits.
-// A frame is never truncated.
-NetRx::One NetRx::deliver(SplitQueue& q, const MemView& mem, bool mergeable, QueueStats& st, std::string& why,
-                          const WriteLog& log) {
-    if (!take(q, len_, mergeable, why)) return One::Broken;
-    if (spare_room_ < len_) {
-        if (mergeable || spare_.empty()) return One::NoBuffers;
+// The pending frame, copied into buffers: enough for all of it, or it
+// waits. A frame is never truncated.
+NetRx::Delivery NetRx::deliver_pending(SplitQueue& q, const MemView& mem, const RxOptions& opt, QueueStats& st,
+                                       std::string& why) {
+    if (!take(q, pending_len_, opt.mergeable, why)) return Delivery::Broken;
+    if (spare_room_ < pending_len_) {
+        if (opt.mergeable || spare_.empty()) return Delivery::NoBuffers;
         // The driver posted a buffer too small for a frame it agreed to take
         // (no mergeable buffers): the frame is dropped, the buffer kept.
         st.errors++;
-        return One::Dropped;
+        return Delivery::Dropped;
     }
-    complete(q, mem, chains_for(len_), len_, frame_.data(), true, st, log);
-    return One::Delivered;
+    publish_frame(q, mem, chains_for(pending_len_), pending_len_, pending_.data(), true, st, opt.log);
+    return Delivery::Delivered;
 }
 
 // A read of got bytes after the hdr bytes at h that we put in front
 // ourselves: the frame's length, header included, or 0 when the fd had
 // none (EAGAIN) or too little for a header.
-size_t NetRx::framed(ssize_t got, size_t hdr, uint8_t* h) {
+size_t NetRx::length_with_header(ssize_t got, size_t hdr, uint8_t* h) {
     if (got <= 0 || static_cast<size_t>(got) + hdr < net::kHeaderLen) return 0;
     if (hdr) std::memset(h, 0, hdr);  // no checksum to finish, no GSO
     return static_cast<size_t>(got) + hdr;
 }
 
-Work NetRx::run(SplitQueue& q, const MemView& mem, int fd, bool mergeable, QueueStats& st, unsigned budget,
-                std::string& why, const WriteLog& log, bool fd_header) {
-    size_t hdr = fd_header ? 0 : net::kHeaderLen;  // what we put in front ourselves
-    for (unsigned i = 0; i < budget; i++) {
-        if (!len_) {
-            if (!take(q, net::kMaxFrame, mergeable, why)) return Work::Broken;
-            if (aim(mem, hdr)) {
-                uint8_t* h = mem.ptr(spare_.front().segs.front().gpa, net::kHeaderLen);  // one segment: aim()
-                size_t len = framed(::readv(fd, iov_.data(), static_cast<int>(iov_.size())), hdr, h);
+Work NetRx::run(SplitQueue& q, const MemView& mem, int fd, const RxOptions& opt, QueueStats& st, std::string& why) {
+    size_t hdr = opt.fd_header ? 0 : net::kHeaderLen;  // what we put in front ourselves
+    for (unsigned i = 0; i < opt.budget; i++) {
+        if (!pending_len_) {
+            if (!take(q, net::kMaxFrame, opt.mergeable, why)) return Work::Broken;
+            if (prepare_direct_read(mem, hdr)) {
+                // One segment: prepare_direct_read() checked.
+                uint8_t* h = mem.ptr(spare_.front().segs.front().gpa, net::kHeaderLen);
+                size_t len = length_with_header(::readv(fd, iov_.data(), static_cast<int>(iov_.size())), hdr, h);
                 if (!len) return Work::Idle;
-                complete(q, mem, chains_for(len), len, h, false, st, log);
+                publish_frame(q, mem, chains_for(len), len, h, false, st, opt.log);
                 continue;
             }
             // Too few buffers for the largest frame: read it here, deliver
             // it when it fits.
-            len_ = framed(::read(fd, frame_.data() + hdr, frame_.size() - hdr), hdr, frame_.data());
-            if (!len_) return Work::Idle;
+            pending_len_ = length_with_header(::read(fd, pending_.data() + hdr, pending_.size() - hdr), hdr,
+                                              pending_.data());
+            if (!pending_len_) return Work::Idle;
         }
-        One r = deliver(q, mem, mergeable, st, why, log);
-        if (r == One::Broken) return Work::Broken;
-        if (r == One::NoBuffers) return Work::NeedBuffers;
-        len_ = 0;
+        Delivery r = deliver_pending(q, mem, opt, st, why);
+        if (r == Delivery::Broken) return Work::Broken;
+        if (r == Delivery::NoBuffers) return Work::NeedBuffers;
+        pending_len_ = 0;
     }
     return Work::More;
 }

@@ -7,11 +7,11 @@
 #include <regex>
 
 #include "vmm/error.hpp"
-#include "virtio/net.hpp"
+#include "virtio/net_features.hpp"
 
 namespace minivmm {
 
-const unsigned kMaxQueuePairs = VirtioNet::kMaxPairs;
+const unsigned kMaxQueuePairs = net::kMaxPairs;
 
 const char* usage() {
     return "usage: minivmm --kernel BZIMAGE [options]\n"

@@ -4,6 +4,8 @@
 #include <mutex>
 #include <vector>
 
+#include "vmm/bytes.hpp"
+
 namespace minivmm {
 
 class IoDevice {
@@ -32,15 +34,5 @@ private:
     const Range* find(uint64_t addr, uint32_t size) const;
     std::vector<Range> ranges_;  // sorted by base
 };
-
-// Little-endian helpers for device register files.
-inline uint64_t le_load(const uint8_t* d, uint32_t size) {
-    uint64_t v = 0;
-    for (uint32_t i = 0; i < size && i < 8; i++) v |= uint64_t(d[i]) << (8 * i);
-    return v;
-}
-inline void le_store(uint8_t* d, uint32_t size, uint64_t v) {
-    for (uint32_t i = 0; i < size && i < 8; i++) d[i] = static_cast<uint8_t>(v >> (8 * i));
-}
 
 }  // namespace minivmm

@@ -13,18 +13,6 @@
 
 namespace minivmm {
 
-Fd& Fd::operator=(Fd&& o) noexcept {
-    if (this != &o) {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = o.release();
-    }
-    return *this;
-}
-
-Fd::~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-}
-
 long kvm_ioctl(int fd, unsigned long req, const void* arg, const char* name) {
     long r;
     do {

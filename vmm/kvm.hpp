@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "vmm/fd.hpp"
 #include "vmm/kvm_bypass.hpp"
 
 namespace minivmm {
@@ -36,24 +37,6 @@ struct KvmList {
     Header* header() { return reinterpret_cast<Header*>(buf.data()); }
     Entry* entries() { return reinterpret_cast<Entry*>(buf.data() + sizeof(Header)); }
     std::vector<uint8_t> buf;  // vector storage is suitably aligned for Entry
-};
-
-// An fd that closes itself.
-class Fd {
-public:
-    Fd() = default;
-    explicit Fd(int fd) : fd_(fd) {}
-    Fd(Fd&& o) noexcept : fd_(o.release()) {}
-    Fd& operator=(Fd&& o) noexcept;
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    ~Fd();
-    int get() const { return fd_; }
-    int release() { int f = fd_; fd_ = -1; return f; }
-    explicit operator bool() const { return fd_ >= 0; }
-
-private:
-    int fd_ = -1;
 };
 
 class Kvm {

@@ -9,8 +9,9 @@
 
 #include "vmm/error.hpp"
 #include "virtio/net.hpp"
-#include "vhost/raw_socket.hpp"
-#include "vhost/tap.hpp"
+#include "vhost/net_backends.hpp"
+#include "vhost/ports/raw_socket.hpp"
+#include "vhost/ports/tap.hpp"
 #include "vhost/vhost.hpp"
 
 namespace minivmm {
@@ -82,7 +83,8 @@ NicHost open_nic_host(const NetSpec& spec, unsigned index) {
 std::unique_ptr<VirtioNet> make_nic(const GuestMemory& mem, NicHost host) {
     for (const auto& note : host.notes)
         if (!note.empty()) std::fprintf(stderr, "minivmm: %s: %s\n", host.label.c_str(), note.c_str());
-    return std::make_unique<VirtioNet>(mem, std::move(host.port), host.mac, std::move(host.vhost), host.label);
+    return std::make_unique<VirtioNet>(mem, make_net_backend(std::move(host.port), std::move(host.vhost), host.label),
+                                       host.mac, host.label);
 }
 
 }  // namespace minivmm

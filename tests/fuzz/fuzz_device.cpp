@@ -30,6 +30,7 @@
 #include <thread>
 
 #include "tests/fuzz/fuzz_support.hpp"
+#include "vhost/net_backends.hpp"
 #include "vhost/vhost.hpp"
 #include "virtio/net.hpp"
 #include "virtio/virtio_pci.hpp"
@@ -115,8 +116,9 @@ struct Device {
         kvm.refuse = worker && in.ConsumeIntegralInRange(0, 7) == 0;
         auto p = std::make_unique<SocketPort>(pairs, header);
         port = p.get();
-        auto net = std::make_unique<VirtioNet>(mem(), std::move(p), VirtioNet::Mac{0x52, 0x54, 0, 0, 0, 1},
-                                               worker ? make_worker_vhost(pairs, "fz") : nullptr, "fz");
+        auto net = std::make_unique<VirtioNet>(
+            mem(), make_net_backend(std::move(p), worker ? make_worker_vhost(pairs, "fz") : nullptr, "fz"),
+            VirtioNet::Mac{0x52, 0x54, 0, 0, 0, 1}, "fz");
         pci = std::make_shared<VirtioPci>(std::move(net), [this](const MsiMessage&) { messages++; },
                                           worker ? &hooks : nullptr);
         slot = bus.add(pci);

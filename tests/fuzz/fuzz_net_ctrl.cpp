@@ -30,6 +30,7 @@
 #include <thread>
 
 #include "tests/fuzz/fuzz_support.hpp"
+#include "vhost/net_backends.hpp"
 #include "vhost/vhost.hpp"
 #include "virtio/net.hpp"
 #include "vmm/io_bus.hpp"
@@ -146,8 +147,9 @@ struct Ctrl {
         backends.assign(2 * pairs, -1);
         auto p = std::make_unique<SocketPort>(pairs, header);
         port = p.get();
-        net = std::make_unique<VirtioNet>(mem(), std::move(p), kMac,
-                                          vhost ? std::make_unique<RecordingVhost>(backends) : nullptr, "fz");
+        net = std::make_unique<VirtioNet>(
+            mem(), make_net_backend(std::move(p), vhost ? std::make_unique<RecordingVhost>(backends) : nullptr, "fz"),
+            kMac, "fz");
         TRACE("device: %u pairs, header %d, %s\n", pairs, header, vhost ? "recording vhost" : "vhost=off");
     }
     ~Ctrl() {

@@ -130,7 +130,7 @@ struct Rx {
                 CHECK(len > 0 && ram().ptr(gpa, len));
                 data_log.push_back({gpa, len});
             };
-        Work w = rx.run(*q, ram(), fd(), mergeable, *st, budget, why, log, header);
+        Work w = rx.run(*q, ram(), fd(), {.mergeable = mergeable, .fd_header = header, .budget = budget, .log = log}, *st, why);
         TRACE("run %u: %d %s (packets %llu errors %llu)\n", budget, int(w), why.c_str(),
               (unsigned long long)st->packets, (unsigned long long)st->errors);
         CHECK((w == Work::Broken) == !why.empty());

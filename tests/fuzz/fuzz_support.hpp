@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "vhost/port.hpp"
+#include "vhost/ports/port.hpp"
 #include "vmm/guest_memory.hpp"
 
 namespace minivmm::fuzz {

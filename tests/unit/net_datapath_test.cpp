@@ -15,7 +15,8 @@
 
 #include "tests/unit/netns_helpers.hpp"
 #include "tests/unit/ring_writer.hpp"
-#include "vhost/raw_socket.hpp"
+#include "vhost/net_backends.hpp"
+#include "vhost/ports/raw_socket.hpp"
 #include "virtio/net.hpp"
 #include "virtio/net_datapath.hpp"
 #include "vmm/error.hpp"
@@ -81,7 +82,7 @@ TEST(NetDatapath, HeaderIsMadeUpForAPortWithoutOne) {
     NetRx rx;
     QueueStats st;
     std::string why;
-    EXPECT_EQ(rx.run(r.q, r.mem, s.fd[0], true, st, 8, why, {}, false), Work::Idle) << why;
+    EXPECT_EQ(rx.run(r.q, r.mem, s.fd[0], {.mergeable = true, .fd_header = false, .budget = 8, .log = {}}, st, why), Work::Idle) << why;
     EXPECT_EQ(r.used_len(0), 12 + frame.size());
     const uint8_t* b = r.mem.ptr(kBuf, 12 + frame.size());
     for (int i = 0; i < 10; i++) EXPECT_EQ(b[i], 0) << "header byte " << i << ": no checksum, no GSO";
@@ -117,7 +118,7 @@ TEST(NetDatapath, ReceiveStraightIntoBuffersTakenAhead) {
     std::string why;
     ASSERT_EQ(::write(s.fd[1], a.data(), a.size()), static_cast<ssize_t>(a.size()));
     ASSERT_EQ(::write(s.fd[1], b.data(), b.size()), static_cast<ssize_t>(b.size()));
-    EXPECT_EQ(rx.run(r.q, r.mem, s.fd[0], true, st, 8, why), Work::Idle) << why;
+    EXPECT_EQ(rx.run(r.q, r.mem, s.fd[0], {.mergeable = true, .fd_header = true, .budget = 8, .log = {}}, st, why), Work::Idle) << why;
     ASSERT_EQ(st.packets, 2u);
     EXPECT_EQ(r.used_len(0), a.size());
     const uint8_t* got = r.mem.ptr(kBuf, a.size());
@@ -159,7 +160,7 @@ TEST(NetDatapath, ReceiveStraightIntoOneBigBuffer) {
     NetRx rx;
     QueueStats st;
     std::string why;
-    EXPECT_EQ(rx.run(r.q, r.mem, s.fd[0], false, st, 8, why, {}, false), Work::Idle) << why;
+    EXPECT_EQ(rx.run(r.q, r.mem, s.fd[0], {.mergeable = false, .fd_header = false, .budget = 8, .log = {}}, st, why), Work::Idle) << why;
     EXPECT_EQ(r.used_len(0), 12 + f.size());
     const uint8_t* b = r.mem.ptr(kBuf, 12 + f.size());
     for (int i = 0; i < 10; i++) EXPECT_EQ(b[i], 0) << "header byte " << i;
@@ -214,7 +215,7 @@ TEST(RawPort, MissingInterfaceIsOneClearError) {
 TEST(RawPort, DeviceOffersNoOffloadsWithoutHeaders) {
     in_netns([] {
         GuestMemory mem(16ull << 20);
-        VirtioNet raw(mem, std::make_unique<RawSocket>("lo"), {0x52, 0x54, 0, 0, 0, 1});
+        VirtioNet raw(mem, make_net_backend(std::make_unique<RawSocket>("lo"), nullptr, "net0"), {0x52, 0x54, 0, 0, 0, 1});
         uint64_t offloads = net::kCsum | net::kGuestCsum | net::kHostTso4 | net::kGuestTso4 | net::kHostTso6 |
                             net::kGuestTso6 | net::kHostEcn | net::kGuestEcn;
         EXPECT_EQ(raw.features() & offloads, 0u);

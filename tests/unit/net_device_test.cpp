@@ -26,7 +26,8 @@
 #include "tests/unit/test_helpers.hpp"
 #include "tests/unit/netns_helpers.hpp"
 #include "tests/unit/ring_writer.hpp"
-#include "vhost/tap.hpp"
+#include "vhost/net_backends.hpp"
+#include "vhost/ports/tap.hpp"
 #include "virtio/net.hpp"
 #include "vmm/error.hpp"
 #include "vmm/guest_memory.hpp"
@@ -73,11 +74,11 @@ std::vector<int> spread(const Tap& tap) {
 TEST(NetDevice, OffersMultiqueueOnlyWithSeveralPairs) {
     in_netns([] {
         GuestMemory mem(16ull << 20);
-        VirtioNet one(mem, std::make_unique<Tap>("mqtest1"), {0x52, 0x54, 0, 0, 0, 1});
+        VirtioNet one(mem, make_net_backend(std::make_unique<Tap>("mqtest1"), nullptr, "net0"), {0x52, 0x54, 0, 0, 0, 1});
         EXPECT_EQ(one.num_queues(), 3);  // rx0, tx0, ctrl
         EXPECT_FALSE(one.features() & net::kMq);
         EXPECT_TRUE(one.features() & net::kCtrlVq);
-        VirtioNet four(mem, std::make_unique<Tap>("mqtest4", 4), {0x52, 0x54, 0, 0, 0, 4});
+        VirtioNet four(mem, make_net_backend(std::make_unique<Tap>("mqtest4", 4), nullptr, "net0"), {0x52, 0x54, 0, 0, 0, 4});
         EXPECT_EQ(four.num_queues(), 9);
         EXPECT_TRUE(four.features() & net::kMq);
         uint8_t cfg[2];
@@ -248,8 +249,9 @@ long thread_ticks(const std::string& prefix) {
 TEST(NetDevice, IdleWorkersOfAllPairsSleep) {
     in_netns([] {
         GuestMemory mem(16ull << 20);
-        auto net = std::make_unique<VirtioNet>(mem, std::make_unique<Tap>("mqidle0", 2), VirtioNet::Mac{0x52, 0x54, 0, 0, 0, 9},
-                                               make_worker_vhost(2, "idl"), "idl");
+        auto net = std::make_unique<VirtioNet>(
+            mem, make_net_backend(std::make_unique<Tap>("mqidle0", 2), make_worker_vhost(2, "idl"), "idl"),
+            VirtioNet::Mac{0x52, 0x54, 0, 0, 0, 9}, "idl");
         EventfdTransport t(net->num_queues());
         std::vector<QueueConfig> qs(net->num_queues());
         for (uint16_t i = 0; i < qs.size(); i++) {

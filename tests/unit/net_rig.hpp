@@ -14,7 +14,8 @@
 #include <vector>
 
 #include "tests/unit/ring_writer.hpp"
-#include "vhost/tap.hpp"
+#include "vhost/net_backends.hpp"
+#include "vhost/ports/tap.hpp"
 #include "virtio/net.hpp"
 #include "vmm/guest_memory.hpp"
 
@@ -67,7 +68,8 @@ struct CtrlRig {
         t.on_signal = on_signal;
         auto tp = std::make_unique<Tap>("mqtest0", pairs);
         tap = tp.get();
-        net = std::make_unique<VirtioNet>(mem, std::move(tp), VirtioNet::Mac{0x52, 0x54, 0, 1, 2, 3}, nullptr, label);
+        net = std::make_unique<VirtioNet>(mem, make_net_backend(std::move(tp), nullptr, label),
+                                          VirtioNet::Mac{0x52, 0x54, 0, 1, 2, 3}, label);
         std::vector<QueueConfig> qs(net->num_queues());
         for (uint16_t i = 0; i < qs.size(); i++) qs[i] = {kQSize, ring(i), ring(i) + 0x1000, ring(i) + 0x2000, true, i};
         ctrl_index = static_cast<uint16_t>(features & net::kMq ? 2 * pairs : 2);

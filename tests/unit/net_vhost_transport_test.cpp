@@ -10,6 +10,7 @@
 #include <map>
 
 #include "tests/unit/virtio_pci_guest.hpp"
+#include "vhost/net_backends.hpp"
 #include "vhost/vhost.hpp"
 #include "virtio/net.hpp"
 #include "vmm/guest_memory.hpp"
@@ -69,8 +70,9 @@ TEST(NetVhostTransport, KicksThatExitMakeNoKvmCalls) {
     std::map<unsigned, int> kicks, backends;
     FakeKvm kvm;
     VirtioPci::KvmHooks hooks{kvm, kvm};
-    Guest g(&hooks, std::make_unique<VirtioNet>(mem, std::make_unique<FakePort>(), VirtioNet::Mac{2, 0, 0, 0, 0, 1},
-                                                std::make_unique<FakeVhost>(kicks, backends), "kx0"));
+    Guest g(&hooks, std::make_unique<VirtioNet>(
+                        mem, make_net_backend(std::make_unique<FakePort>(), std::make_unique<FakeVhost>(kicks, backends), "kx0"),
+                        VirtioNet::Mac{2, 0, 0, 0, 0, 1}, "kx0"));
     ASSERT_TRUE(g.negotiate(virtio::kFVersion1) & virtio::kFeaturesOk);
     g.setup_queue(net::kRxQueue, 64, 0x10000);
     g.set_status(virtio::kAcknowledge | virtio::kDriver | virtio::kFeaturesOk | virtio::kDriverOk);

@@ -15,6 +15,7 @@
 
 #include "tests/unit/test_helpers.hpp"
 #include "tests/unit/vhost_rig.hpp"
+#include "vhost/net_backends.hpp"
 #include "virtio/net.hpp"
 
 using namespace minivmm;
@@ -121,7 +122,7 @@ TEST(ResetRace, OwnDatapathResetUnderTraffic) {
             auto tap = std::make_unique<Tap>("rrtest0");
             int ifindex = static_cast<int>(if_nametoindex(tap->name().c_str()));
             ASSERT_NE(ifindex, 0);
-            VirtioNet net(mem, std::move(tap), VirtioNet::Mac{2, 0, 0, 0, 0, 7}, nullptr, "rr0");
+            VirtioNet net(mem, make_net_backend(std::move(tap), nullptr, "rr0"), VirtioNet::Mac{2, 0, 0, 0, 0, 7}, "rr0");
             // Threads name themselves as they start: give it a moment.
             for (int i = 0; i < 200 && threads_named("rr0-io").empty(); i++) usleep(10000);
             ASSERT_EQ(threads_named("rr0-io").size(), 1u);

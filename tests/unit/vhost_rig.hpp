@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "tests/unit/netns_helpers.hpp"
-#include "vhost/tap.hpp"
+#include "vhost/ports/tap.hpp"
 #include "vhost/vhost.hpp"
 #include "virtio/device.hpp"
 #include "virtio/net_datapath.hpp"

@@ -1,4 +1,4 @@
-#include "vhost/tap.hpp"
+#include "vhost/ports/tap.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>

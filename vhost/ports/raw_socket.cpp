@@ -1,4 +1,4 @@
-#include "vhost/raw_socket.hpp"
+#include "vhost/ports/raw_socket.hpp"
 
 #include <arpa/inet.h>
 #include <linux/if_ether.h>

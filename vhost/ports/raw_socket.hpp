@@ -7,8 +7,8 @@
 #pragma once
 #include <string>
 
-#include "vhost/port.hpp"
-#include "vmm/kvm.hpp"
+#include "vhost/ports/port.hpp"
+#include "vmm/fd.hpp"
 
 namespace minivmm {
 

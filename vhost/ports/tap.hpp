@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "vhost/port.hpp"
-#include "vmm/kvm.hpp"
+#include "vhost/ports/port.hpp"
+#include "vmm/fd.hpp"
 
 namespace minivmm {
 

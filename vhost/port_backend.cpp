@@ -1,0 +1,44 @@
+#include "vhost/port_backend.hpp"
+
+#include <linux/if_tun.h>
+
+#include "vhost/net_backends.hpp"
+#include "virtio/net_features.hpp"
+#include "vmm/error.hpp"
+
+namespace minivmm {
+
+PortBackend::PortBackend(std::unique_ptr<NetPort> port) : port_(std::move(port)), attached_(port_->queues(), 1) {
+    port_->set_offload(0);
+}
+
+// The tap may hand over frames with partial checksums or GSO only as the
+// guest agreed to take them.
+void PortBackend::set_offloads(uint64_t features) {
+    unsigned off = 0;
+    if (features & net::kGuestCsum) {
+        off |= TUN_F_CSUM;
+        if (features & net::kGuestTso4) off |= TUN_F_TSO4;
+        if (features & net::kGuestTso6) off |= TUN_F_TSO6;
+        if (features & net::kGuestEcn) off |= TUN_F_TSO_ECN;
+    }
+    port_->set_offload(off);
+}
+
+void PortBackend::attach_queue(unsigned k) {
+    if (!attached_[k]) attached_[k] = 1, port_->set_queue_attached(k, true);
+}
+
+void PortBackend::detach_queue(unsigned k) {
+    if (attached_[k] && k > 0) attached_[k] = 0, port_->set_queue_attached(k, false);
+}
+
+std::unique_ptr<NetBackend> make_net_backend(std::unique_ptr<NetPort> port, std::unique_ptr<VhostBackend> vhost,
+                                             const std::string& label) {
+    // Before any thread starts for them.
+    if (port->queues() < 1 || port->queues() > net::kMaxPairs) throw UserError("--net: bad number of queue pairs");
+    if (vhost) return make_vhost_rings_backend(std::move(port), std::move(vhost), label);
+    return make_off_backend(std::move(port), label);
+}
+
+}  // namespace minivmm

@@ -1,0 +1,161 @@
+// vhost=kernel or worker: a VhostBackend serves the pairs' rings. They are
+// handed over at activation (features, memory table, ring addresses and
+// KVM's eventfds); a pair in use has the port queue as their backend, and
+// a reset takes them back. Kicks and interrupts then bypass minivmm.
+#include <unistd.h>
+
+#include <cstdio>
+#include <mutex>
+
+#include "vhost/port_backend.hpp"
+#include "virtio/net_features.hpp"
+#include "vmm/error.hpp"
+#include "vmm/guest_memory.hpp"
+
+namespace minivmm {
+
+namespace {
+// The transport features a vhost backend implements; the net-specific rest
+// (offloads, MAC, status, control queue) is the tap's or the device's business.
+constexpr uint64_t kVhostFeatures = virtio::kFVersion1 | virtio::kFEventIdx | virtio::kFIndirectDesc | net::kMrgRxbuf;
+
+class VhostRings final : public PortBackend {
+public:
+    VhostRings(std::unique_ptr<NetPort> port, std::unique_ptr<VhostBackend> vhost, const std::string& label)
+        : PortBackend(std::move(port)), vhost_(std::move(vhost)), label_(label) {
+        for (unsigned k = 0; k < pairs(); k++) pairs_.push_back(std::make_unique<Pair>());
+    }
+    const char* datapath() const override { return vhost_->name(); }
+    bool activate(const Rings& rings) override;
+    void set_pairs_in_use(unsigned n) override;
+    void notify(uint16_t queue) override;
+    void reset() override;
+    const QueueStats* stats(unsigned queue) const override { return vhost_->stats(queue); }
+
+private:
+    struct Pair {
+        std::mutex lock;
+        bool configured[2] = {};  // rx, tx: the driver set the ring up
+        bool serving = false;     // the rings have the port queue as backend
+    };
+    void hand_over(unsigned k, const Rings& rings);
+
+    std::unique_ptr<VhostBackend> vhost_;
+    std::string label_;
+    std::vector<std::unique_ptr<Pair>> pairs_;
+    // Set at activation with every pair's lock held.
+    VirtioTransport* transport_ = nullptr;
+    Device* device_ = nullptr;
+};
+
+bool VhostRings::activate(const Rings& rings) {
+    {
+        std::vector<std::unique_lock<std::mutex>> locks;
+        for (auto& p : pairs_) locks.emplace_back(p->lock);
+        transport_ = &rings.transport;
+        device_ = &rings.device;
+        for (unsigned k = 0; k < rings.usable_pairs; k++)
+            for (unsigned j : {0u, 1u}) pairs_[k]->configured[j] = rings.queues[2 * k + j].enabled;
+        set_offloads(rings.features);
+    }
+    try {
+        uint64_t want = rings.features & kVhostFeatures;
+        // A port without headers: vhost adds and strips them itself.
+        if (!vnet_header()) want |= vhost::kFNetVirtioNetHdr;
+        if (want & ~vhost_->get_features())
+            return device_->needs_reset("the vhost backend lacks features the driver took"), false;
+        vhost_->set_features(want);
+        std::vector<VhostRegion> regions;
+        for (const MemRegion& r : rings.mem.regions())
+            regions.push_back({r.gpa, r.size, reinterpret_cast<uint64_t>(r.hva)});
+        vhost_->set_mem_table(regions);
+        for (unsigned k = 0; k < rings.usable_pairs; k++) hand_over(k, rings);
+    } catch (const std::exception& e) {
+        return device_->needs_reset(std::string("vhost: ") + e.what()), false;
+    }
+    return true;
+}
+
+// Gives vhost the rings of pair k; its backend comes when the pair is in use.
+void VhostRings::hand_over(unsigned k, const Rings& rings) {
+    Pair& p = *pairs_[k];
+    std::lock_guard g(p.lock);
+    for (unsigned i : {2 * k, 2 * k + 1}) {
+        if (!p.configured[i % 2]) continue;
+        const QueueConfig& q = rings.queues[i];
+        auto qi = static_cast<uint16_t>(i);
+        int kick = transport_->kick_eventfd(qi), call = transport_->call_eventfd(qi), err = transport_->error_eventfd(qi);
+        if (kick < 0 || call < 0 || err < 0) throw InternalError("the transport has no KVM eventfds for vhost");
+        vhost_->set_vring_num(i, q.size);
+        vhost_->set_vring_base(i, 0);
+        // Ring placement was checked before activation (SplitQueue::valid).
+        auto hva = [&](uint64_t gpa) { return reinterpret_cast<uint64_t>(rings.mem.ptr(gpa, 1)); };
+        vhost_->set_vring_addr(i, {hva(q.desc), hva(q.driver), hva(q.device), q.device, false});
+        vhost_->set_vring_kick(i, kick);
+        vhost_->set_vring_call(i, call);
+        vhost_->set_vring_err(i, err);
+    }
+}
+
+// A pair out of use has no backend on its rings, so they move nothing.
+void VhostRings::set_pairs_in_use(unsigned n) {
+    for (unsigned k = 0; k < pairs_.size(); k++) {
+        Pair& p = *pairs_[k];
+        std::lock_guard g(p.lock);
+        bool on = k < n && device_ && device_->running();
+        if (on) attach_queue(k);
+        if (p.serving != on) {
+            try {
+                for (unsigned i : {2 * k, 2 * k + 1})
+                    if (p.configured[i % 2]) vhost_->set_backend(i, on ? port_->fd(k) : -1);
+                p.serving = on;
+            } catch (const std::exception& e) {
+                device_->needs_reset(std::string("vhost: ") + e.what());
+            }
+        }
+        if (!on) detach_queue(k);
+    }
+}
+
+// A kick that missed the ioeventfd (an unusual write width): forward it, to
+// a ring the backend serves. Asking for any other ring's kick fd would make
+// one, and its ioeventfd, from this vCPU thread.
+void VhostRings::notify(uint16_t q) {
+    Pair& p = *pairs_[q / 2];
+    std::lock_guard g(p.lock);
+    bool served = transport_ && p.serving && p.configured[q % 2];
+    int fd = served ? transport_->kick_eventfd(q) : -1;
+    uint64_t one = 1;
+    if (fd >= 0) [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
+}
+
+void VhostRings::reset() {
+    std::vector<std::unique_lock<std::mutex>> locks;
+    for (auto& p : pairs_) locks.emplace_back(p->lock);
+    for (unsigned k = 0; k < pairs_.size(); k++) {
+        Pair& p = *pairs_[k];
+        for (unsigned i : {2 * k, 2 * k + 1}) {
+            if (!p.configured[i % 2]) continue;
+            try {
+                // Stop in the order the kernel wants: detach the tap, then
+                // read where the ring stopped (which also stops it).
+                if (p.serving) vhost_->set_backend(i, -1);
+                vhost_->get_vring_base(i);
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "minivmm: %s: stopping vhost: %s\n", label_.c_str(), e.what());
+            }
+        }
+        p.serving = false;
+        p.configured[0] = p.configured[1] = false;
+    }
+    transport_ = nullptr;
+    clear_offloads();
+}
+}  // namespace
+
+std::unique_ptr<NetBackend> make_vhost_rings_backend(std::unique_ptr<NetPort> port,
+                                                     std::unique_ptr<VhostBackend> vhost, const std::string& label) {
+    return std::make_unique<VhostRings>(std::move(port), std::move(vhost), label);
+}
+
+}  // namespace minivmm

@@ -1,0 +1,68 @@
+// What the virtio-net device needs from the host side of a NIC: the port its
+// frames go through and the datapath that serves its queue pairs. The
+// device keeps the guest-facing part (feature offer, config space, the
+// control queue, ring checks); the backend moves frames. Implementations
+// live in vhost/ (make_net_backend), so the device is the same code for
+// every datapath.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "virtio/device.hpp"
+
+namespace minivmm {
+
+class GuestMemory;
+struct QueueStats;
+
+class NetBackend {
+public:
+    // The device as its backend sees it from activate() on.
+    class Device {
+    public:
+        // False once the device needs a reset or was reset: move no frames.
+        virtual bool running() const = 0;
+        // The driver broke a ring's rules (or the host could not serve
+        // them): the device stops until the driver resets it.
+        virtual void needs_reset(const std::string& why) = 0;
+
+    protected:
+        ~Device() = default;
+    };
+
+    // What the driver set up, for activate(). Every enabled queue of the
+    // usable pairs has passed SplitQueue::valid().
+    struct Rings {
+        const GuestMemory& mem;
+        uint64_t features;                       // negotiated
+        const std::vector<QueueConfig>& queues;  // 2k receives, 2k+1 sends for pair k
+        unsigned usable_pairs;                   // all of them with MQ, else 1
+        VirtioTransport& transport;
+        Device& device;
+    };
+
+    virtual ~NetBackend() = default;
+    // "off", "worker" or "kernel", as --net's vhost= option names it.
+    virtual const char* datapath() const = 0;
+    // The port, for messages: "tap tap0", "raw eth3".
+    virtual std::string describe() const = 0;
+    virtual unsigned pairs() const = 0;
+    // Frames at the port carry a virtio-net header: the offloads it
+    // describes can be offered.
+    virtual bool vnet_header() const = 0;
+
+    // DRIVER_OK. False: it failed, and said why through Device::needs_reset.
+    virtual bool activate(const Rings& rings) = 0;
+    // Pairs [0, n) move frames; the others neither send nor receive.
+    virtual void set_pairs_in_use(unsigned n) = 0;
+    // A kick of a pair's queue that exited to the VMM.
+    virtual void notify(uint16_t queue) = 0;
+    // Returns only when nothing of the backend touches guest memory or
+    // raises interrupts any more.
+    virtual void reset() = 0;
+    // Counters of a ring, or null where they are not visible (vhost-net).
+    virtual const QueueStats* stats(unsigned queue) const = 0;
+};
+
+}  // namespace minivmm

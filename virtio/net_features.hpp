@@ -1,0 +1,22 @@
+// virtio-net's feature bits and sizes, which the device, its datapaths and
+// its backends all speak.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace minivmm::net {
+
+// Feature bits (5.1.3).
+constexpr uint64_t kCsum = 1ull << 0, kGuestCsum = 1ull << 1, kMac = 1ull << 5, kGuestTso4 = 1ull << 7,
+                   kGuestTso6 = 1ull << 8, kGuestEcn = 1ull << 9, kHostTso4 = 1ull << 11, kHostTso6 = 1ull << 12,
+                   kHostEcn = 1ull << 13, kMrgRxbuf = 1ull << 15, kStatus = 1ull << 16, kCtrlVq = 1ull << 17,
+                   kCtrlRx = 1ull << 18, kMq = 1ull << 22, kCtrlMacAddr = 1ull << 23;
+constexpr uint32_t kHeaderLen = 12;  // struct virtio_net_hdr_v1, num_buffers included
+constexpr uint16_t kRxQueue = 0, kTxQueue = 1;
+// The largest frame a tap hands over: a 64 KiB GSO super-frame plus link
+// header, after the virtio-net header.
+constexpr size_t kMaxFrame = kHeaderLen + 65536 + 256;
+// Queue pairs a NIC may have: minivmm's limit, checked when a NIC is built.
+constexpr unsigned kMaxPairs = 16;
+
+}  // namespace minivmm::net
