@@ -12,6 +12,8 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <regex>
 #include <vector>
 
@@ -20,12 +22,27 @@
 namespace minivmm {
 
 namespace {
+// This process's own threads (kernel workers that KVM or vhost-net may have
+// started in it run only in the kernel: they do not count). Read before any jail.
 unsigned threads_running() {
-    // /proc/self/task lists this process's threads; read before any jail.
     DIR* d = opendir("/proc/self/task");
     if (!d) return 0;  // no /proc: nothing to check against
     unsigned n = 0;
-    while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+    while (dirent* e = readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        std::ifstream in(std::string("/proc/self/task/") + e->d_name + "/stat");
+        std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        size_t close = stat.rfind(')');  // the name may hold anything
+        unsigned long flags = 0;
+        if (close != std::string::npos) {
+            std::istringstream rest(stat.substr(close + 2));
+            std::string field;
+            for (int i = 0; i < 7 && rest >> field; i++) {}  // state ... tty_nr tpgid: flags is the 9th field
+            flags = std::strtoul(field.c_str(), nullptr, 10);
+        }
+        constexpr unsigned long kUserWorker = 0x4000, kKthread = 0x200000;  // PF_USER_WORKER, PF_KTHREAD
+        n += !(flags & (kUserWorker | kKthread));
+    }
     closedir(d);
     return n;
 }
@@ -40,7 +57,7 @@ void enter_jail(const std::string& dir) {
     if (unshare(CLONE_NEWNS) < 0) throw UserError("--jail " + dir + ": " + why("new mount namespace"));
     if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0)
         throw UserError("--jail " + dir + ": " + why("making mounts private"));
-    if (mount(dir.c_str(), dir.c_str(), nullptr, MS_BIND | MS_REC, nullptr) < 0 ||
+    if (mount(dir.c_str(), dir.c_str(), nullptr, MS_BIND, nullptr) < 0 ||
         mount(nullptr, dir.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
               nullptr) < 0)
         throw UserError("--jail " + dir + ": " + why("bind mount"));
