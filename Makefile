@@ -3,7 +3,7 @@ CXX      ?= g++
 CXXFLAGS ?= -O2 -g
 CXXFLAGS += -std=c++20 -Wall -Wextra -Wshadow -Werror=return-type -I. -MMD -MP -pthread
 LDFLAGS  += -pthread
-LDLIBS   := -lseccomp
+LDLIBS   := -lseccomp -lcap-ng
 BUILD    := build
 IMAGES   := $(BUILD)/images
 

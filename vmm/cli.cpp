@@ -36,6 +36,12 @@ const char* usage() {
            "                        call not on its thread's list ends minivmm with one line\n"
            "                        naming both, exit status 2; log: the kernel logs such\n"
            "                        calls (audit) and lets them through; off: no filters\n"
+           "      --user USER|UID:GID\n"
+           "                        run as this user (and its group, no others) once the\n"
+           "                        devices are open; minivmm keeps no capability either way\n"
+           "      --jail DIR        run in a private mount namespace with DIR (bind-mounted\n"
+           "                        read-only, nodev, nosuid, noexec) as its root; an empty\n"
+           "                        directory will do: minivmm opens nothing after setup\n"
            "  -h, --help            this text\n"
            "  -V, --version         version\n"
            "\n"
@@ -125,13 +131,14 @@ SeccompMode parse_seccomp(const std::string& s) {
 }
 
 Options parse_cli(int argc, char** argv) {
-    enum { kStats = 1000, kSeccomp };
+    enum { kStats = 1000, kSeccomp, kUser, kJail };
     static const option longopts[] = {
         {"kernel", required_argument, nullptr, 'k'}, {"initrd", required_argument, nullptr, 'i'},
         {"cmdline", required_argument, nullptr, 'c'}, {"mem", required_argument, nullptr, 'm'},
         {"cpus", required_argument, nullptr, 'p'},   {"net", required_argument, nullptr, 'n'},
         {"verbose", no_argument, nullptr, 'v'},      {"stats", no_argument, nullptr, kStats},
-        {"seccomp", required_argument, nullptr, kSeccomp},
+        {"seccomp", required_argument, nullptr, kSeccomp}, {"user", required_argument, nullptr, kUser},
+        {"jail", required_argument, nullptr, kJail},
         {"help", no_argument, nullptr, 'h'},         {"version", no_argument, nullptr, 'V'},
         {nullptr, 0, nullptr, 0},
     };
@@ -164,6 +171,8 @@ Options parse_cli(int argc, char** argv) {
             case 'v': o.verbose = true; break;
             case kStats: o.stats = true; break;
             case kSeccomp: o.seccomp = parse_seccomp(optarg); break;
+            case kUser: o.user = optarg; break;
+            case kJail: o.jail = optarg; break;
             case 'h': o.help = true; break;
             case 'V': o.version = true; break;
             case ':': throw UserError(std::string("option '") + argv[optind - 1] + "' needs a value");

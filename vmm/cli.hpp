@@ -31,6 +31,8 @@ struct Options {
     bool verbose = false;
     bool stats = false;
     SeccompMode seccomp = SeccompMode::On;
+    std::optional<std::string> user;  // --user USER or UID:GID
+    std::optional<std::string> jail;  // --jail DIR
     bool help = false;
     bool version = false;
 };

@@ -102,7 +102,11 @@ Machine::Machine(const Options& opts, const BootFiles& files)
       cmdline_(guest_cmdline(opts)),
       plan_(load_guest(files)),
       nic_hosts_(open_nic_hosts()),
+      confinement_(opts.user, opts.jail),
       vm_(check_cpu_limit()) {
+    // Every host resource is open: give up what is left before any thread
+    // starts, so every thread inherits the loss.
+    confinement_.enter();
     uint32_t slot = 0;
     for (const auto& r : mem_.regions()) vm_.set_memory(slot++, r.gpa, r.size, r.hva);
     if (opts.verbose) {
@@ -115,6 +119,7 @@ Machine::Machine(const Options& opts, const BootFiles& files)
             std::fprintf(stderr, "minivmm: initrd %llu bytes at %#llx\n", (unsigned long long)plan_.initrd_size,
                          (unsigned long long)plan_.initrd_gpa);
         std::fprintf(stderr, "minivmm: kernel command line: %s\n", cmdline_.c_str());
+        std::fprintf(stderr, "minivmm: confined: %s\n", confinement_.describe().c_str());
     }
 
     serial_ = std::make_unique<Serial>([this](bool level) { vm_.irq_line(Serial::kCom1Irq, level); },

@@ -13,6 +13,7 @@
 #include "vmm/kvm.hpp"
 #include "vmm/gsi_router.hpp"
 #include "vmm/pci.hpp"
+#include "vmm/privileges.hpp"
 #include "vmm/serial.hpp"
 #include "vmm/stop.hpp"
 #include "vmm/thread_guard.hpp"
@@ -64,6 +65,7 @@ private:
     std::string cmdline_;
     BootPlan plan_;
     std::vector<NicHost> nic_hosts_;  // ports and vhost, until add_devices() gives them to NICs
+    Confinement confinement_;         // checked here, entered once KVM is open
     Kvm kvm_;                         // the first use of /dev/kvm
     Vm vm_;
     IoBus pio_, mmio_;

@@ -56,9 +56,11 @@ int main(int argc, char** argv) {
         // each installs its filter as it starts (vmm/seccomp_policy.cpp).
         seccomp_prepare(opts.seccomp);
         if (opts.verbose) print_seccomp(opts.seccomp);
+        // Read now: a jailed machine has no /proc/cpuinfo.
+        bool no_hw_virt = Kvm::host_lacks_hw_virt();
         Machine machine(opts, files);
         // After the machine is built, so bad input still gets exactly one line.
-        if (Kvm::host_lacks_hw_virt())
+        if (no_hw_virt)
             std::fprintf(stderr,
                          "minivmm: warning: this CPU has no VMX/SVM, so /dev/kvm is PVM or similar: a stock "
                          "kernel will run very slowly; use a PVM-enabled guest kernel (CONFIG_PVM_GUEST)\n");

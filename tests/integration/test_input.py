@@ -111,6 +111,13 @@ def scenario_bad_input(r):
         ["--kernel", good, "--net", "mqt1,vhost=off,queues=17"], "queue pairs", wrap=netns))
     r.case("queues=2 on a tap made without multi_queue", lambda: one_line_error(
         ["--kernel", good, "--net", "mqt0,vhost=off,queues=2"], "multi_queue", wrap=netns))
+    r.case("--user naming no user", lambda: one_line_error(["--kernel", good, "--user", "nosuchuser0"],
+                                                           "no such user"))
+    r.case("--user with a uid out of range", lambda: one_line_error(["--kernel", good, "--user", "4294967295:0"],
+                                                                    "out of range"))
+    r.case("--jail on a missing directory", lambda: one_line_error(["--kernel", good, "--jail", TMP + "/nosuch"],
+                                                                   "No such file"))
+    r.case("--jail on a file", lambda: one_line_error(["--kernel", good, "--jail", good], "not a directory"))
     r.case("raw= on a missing interface", lambda: one_line_error(
         ["--kernel", good, "--net", "raw=nosuch0,vhost=off"], "no such interface", wrap=netns))
     r.case("raw= with queues=2", lambda: one_line_error(

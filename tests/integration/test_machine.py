@@ -9,7 +9,7 @@ import time
 
 import bzimage
 from test_input import MACVTAP, TMP, expect_exit, kernel_file, one_line_error, run_vmm
-from vmtest import MINIVMM, Guest, check, vmm_threads
+from vmtest import MINIVMM, Guest, check, confined, vmm_threads
 
 
 def scenario_synthetic_guest(r):
@@ -109,6 +109,38 @@ def scenario_seccomp(r):
             g.kill()
     r.case("every thread runs under a filter (Seccomp: 2) while a guest runs", lambda: every_thread("on", 2))
     r.case("--seccomp=off: no thread has one (Seccomp: 0)", lambda: every_thread("off", 0))
+
+
+def scenario_privileges(r):
+    halt = kernel_file("halt", bzimage.HALT_FOREVER)
+    jail = os.path.join(TMP, "jail")
+    os.makedirs(jail, exist_ok=True)
+
+    def running(args, name, then):
+        # A NIC of each host kind, opened as root before the switch.
+        g = Guest(["unshare", "-n", "sh", "-c", MACVTAP, MINIVMM, "--cpus", "2", "--kernel", halt,
+                   "--net", "raw=vy,vhost=off", "--net", "macvtap=mvx,vhost=worker"] + args, name)
+        try:
+            time.sleep(2)
+            check(g.proc.poll() is None, f"VMM exited with {g.proc.returncode}: {g.out[-500:]!r}")
+            said = then(g.proc.pid)
+            g.proc.send_signal(signal.SIGTERM)
+            rc = g.wait_exit(10)
+            check(rc == 0, f"exit status {rc} after SIGTERM: {g.out[-500:]!r}")
+            return said
+        finally:
+            g.kill()
+
+    r.case("as root: no thread keeps a capability; no_new_privs",
+           lambda: running([], "privs-root", lambda pid: confined(pid)))
+
+    def switched(pid):
+        said = confined(pid, 65534, 65534)
+        root = os.readlink(f"/proc/{pid}/root")
+        check(root == jail, f"root is {root!r}, not the jail {jail!r}")
+        return said + ", root " + root
+    r.case("--user 65534:65534 --jail DIR: every thread switched, DIR is its root",
+           lambda: running(["--user", "65534:65534", "--jail", jail], "privs-user", switched))
 
 
 def scenario_kvm_permission(r):

@@ -260,8 +260,8 @@ class Guest:
 PF_USER_WORKER, PF_KTHREAD = 0x4000, 0x200000
 
 
-def vmm_threads(pid):
-    """minivmm's own threads: [(name, the Seccomp: mode of its status)], the
+def vmm_thread_status(pid):
+    """minivmm's own threads: [(name, {field: value} of its status)], the
     kernel's threads in the process left out."""
     out = []
     for tid in os.listdir(f"/proc/{pid}/task"):
@@ -278,9 +278,29 @@ def vmm_threads(pid):
         flags = int(stat[stat.rfind(")") + 2:].split()[6])  # field 9; the name may hold spaces
         if flags & (PF_KTHREAD | PF_USER_WORKER):
             continue
-        m = re.search(r"^Seccomp:\s*(\d+)", status, re.M)
-        out.append((name, int(m.group(1)) if m else -1))
-    return sorted(out)
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        out.append((name, {k: " ".join(v.split()) for k, v in fields.items()}))
+    return sorted(out, key=lambda t: t[0])
+
+
+def vmm_threads(pid):
+    """minivmm's own threads: [(name, the Seccomp: mode of its status)]."""
+    return [(name, int(f.get("Seccomp", -1))) for name, f in vmm_thread_status(pid)]
+
+
+def confined(pid, uid=0, gid=0):
+    """Checks that every minivmm thread runs as uid/gid with no capability,
+    no supplementary group (when not root) and no_new_privs set."""
+    threads = vmm_thread_status(pid)
+    check(threads, "no minivmm thread found")
+    for name, f in threads:
+        want = {"Uid": f"{uid} {uid} {uid} {uid}", "Gid": f"{gid} {gid} {gid} {gid}", "CapEff": "0" * 16,
+                "CapPrm": "0" * 16, "CapBnd": "0" * 16, "NoNewPrivs": "1"}
+        if uid:
+            want["Groups"] = ""
+        bad = {k: f.get(k) for k, v in want.items() if f.get(k) != v}
+        check(not bad, f"thread {name!r}: {bad} (want {want})")
+    return f"{len(threads)} threads as {uid}:{gid}, no capabilities"
 
 
 def symbolize(rips, text_at):

@@ -126,10 +126,11 @@ def qemu(vhost):
     return argv
 
 
-def mini(vhost, cpus=CPUS, queues=1):
+def mini(vhost, cpus=CPUS, queues=1, extra=()):
     def argv(ns, log_name):
         return minivmm("--mem", f"{MEM_MIB}M", "--cpus", str(cpus), "--cmdline", APPEND,
-                       "--net", f"{TAP},vhost={vhost},queues={queues}", wrap=ns.prefix(), log_name=log_name)
+                       "--net", f"{TAP},vhost={vhost},queues={queues}", *extra, wrap=ns.prefix(),
+                       log_name=log_name)
     return argv
 
 
@@ -141,6 +142,9 @@ ROWS = {
     "minivmm vhost=off": lambda: VmEnd("minivmm vhost=off", mini("off")),
     "minivmm vhost=worker": lambda: VmEnd("minivmm vhost=worker", mini("worker")),
     "minivmm vhost=kernel": lambda: VmEnd("minivmm vhost=kernel", mini("kernel")),
+    # What the filters cost: the rows above have them (the default), these not.
+    "minivmm vhost=worker --seccomp=off": lambda: VmEnd("worker nofilter", mini("worker", extra=["--seccomp=off"])),
+    "minivmm vhost=kernel --seccomp=off": lambda: VmEnd("kernel nofilter", mini("kernel", extra=["--seccomp=off"])),
     # Multiqueue scaling: 2 vCPUs and 4 TCP streams each way, 1 then 2 queue pairs.
     "minivmm vhost=kernel queues=1 (2 vCPUs)": lambda: VmEnd("kernel q1", mini("kernel", 2, 1), 1, 4),
     "minivmm vhost=kernel queues=2 (2 vCPUs)": lambda: VmEnd("kernel q2", mini("kernel", 2, 2), 2, 4),
