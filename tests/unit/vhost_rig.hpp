@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/guest_ring.hpp"
 #include "tests/unit/netns_helpers.hpp"
 #include "vhost/tap.hpp"
 #include "vhost/vhost.hpp"
@@ -41,16 +42,12 @@ namespace minivmm::testing {
 constexpr uint64_t kMemSize = 16ull << 20;
 constexpr uint16_t kQSize = 8;
 constexpr unsigned kRx = net::kRxQueue, kTx = net::kTxQueue;
-constexpr uint16_t kNext = 1, kWrite = 2, kIndirect = 4;
 constexpr uint16_t kEtherType = 0x88b5;  // IEEE local experimental: nothing else sends it
-constexpr int kTimeoutMs = 2000;          // a bug fails the test instead of hanging it
+constexpr int kTimeoutMs = GuestRing::kWaitMs;
 constexpr int kQuietMs = 300;             // how long "nothing happens" is watched
 // Buffers: one 4 KiB slot per descriptor head.
 constexpr uint64_t kTxBuf = 0x100000, kRxBuf = 0x200000;
 
-struct RingLayout {
-    uint64_t desc, avail, used;  // guest-physical
-};
 constexpr RingLayout kRxRing{0x10000, 0x11000, 0x12000}, kTxRing{0x20000, 0x21000, 0x22000};
 
 inline uint64_t rx_slot(uint16_t head) { return kRxBuf + 0x1000ull * head; }
@@ -79,71 +76,6 @@ inline ssize_t send_to_tap(int pkt, int ifindex, const std::vector<uint8_t>& f, 
     return ::sendto(pkt, f.data(), f.size(), flags, reinterpret_cast<sockaddr*>(&sll), sizeof sll);
 }
 
-// The driver's side of one split ring.
-struct DriverRing {
-    GuestMemory& mem;
-    RingLayout at;
-    bool event_idx = false;
-    uint16_t avail_idx = 0;
-
-    uint8_t* p(uint64_t gpa, uint64_t len) const {
-        uint8_t* q = mem.ptr(gpa, len);
-        if (!q) throw std::runtime_error("test bug: address outside guest memory");
-        return q;
-    }
-    uint16_t load16(uint64_t gpa) const {
-        return std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(p(gpa, 2))).load(std::memory_order_acquire);
-    }
-    void store16(uint64_t gpa, uint16_t v) {
-        std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(p(gpa, 2))).store(v, std::memory_order_release);
-    }
-    void desc(uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next = 0, uint64_t table = 0) {
-        uint8_t* d = p((table ? table : at.desc) + 16ull * i, 16);
-        std::memcpy(d, &addr, 8);
-        std::memcpy(d + 8, &len, 4);
-        std::memcpy(d + 12, &flags, 2);
-        std::memcpy(d + 14, &next, 2);
-    }
-    // Puts head into the avail ring and publishes it.
-    void offer(uint16_t head) {
-        store16(at.avail + 4 + 2 * (avail_idx % kQSize), head);
-        store16(at.avail + 2, ++avail_idx);
-    }
-    void set_avail_flags(uint16_t f) { store16(at.avail, f); }
-    uint16_t used_flags() const { return load16(at.used); }
-    uint16_t used_idx() const { return load16(at.used + 2); }
-    uint16_t avail_event() const { return load16(at.used + 4 + 8 * kQSize); }
-    std::pair<uint32_t, uint32_t> used_elem(uint16_t k) const {
-        uint32_t id, len;
-        std::memcpy(&id, p(at.used + 4 + 8 * (k % kQSize), 4), 4);
-        std::memcpy(&len, p(at.used + 8 + 8 * (k % kQSize), 4), 4);
-        return {id, len};
-    }
-    // Whether a driver that just moved avail idx on from old must notify (2.7.10, 2.7.13.4).
-    bool wants_kick(uint16_t old) const {
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        if (event_idx) {
-            uint16_t ev = avail_event();
-            return static_cast<uint16_t>(avail_idx - ev - 1) < static_cast<uint16_t>(avail_idx - old);
-        }
-        return !(used_flags() & 1);  // VRING_USED_F_NO_NOTIFY
-    }
-    bool wait_used(uint16_t n, int ms = kTimeoutMs) const { return wait_for([&] { return used_idx() == n; }, ms); }
-    // For the device to ask for the kick after avail entry n (EVENT_IDX).
-    bool wait_avail_event(uint16_t n, int ms = kTimeoutMs) const {
-        return wait_for([&] { return avail_event() == n; }, ms);
-    }
-    template <class Done>
-    static bool wait_for(Done done, int ms) {
-        auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-        while (!done()) {
-            if (std::chrono::steady_clock::now() > end) return false;
-            std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        }
-        return true;
-    }
-};
-
 struct Options {
     uint64_t features = virtio::kFVersion1;
     RingLayout rx = kRxRing, tx = kTxRing;
@@ -170,7 +102,7 @@ struct Rig {
     Tap tap{"vwtest0"};
     Fd pkt;
     int ifindex = 0;
-    DriverRing ring[2] = {{mem, opt.rx}, {mem, opt.tx}};
+    GuestRing ring[2] = {{mem, kQSize, opt.rx}, {mem, kQSize, opt.tx}};
     std::unique_ptr<VhostBackend> vh = kernel_vhost() ? open_kernel_vhost() : make_worker_vhost();  // last: stops first
 
     explicit Rig(Options o = {}) : opt(o) {
@@ -204,6 +136,12 @@ struct Rig {
         }
     }
     uint64_t hva(uint64_t gpa) const { return reinterpret_cast<uint64_t>(mem.ptr(gpa, 1)); }
+    // Guest memory the test itself reads or writes: outside RAM is the test's bug.
+    uint8_t* host(uint64_t gpa, uint64_t len) const {
+        uint8_t* p = mem.ptr(gpa, len);
+        if (!p) throw std::runtime_error("test bug: address outside guest memory");
+        return p;
+    }
     VringAddr vring_addr(const RingLayout& l) const {
         return {hva(l.desc), hva(l.avail), hva(l.used), l.used, opt.log};
     }
@@ -222,10 +160,10 @@ struct Rig {
     }
 
     void put(uint64_t gpa, const std::vector<uint8_t>& bytes) {
-        std::memcpy(ring[0].p(gpa, bytes.size()), bytes.data(), bytes.size());
+        std::memcpy(host(gpa, bytes.size()), bytes.data(), bytes.size());
     }
     std::vector<uint8_t> get(uint64_t gpa, size_t len) const {
-        uint8_t* s = ring[0].p(gpa, len);
+        uint8_t* s = host(gpa, len);
         return {s, s + len};
     }
     // A one-descriptor TX chain at head: [zero virtio-net header | frame].
@@ -238,7 +176,7 @@ struct Rig {
     // Writable one-descriptor RX buffers of len bytes at heads first.., filled with junk.
     void rx_buffers(uint16_t first, uint16_t n, uint32_t len) {
         for (uint16_t h = first; h < first + n; h++) {
-            std::memset(ring[0].p(rx_slot(h), len), 0xee, len);
+            std::memset(host(rx_slot(h), len), 0xee, len);
             ring[kRx].desc(h, rx_slot(h), len, kWrite);
         }
     }
