@@ -54,7 +54,7 @@ FUZZ_FLAGS   := -std=c++20 -g -O1 -Wall -Wextra -I. -pthread -fsanitize=fuzzer,a
 FUZZ_SECONDS ?= 120
 FUZZERS      := $(BUILD)/fuzz/fuzz_virtqueue $(BUILD)/fuzz/fuzz_pci $(BUILD)/fuzz/fuzz_net_rx $(BUILD)/fuzz/fuzz_net_tx \
                 $(BUILD)/fuzz/fuzz_net_ctrl $(BUILD)/fuzz/fuzz_device
-FUZZ_HDRS    := $(wildcard vmm/*.hpp virtio/*.hpp)
+FUZZ_HDRS    := $(wildcard vmm/*.hpp virtio/*.hpp tests/support/*.hpp)
 
 $(BUILD)/fuzz/fuzz_virtqueue: tests/fuzz/fuzz_virtqueue.cpp virtio/virtqueue.cpp vmm/guest_memory.cpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_pci: tests/fuzz/fuzz_pci.cpp vmm/thread_guard.cpp vmm/pci.cpp vmm/msix.cpp virtio/virtio_pci.cpp vmm/kvm.cpp vmm/gsi_router.cpp \
@@ -97,7 +97,7 @@ demo: deps
 # in the outer host (tools/bench.sh). Never part of make test.
 BENCH_DATAPATH := $(BUILD)/bench/bench_datapath
 
-$(BENCH_DATAPATH): tools/bench_datapath.cpp $(BUILD)/libminivmm.a
+$(BENCH_DATAPATH): tools/bench_datapath.cpp $(wildcard tools/datapath/*.hpp tests/support/*.hpp) $(BUILD)/libminivmm.a
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libminivmm.a -lbenchmark $(LDLIBS)
 

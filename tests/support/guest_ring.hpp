@@ -108,6 +108,13 @@ struct GuestRing {
         add(head);
         publish();
     }
+    // Publishes what add() queued since index old, if anything; whether the
+    // device must be kicked for it.
+    bool publish_since(uint16_t old) {
+        if (avail_idx == old) return false;
+        publish();
+        return wants_kick(old);
+    }
     // Whether a driver that just published from index old on must kick (2.7.10, 2.7.13.4).
     bool wants_kick(uint16_t old) const {
         std::atomic_thread_fence(std::memory_order_seq_cst);

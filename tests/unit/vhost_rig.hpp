@@ -155,8 +155,8 @@ struct Rig {
     // Offers the heads and kicks if the device asked for it, as a driver does.
     void publish(unsigned q, std::initializer_list<uint16_t> heads) {
         uint16_t old = ring[q].avail_idx;
-        for (uint16_t h : heads) ring[q].offer(h);
-        if (ring[q].wants_kick(old)) kick_now(q);
+        for (uint16_t h : heads) ring[q].add(h);
+        if (ring[q].publish_since(old)) kick_now(q);
     }
 
     void put(uint64_t gpa, const std::vector<uint8_t>& bytes) {
