@@ -259,13 +259,13 @@ struct Device {
         if (features & net::kCtrlVq) mine.push_back(ctrl_queue());
         bufs = kBufs;
         for (uint16_t i : mine) {
-            uint64_t at = kRings + 0x4000ull * i;
-            q[i] = {GuestRing(mem(), size, RingLayout::paged(at))};
+            const RingLayout at = RingLayout::paged(kRings + 0x4000ull * i);
+            q[i] = {GuestRing(mem(), size, at)};
             common(kQSelect, i, 2);
             common(kQSize, size, 2);
-            common(kQDesc, at, 8);
-            common(kQDriver, at + 0x1000, 8);
-            common(kQDevice, at + 0x2000, 8);
+            common(kQDesc, at.desc, 8);
+            common(kQDriver, at.avail, 8);
+            common(kQDevice, at.used, 8);
             common(kQVector, msix ? i + 1u : Msix::kNoVector, 2);
             common(kQEnable, 1, 2);
             if (i % 2 == 0 && i != ctrl_queue())

@@ -79,7 +79,6 @@ struct RingLayout {
         uint64_t avail = base + desc_bytes(size);
         return {base, avail, (avail + avail_bytes(size) + 3) & ~3ull};
     }
-    bool operator==(const RingLayout&) const = default;
 };
 
 // The driver of one split ring. Plain data, so that a fuzzer can lie about

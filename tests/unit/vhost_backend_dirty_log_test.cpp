@@ -47,9 +47,7 @@ TEST(VhostBackend, DirtyLogMarksEveryPageWritten) {
 TEST(VhostBackend, DirtyLogOfDataOnlyWithLogAll) {
     in_netns([] {
         Rig r(Options{.log = true});  // a log base and the ring's log flag, but no VHOST_F_LOG_ALL
-        r.rx_buffers(0, 1, 2048);
-        r.publish(kRx, {0});
-        r.start(kRx);
+        r.start_rx(1, 2048);
         r.send_frame(make_frame(100, 17));
         ASSERT_TRUE(r.ring[kRx].wait_used(1));
         EXPECT_EQ(r.dirty_pages(), (std::set<uint64_t>{kRxRing.used >> 12}));

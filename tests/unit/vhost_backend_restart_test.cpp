@@ -15,40 +15,6 @@
 using namespace minivmm;
 using namespace minivmm::testing;
 
-TEST(VhostBackend, RxStopAndRestartContinuesAtTheBase) {
-    in_netns([] {
-        Rig r;
-        r.rx_buffers(0, 4, 2048);
-        r.publish(kRx, {0, 1, 2, 3});
-        r.start(kRx);
-        auto a = make_frame(100, 19);
-        r.send_frame(a);
-        ASSERT_TRUE(r.ring[kRx].wait_used(1));
-
-        r.vh->set_backend(kRx, -1);
-        unsigned base = r.vh->get_vring_base(kRx);
-        EXPECT_EQ(base, 1u);
-        // Stopped: a frame waits in the tap.
-        auto b = make_frame(150, 20);
-        r.send_frame(b);
-        std::this_thread::sleep_for(std::chrono::milliseconds(kQuietMs));
-        EXPECT_EQ(r.ring[kRx].used_idx(), 1) << "a stopped ring received";
-
-        r.vh->set_vring_base(kRx, base);
-        r.start(kRx);
-        ASSERT_TRUE(r.ring[kRx].wait_used(2));
-        EXPECT_EQ(r.ring[kRx].used_elem(1), std::make_pair(1u, uint32_t(net::kHeaderLen + b.size())));
-        EXPECT_EQ(payload(r.rx_used_bytes(1)), b);
-        EXPECT_EQ(payload(r.rx_used_bytes(0)), a) << "the first buffer was overwritten";
-        auto c = make_frame(120, 21);
-        r.send_frame(c);
-        ASSERT_TRUE(r.ring[kRx].wait_used(3));
-        EXPECT_EQ(r.ring[kRx].used_elem(2).first, 2u);
-        EXPECT_EQ(payload(r.rx_used_bytes(2)), c);
-        EXPECT_EQ(r.vh->get_vring_base(kRx), 3u);
-    });
-}
-
 TEST(VhostBackend, TxStopAndRestartContinuesAtTheBase) {
     in_netns([] {
         Rig r;
@@ -82,6 +48,35 @@ TEST(VhostBackend, TxStopAndRestartContinuesAtTheBase) {
         ASSERT_TRUE(r.ring[kTx].wait_used(3));
         EXPECT_EQ(r.ring[kTx].used_elem(2).first, 2u);
         EXPECT_FALSE(r.recv_frame(kQuietMs)) << "frames sent again after the restart";
+    });
+}
+
+TEST(VhostBackend, RxStopAndRestartContinuesAtTheBase) {
+    in_netns([] {
+        Rig r;
+        r.start_rx(4, 2048);
+        auto a = r.send_frame(100, 19);
+        ASSERT_TRUE(r.ring[kRx].wait_used(1));
+
+        r.vh->set_backend(kRx, -1);
+        unsigned base = r.vh->get_vring_base(kRx);
+        EXPECT_EQ(base, 1u);
+        // Stopped: a frame waits in the tap.
+        auto b = r.send_frame(150, 20);
+        std::this_thread::sleep_for(std::chrono::milliseconds(kQuietMs));
+        EXPECT_EQ(r.ring[kRx].used_idx(), 1) << "a stopped ring received";
+
+        r.vh->set_vring_base(kRx, base);
+        r.start(kRx);
+        ASSERT_TRUE(r.ring[kRx].wait_used(2));
+        EXPECT_EQ(r.ring[kRx].used_elem(1), std::make_pair(1u, uint32_t(net::kHeaderLen + b.size())));
+        EXPECT_EQ(payload(r.rx_used_bytes(1)), b);
+        EXPECT_EQ(payload(r.rx_used_bytes(0)), a) << "the first buffer was overwritten";
+        auto c = r.send_frame(120, 21);
+        ASSERT_TRUE(r.ring[kRx].wait_used(3));
+        EXPECT_EQ(r.ring[kRx].used_elem(2).first, 2u);
+        EXPECT_EQ(payload(r.rx_used_bytes(2)), c);
+        EXPECT_EQ(r.vh->get_vring_base(kRx), 3u);
     });
 }
 
@@ -126,9 +121,7 @@ TEST(VhostBackend, TxRingMovedWhileRunning) {
 TEST(VhostBackend, RxRingMovedWhileRunning) {
     in_netns([] {
         Rig r;
-        r.rx_buffers(0, 4, 2048);
-        r.publish(kRx, {0, 1, 2, 3});
-        r.start(kRx);
+        r.start_rx(4, 2048);
         auto a = make_frame(100, 28), b = make_frame(110, 29);
         r.send_frame(a);
         ASSERT_TRUE(r.ring[kRx].wait_used(1));
@@ -149,8 +142,7 @@ TEST(VhostWorker, HeldFrameSurvivesARingMove) {
     in_netns([] {
         Rig r;
         r.start(kRx);
-        auto f = make_frame(200, 30);
-        r.send_frame(f);
+        auto f = r.send_frame(200, 30);
         std::this_thread::sleep_for(std::chrono::milliseconds(kQuietMs));  // read and held
         EXPECT_EQ(r.ring[kRx].used_idx(), 0);
         move_ring(r, kRx, kMovedRing);

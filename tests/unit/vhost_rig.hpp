@@ -76,6 +76,17 @@ inline ssize_t send_to_tap(int pkt, int ifindex, const std::vector<uint8_t>& f, 
     return ::sendto(pkt, f.data(), f.size(), flags, reinterpret_cast<sockaddr*>(&sll), sizeof sll);
 }
 
+inline uint16_t le16(const std::vector<uint8_t>& b, size_t off) { return static_cast<uint16_t>(b[off] | b[off + 1] << 8); }
+
+// The header the tap put in front of a received frame: no offloads, and
+// num_buffers as the device set it.
+inline void expect_rx_header(const std::vector<uint8_t>& b, uint16_t num_buffers) {
+    ASSERT_GE(b.size(), net::kHeaderLen);
+    EXPECT_EQ(b[1], 0) << "gso_type";  // VIRTIO_NET_HDR_GSO_NONE
+    EXPECT_EQ(le16(b, 10), num_buffers) << "num_buffers";
+}
+inline std::vector<uint8_t> payload(const std::vector<uint8_t>& b) { return {b.begin() + net::kHeaderLen, b.end()}; }
+
 struct Options {
     uint64_t features = virtio::kFVersion1;
     RingLayout rx = kRxRing, tx = kTxRing;
@@ -181,6 +192,14 @@ struct Rig {
         }
     }
 
+    // Receive buffers of len bytes at heads 0..n-1, offered, and the RX ring started.
+    void start_rx(uint16_t n, uint32_t len) {
+        rx_buffers(0, n, len);
+        uint16_t old = ring[kRx].avail_idx;
+        for (uint16_t h = 0; h < n; h++) ring[kRx].add(h);
+        if (ring[kRx].publish_since(old)) kick_now(kRx);
+        start(kRx);
+    }
     // Sends frame as a one-descriptor chain at head; it must come out of the
     // tap as it went in. Call it in ASSERT_NO_FATAL_FAILURE.
     void expect_tx(uint16_t head, const std::vector<uint8_t>& frame) {
@@ -194,6 +213,12 @@ struct Rig {
     void send_frame(const std::vector<uint8_t>& f) {
         ssize_t n = send_to_tap(pkt.get(), ifindex, f);
         ASSERT_EQ(n, static_cast<ssize_t>(f.size())) << "sendto: " << std::strerror(errno);
+    }
+    // A new frame of len bytes (make_frame), sent as above; returns it.
+    std::vector<uint8_t> send_frame(size_t len, uint8_t seed) {
+        auto f = make_frame(len, seed);
+        send_frame(f);
+        return f;
     }
     // The next frame of ours that came out of the tap (the worker's TX), if one comes within ms.
     std::optional<std::vector<uint8_t>> recv_frame(int ms = kTimeoutMs) {
@@ -217,6 +242,24 @@ struct Rig {
         auto [id, len] = ring[kRx].used_elem(k);
         return get(rx_slot(static_cast<uint16_t>(id)), len);
     }
+    // A frame the device spread over the used entries first.. (mergeable buffers), joined.
+    std::vector<uint8_t> rx_used_bytes(uint16_t first, uint16_t n) const {
+        std::vector<uint8_t> all;
+        for (uint16_t k = first; k < first + n; k++) {
+            auto part = rx_used_bytes(k);
+            all.insert(all.end(), part.begin(), part.end());
+        }
+        return all;
+    }
+    // Used entry k of the RX ring: head k, holding frame f alone, after a
+    // header without offloads. Call it in ASSERT_NO_FATAL_FAILURE.
+    void expect_rx(uint16_t k, const std::vector<uint8_t>& f) const {
+        ASSERT_TRUE(ring[kRx].wait_used(static_cast<uint16_t>(k + 1))) << "the frame never reached the RX ring";
+        EXPECT_EQ(ring[kRx].used_elem(k), std::make_pair(uint32_t(k), uint32_t(net::kHeaderLen + f.size())));
+        auto b = rx_used_bytes(k);
+        expect_rx_header(b, 1);
+        EXPECT_EQ(payload(b), f);
+    }
     bool dirty(uint64_t page) const { return bitmap[page / 8] & (1u << (page % 8)); }
     std::set<uint64_t> dirty_pages() const {
         std::set<uint64_t> s;
@@ -225,16 +268,5 @@ struct Rig {
         return s;
     }
 };
-
-inline uint16_t le16(const std::vector<uint8_t>& b, size_t off) { return static_cast<uint16_t>(b[off] | b[off + 1] << 8); }
-
-// The header the tap put in front of a received frame: no offloads, and
-// num_buffers as the device set it.
-inline void expect_rx_header(const std::vector<uint8_t>& b, uint16_t num_buffers) {
-    ASSERT_GE(b.size(), net::kHeaderLen);
-    EXPECT_EQ(b[1], 0) << "gso_type";  // VIRTIO_NET_HDR_GSO_NONE
-    EXPECT_EQ(le16(b, 10), num_buffers) << "num_buffers";
-}
-inline std::vector<uint8_t> payload(const std::vector<uint8_t>& b) { return {b.begin() + net::kHeaderLen, b.end()}; }
 
 }  // namespace minivmm::testing

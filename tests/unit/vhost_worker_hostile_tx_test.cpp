@@ -72,8 +72,7 @@ TEST_P(VhostWorkerHostileTx, SignalsErrAndStopsTheRing) {
         // The RX ring is not affected.
         r.rx_buffers(0, 1, 2048);
         r.publish(kRx, {0});
-        auto in = make_frame(70, 14);
-        r.send_frame(in);
+        auto in = r.send_frame(70, 14);
         ASSERT_TRUE(r.ring[kRx].wait_used(1));
         EXPECT_EQ(payload(r.rx_used_bytes(0)), in);
 

@@ -9,13 +9,8 @@
 using namespace minivmm;
 using namespace minivmm::testing;
 
-namespace {
-using Driver = NotifyRig;
-constexpr uint16_t kSize = NotifyRig::kSize;
-}  // namespace
-
 TEST(VirtqueueUnpop, GivesChainsBackInOrder) {
-    Driver d(true);
+    NotifyRig d(true);
     for (uint16_t h : {5, 3, 7}) d.driver.offer(h);
     EXPECT_EQ(d.pop_head(), 5);
     EXPECT_EQ(d.pop_head(), 3);
@@ -36,10 +31,10 @@ TEST(VirtqueueUnpop, GivesChainsBackInOrder) {
 }
 
 TEST(VirtqueueUnpop, TooFarIsCaughtAsBroken) {
-    Driver d(false);
+    NotifyRig d(false);
     d.driver.offer(0);
     d.pop_head();
-    d.q.unpop(kSize + 1);  // a device bug, but the ring checks still hold
+    d.q.unpop(NotifyRig::kSize + 1);  // a device bug, but the ring checks still hold
     Chain c;
     std::string why;
     EXPECT_EQ(d.q.pop(c, why), SplitQueue::Pop::Broken);
