@@ -54,7 +54,7 @@ FUZZ_FLAGS   := -std=c++20 -g -O1 -Wall -Wextra -I. -pthread -fsanitize=fuzzer,a
 FUZZ_SECONDS ?= 120
 FUZZERS      := $(BUILD)/fuzz/fuzz_virtqueue $(BUILD)/fuzz/fuzz_pci $(BUILD)/fuzz/fuzz_net_rx $(BUILD)/fuzz/fuzz_net_tx \
                 $(BUILD)/fuzz/fuzz_net_ctrl $(BUILD)/fuzz/fuzz_device
-FUZZ_HDRS    := $(wildcard vmm/*.hpp virtio/*.hpp)
+FUZZ_HDRS    := $(wildcard vmm/*.hpp virtio/*.hpp tests/support/*.hpp)
 # The device as every datapath runs it: make_net_backend and its backends.
 FUZZ_NET_BACKENDS := vhost/port_backend.cpp vhost/off.cpp vhost/vhost_rings.cpp $(wildcard vhost/*.hpp vhost/ports/*.hpp)
 
@@ -100,7 +100,7 @@ demo: deps
 # in the outer host (tools/bench.sh). Never part of make test.
 BENCH_DATAPATH := $(BUILD)/bench/bench_datapath
 
-$(BENCH_DATAPATH): tools/bench_datapath.cpp $(BUILD)/libminivmm.a
+$(BENCH_DATAPATH): tools/bench_datapath.cpp $(wildcard tools/datapath/*.hpp tests/support/*.hpp) $(BUILD)/libminivmm.a
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libminivmm.a -lbenchmark $(LDLIBS)
 

@@ -60,14 +60,14 @@ public:
         uint64_t gpa = kTxBufs + kTxSlot * h;
         std::memcpy(r_.mem(gpa), &hdr, kHdrLen);
         std::memcpy(r_.mem(gpa + kHdrLen), frame.data(), frame.size());
-        d_.desc(h) = {gpa, static_cast<uint32_t>(kHdrLen + frame.size()), 0, 0};
+        d_.desc(h, gpa, static_cast<uint32_t>(kHdrLen + frame.size()), 0);
     }
     // Offers every free head (their slots filled before), kicking if asked.
     void offer_all() {
-        uint16_t old = d_.avail_idx();
+        uint16_t old = d_.avail_idx;
         for (uint16_t h : free_) d_.add(h);
         free_.clear();
-        if (d_.avail_idx() != old && d_.publish(old)) r_.kick(kTx);
+        if (d_.publish_since(old)) r_.kick(kTx);
     }
     // Sends one frame now, if a head is free.
     void send(const NetHdr& hdr, const std::vector<uint8_t>& frame) {
@@ -76,22 +76,22 @@ public:
         uint16_t h = free_.back();
         free_.pop_back();
         fill(h, hdr, frame);
-        uint16_t old = d_.avail_idx();
+        uint16_t old = d_.avail_idx;
         d_.add(h);
-        if (d_.publish(old)) r_.kick(kTx);
+        if (d_.publish_since(old)) r_.kick(kTx);
     }
     // Takes back the heads the device has sent; returns how many.
     uint64_t reap() {
         uint64_t n = 0;
-        DriverRing::UsedElem e;
-        for (; d_.next_used(e); n++) free_.push_back(static_cast<uint16_t>(e.id));
+        UsedElem e;
+        for (; d_.next_used(e); n++) free_.push_back(static_cast<uint16_t>(e.first));
         return n;
     }
-    DriverRing& ring() { return d_; }
+    GuestRing& ring() { return d_; }
 
 private:
     Rig& r_;
-    DriverRing& d_;
+    GuestRing& d_;
     std::vector<uint16_t> free_;
 };
 
@@ -101,10 +101,10 @@ class RxQueue {
 public:
     explicit RxQueue(Rig& r) : r_(r), d_(r.ring(kRx)) {
         for (uint16_t i = 0; i < kQSize; i++) {
-            d_.desc(i) = {kRxBufs + kRxBufLen * i, kRxBufLen, DriverRing::kWrite, 0};
+            d_.desc(i, kRxBufs + kRxBufLen * i, kRxBufLen, minivmm::testing::kWrite);
             d_.add(i);
         }
-        d_.publish(0);
+        d_.publish();
         r.start(kRx);
     }
     // Takes what the device used, calling on_frame(frame, length) for each
@@ -112,28 +112,29 @@ public:
     // Returns whether anything came.
     template <typename F>
     bool take(F&& on_frame) {
-        uint16_t old = d_.avail_idx();
-        DriverRing::UsedElem e;
+        uint16_t old = d_.avail_idx;
+        UsedElem e;
         bool got = false;
         while (d_.next_used(e)) {
+            auto& [id, len] = e;
             got = true;
             if (left_ == 0) {  // a frame's first buffer: its header says how many buffers it has
                 NetHdr h;
-                std::memcpy(&h, buffer(e.id), kHdrLen);
+                std::memcpy(&h, buffer(id), kHdrLen);
                 left_ = std::max<uint16_t>(h.num_buffers, 1);
-                first_ = static_cast<uint16_t>(e.id);
+                first_ = static_cast<uint16_t>(id);
                 len_ = 0;
-                e.len -= std::min(e.len, kHdrLen);
+                len -= std::min(len, kHdrLen);
             } else {
-                d_.add(static_cast<uint16_t>(e.id));
+                d_.add(static_cast<uint16_t>(id));
             }
-            len_ += e.len;
+            len_ += len;
             if (--left_ == 0) {
                 on_frame(buffer(first_) + kHdrLen, len_);
                 d_.add(first_);
             }
         }
-        if (d_.avail_idx() != old && d_.publish(old)) r_.kick(kRx);
+        if (d_.publish_since(old)) r_.kick(kRx);
         return got;
     }
     bool arm() { return d_.arm(); }
@@ -141,7 +142,7 @@ public:
 private:
     const uint8_t* buffer(uint32_t head) { return r_.mem(kRxBufs + kRxBufLen * head); }
     Rig& r_;
-    DriverRing& d_;
+    GuestRing& d_;
     uint16_t left_ = 0, first_ = 0;
     size_t len_ = 0;
 };

@@ -84,11 +84,10 @@ struct FakeKvm : KvmEventfds, MsiRoutes {
     }
 };
 
-// One split ring as the driver keeps it.
+// One split ring as the driver keeps it, handing out descriptors in turn.
 struct Queue {
-    uint16_t size = 0;
-    uint64_t desc = 0, avail = 0, used = 0;
-    uint16_t avail_idx = 0, next_desc = 0;
+    GuestRing ring;
+    uint16_t next_desc = 0;
 };
 
 struct Device {
@@ -189,16 +188,16 @@ struct Device {
     // A chain of buffers on queue i, offered.
     void post(uint16_t i, const std::vector<std::pair<uint64_t, uint32_t>>& parts, uint16_t writable_from) {
         Queue& r = q[i];
-        if (!r.size || parts.empty()) return;
+        GuestRing& ring = r.ring;
+        if (!ring.size || parts.empty()) return;
         uint16_t head = r.next_desc;
         for (size_t k = 0; k < parts.size(); k++) {
-            uint16_t d = static_cast<uint16_t>((head + k) % r.size);
+            uint16_t d = static_cast<uint16_t>((head + k) % ring.size);
             uint16_t flags = static_cast<uint16_t>((k >= writable_from ? kWrite : 0) | (k + 1 < parts.size() ? kNext : 0));
-            write_desc(mem(), r.desc, d, parts[k].first, parts[k].second, flags, static_cast<uint16_t>((d + 1) % r.size));
+            ring.desc(d, parts[k].first, parts[k].second, flags, static_cast<uint16_t>((d + 1) % ring.size));
         }
-        r.next_desc = static_cast<uint16_t>((head + parts.size()) % r.size);
-        put<uint16_t>(mem(), r.avail + 4 + 2ull * (r.avail_idx % r.size), head);
-        store_idx(mem(), r.avail + 2, ++r.avail_idx);
+        r.next_desc = static_cast<uint16_t>((head + parts.size()) % ring.size);
+        ring.offer(head);
     }
     void post_rx(uint16_t i, uint32_t len, unsigned pieces) {
         std::vector<std::pair<uint64_t, uint32_t>> parts;
@@ -262,13 +261,13 @@ struct Device {
         if (features & net::kCtrlVq) mine.push_back(ctrl_queue());
         bufs = kBufs;
         for (uint16_t i : mine) {
-            uint64_t at = kRings + 0x4000ull * i;
-            q[i] = {size, at, at + 0x1000, at + 0x2000, 0, 0};
+            const RingLayout at = RingLayout::paged(kRings + 0x4000ull * i);
+            q[i] = {GuestRing(mem(), size, at)};
             common(kQSelect, i, 2);
             common(kQSize, size, 2);
-            common(kQDesc, at, 8);
-            common(kQDriver, at + 0x1000, 8);
-            common(kQDevice, at + 0x2000, 8);
+            common(kQDesc, at.desc, 8);
+            common(kQDriver, at.avail, 8);
+            common(kQDevice, at.used, 8);
             common(kQVector, msix ? i + 1u : Msix::kNoVector, 2);
             common(kQEnable, 1, 2);
             if (i % 2 == 0 && i != ctrl_queue())
@@ -473,16 +472,16 @@ struct Device {
         std::vector<uint8_t> want_out(header ? hdr : std::vector<uint8_t>{});
         want_out.insert(want_out.end(), out.begin(), out.end());
         CHECK(got.size() == 1 && got[0] == want_out);
-        CHECK(eventually([&] { return load_idx(mem(), q[1].used + 2) == 1; }));
+        CHECK(eventually([&] { return q[1].ring.used_idx() == 1; }));
         // In: one frame at pair 0's port queue.
         auto in_frame = make_frame(300, ++seed);
         std::vector<uint8_t> sent(header ? hdr : std::vector<uint8_t>{});
         sent.insert(sent.end(), in_frame.begin(), in_frame.end());
         CHECK(::send(port->peer(0), sent.data(), sent.size(), MSG_DONTWAIT) == static_cast<ssize_t>(sent.size()));
-        CHECK(eventually([&] { return load_idx(mem(), q[0].used + 2) == 1; }));
-        uint32_t id0 = get<uint32_t>(mem(), q[0].used + 4), len = get<uint32_t>(mem(), q[0].used + 8);
-        CHECK(id0 < q[0].size && len == net::kHeaderLen + in_frame.size());
-        uint64_t buf = get<uint64_t>(mem(), q[0].desc + 16ull * id0);
+        CHECK(eventually([&] { return q[0].ring.used_idx() == 1; }));
+        auto [id0, len] = q[0].ring.used_elem(0);
+        CHECK(id0 < q[0].ring.size && len == net::kHeaderLen + in_frame.size());
+        uint64_t buf = get<uint64_t>(mem(), q[0].ring.at.desc + sizeof(testing::Desc) * id0);
         CHECK(!std::memcmp(mem().ptr(buf + net::kHeaderLen, in_frame.size()), in_frame.data(), in_frame.size()));
         CHECK(!(pci->status() & virtio::kNeedsReset));
         TRACE("recovered\n");

@@ -129,7 +129,7 @@ struct Ctrl {
     uint64_t features = 0;
     std::vector<QueueConfig> queues;
     uint16_t ctrl_index = 0;
-    DriverRing ring;
+    GuestRing ring;
     std::vector<uint8_t> busy;
     uint16_t next_free = 0;  // where to look for free descriptors first
     std::deque<Command> pending;  // offered, not yet served, in ring order
@@ -179,7 +179,7 @@ struct Ctrl {
         c = {size, kCtrlDesc, kCtrlAvail, kCtrlUsed, in.ConsumeIntegralInRange(0, 15) != 0, ctrl_index};
         bool bad_ring = in.ConsumeIntegralInRange(0, 31) == 0;
         if (bad_ring) c.driver = in.ConsumeBool() ? kRam - 2 : kCtrlAvail + 1;
-        ring = DriverRing{&mem(), size, c.desc, c.driver, c.device, 0, 0};
+        ring = GuestRing(mem(), size, {c.desc, c.driver, c.device});
         busy.assign(size, 0);
         next_free = 0;
         pending.clear();
@@ -345,17 +345,17 @@ struct Ctrl {
         if (idx.size() < descs) return false;
         if (parts.empty()) {  // nothing at all: one zero-length descriptor
             c.breaks = true;
-            write_desc(mem(), ring.desc, idx[0], bufs, 0, 0, 0);
+            write_desc(mem(), ring.at.desc, idx[0], bufs, 0, 0, 0);
         } else if (indirect) {
             uint64_t table = alloc(tables, kTablesEnd, 16 * parts.size());
             if (!table) return false;
             for (unsigned k = 0; k < parts.size(); k++)
                 write_desc(mem(), table, k, parts[k].first, int(k) == zero ? 0 : parts[k].second, flags(k),
                            static_cast<uint16_t>(k + 1));
-            write_desc(mem(), ring.desc, idx[0], table, static_cast<uint32_t>(16 * parts.size()), kIndirect, 0);
+            write_desc(mem(), ring.at.desc, idx[0], table, static_cast<uint32_t>(16 * parts.size()), kIndirect, 0);
         } else {
             for (unsigned k = 0; k < parts.size(); k++)
-                write_desc(mem(), ring.desc, idx[k], parts[k].first, int(k) == zero ? 0 : parts[k].second, flags(k),
+                write_desc(mem(), ring.at.desc, idx[k], parts[k].first, int(k) == zero ? 0 : parts[k].second, flags(k),
                            k + 1 < parts.size() ? idx[k + 1] : 0);
         }
         for (uint16_t d : idx) busy[d] = 1;
@@ -486,13 +486,13 @@ struct Ctrl {
                 break;
             }
             case 1:
-                write_desc(mem(), ring.desc, in.ConsumeIntegral<uint16_t>() % ring.size,
+                write_desc(mem(), ring.at.desc, in.ConsumeIntegral<uint16_t>() % ring.size,
                            in.ConsumeBool() ? in.ConsumeIntegral<uint64_t>() : kBufs + in.ConsumeIntegralInRange(0, 4096),
                            in.ConsumeIntegral<uint32_t>(), in.ConsumeIntegral<uint16_t>(), in.ConsumeIntegral<uint16_t>());
                 break;
             case 2:
                 ring.avail_idx = static_cast<uint16_t>(ring.avail_idx + in.ConsumeIntegralInRange(-2, 40));
-                store_idx(mem(), ring.avail + 2, ring.avail_idx);
+                ring.publish();
                 break;
             case 3: ring.offer(in.ConsumeIntegral<uint16_t>()); break;
         }

@@ -68,12 +68,13 @@ struct Rx {
         if (strict()) CHECK(q->valid());
     }
     void open_queue(uint16_t base) {
-        q.emplace(ram(), drv.ring.size, drv.ring.desc, drv.ring.avail, drv.ring.used);
+        q.emplace(ram(), drv.ring.size, drv.ring.at.desc, drv.ring.at.avail, drv.ring.at.used);
         q->set_event_idx(event_idx);
         q->resume(base);
-        const DriverRing& r = drv.ring;
+        const GuestRing& r = drv.ring;
         q->set_write_log([r](uint64_t gpa, uint64_t len) {
-            CHECK(gpa >= r.used && len <= 6 + 8ull * r.size && gpa - r.used <= 6 + 8ull * r.size - len);
+            uint64_t bytes = RingLayout::used_bytes(r.size);
+            CHECK(gpa >= r.at.used && len <= bytes && gpa - r.at.used <= bytes - len);
         });
     }
 

@@ -50,7 +50,7 @@ struct Tx {
         if (strict()) CHECK(q->valid());
     }
     void open_queue(uint16_t base) {
-        q.emplace(ram(), drv.ring.size, drv.ring.desc, drv.ring.avail, drv.ring.used);
+        q.emplace(ram(), drv.ring.size, drv.ring.at.desc, drv.ring.at.avail, drv.ring.at.used);
         q->set_event_idx(event_idx);
         q->resume(base);
     }

@@ -1,6 +1,7 @@
 // Shared by the virtio-net fuzz targets: checks that say what failed, guest
-// RAM whose surroundings ASan watches, a driver's writes to a split ring,
-// a port over socketpairs, and frames made from a few input bytes.
+// RAM whose surroundings ASan watches, a port over socketpairs, and frames
+// made from a few input bytes. The driver's side of a ring is the tests'
+// own (tests/support/guest_ring.hpp).
 #pragma once
 #include <fuzzer/FuzzedDataProvider.h>
 #include <sanitizer/asan_interface.h>
@@ -18,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/guest_ring.hpp"
 #include "vhost/ports/port.hpp"
 #include "vmm/guest_memory.hpp"
 
@@ -117,62 +119,18 @@ inline GuestMemory& guarded_ram(uint64_t size) {
     return *m;
 }
 
-inline void store(const MemView& mem, uint64_t gpa, const void* src, size_t n) {
-    if (uint8_t* p = mem.ptr(gpa, n); p && n) std::memcpy(p, src, n);
-}
-template <typename T>
-void put(const MemView& mem, uint64_t gpa, T v) {
-    store(mem, gpa, &v, sizeof v);
-}
-template <typename T>
-T get(const MemView& mem, uint64_t gpa) {
-    T v{};
-    if (const uint8_t* p = mem.ptr(gpa, sizeof v)) std::memcpy(&v, p, sizeof v);
-    return v;
-}
-// The ring's index words are shared with the device's threads (a wild
-// driver's rings may be misaligned: then plainly).
-inline uint16_t load_idx(const MemView& mem, uint64_t gpa) {
-    uint8_t* p = mem.ptr(gpa, 2);
-    if (!p || gpa % 2) return get<uint16_t>(mem, gpa);
-    return std::atomic_ref(*reinterpret_cast<uint16_t*>(p)).load(std::memory_order_acquire);
-}
-inline void store_idx(const MemView& mem, uint64_t gpa, uint16_t v) {
-    uint8_t* p = mem.ptr(gpa, 2);
-    if (!p || gpa % 2) return put<uint16_t>(mem, gpa, v);
-    std::atomic_ref(*reinterpret_cast<uint16_t*>(p)).store(v, std::memory_order_release);
-}
-
-constexpr uint16_t kNext = 1, kWrite = 2, kIndirect = 4;
-
-inline void write_desc(const MemView& mem, uint64_t table, uint32_t i, uint64_t addr, uint32_t len, uint16_t flags,
-                       uint16_t next) {
-    uint8_t d[16];
-    std::memcpy(d, &addr, 8);
-    std::memcpy(d + 8, &len, 4);
-    std::memcpy(d + 12, &flags, 2);
-    std::memcpy(d + 14, &next, 2);
-    store(mem, table + 16ull * i, d, 16);
-}
-
-// The driver's side of one split ring.
-struct DriverRing {
-    const MemView* mem = nullptr;
-    uint16_t size = 0;
-    uint64_t desc = 0, avail = 0, used = 0;
-    uint16_t avail_idx = 0, used_seen = 0;
-
-    void offer(uint16_t head) {
-        put<uint16_t>(*mem, avail + 4 + 2ull * (size ? avail_idx % size : 0), head);
-        store_idx(*mem, avail + 2, ++avail_idx);
-    }
-    uint16_t used_idx() const { return load_idx(*mem, used + 2); }
-    // The used element k (counting from the ring's start, wrapping).
-    std::pair<uint32_t, uint32_t> used_elem(uint16_t k) const {
-        uint64_t at = used + 4 + 8ull * (k % size);
-        return {get<uint32_t>(*mem, at), get<uint32_t>(*mem, at + 4)};
-    }
-};
+// The driver's writes to a split ring, as every test of the rings makes them.
+using testing::GuestRing;
+using testing::RingLayout;
+using testing::kIndirect;
+using testing::kNext;
+using testing::kWrite;
+using testing::load16;
+using testing::put;
+using testing::get;
+using testing::store;
+using testing::store16;
+using testing::write_desc;
 
 // Pages of one RAM area handed out to chains and given back when the device
 // returns them, so that in-flight buffers never overlap.

@@ -9,16 +9,17 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/guest_ring.hpp"
 #include "virtio/virtqueue.hpp"
 #include "vmm/guest_memory.hpp"
 
 using namespace minivmm;
+using namespace minivmm::testing;
 
 namespace {
 // Rings in the low MiB (the largest queue's fit), buffers and indirect
 // tables in the high one; small enough to clear for every input.
 constexpr uint64_t kRam = 2ull << 20, kBufs = 1ull << 20, kPage = 4096;
-constexpr uint16_t kNext = 1, kWrite = 2, kIndirect = 4;
 
 #define CHECK(cond)                    \
     do {                               \
@@ -40,37 +41,19 @@ GuestMemory& ram() {
     return *mem;
 }
 
-void write(uint64_t at, const void* src, size_t n) {
-    uint8_t* p = ram().ptr(at, n);
-    if (p && n) std::memcpy(p, src, n);
-}
-template <typename T>
-void put(uint64_t at, T v) {
-    write(at, &v, sizeof v);
-}
-
 // The driver's view: mostly plausible values, so chains get walked, with
 // every field sometimes replaced by anything at all.
 struct Driver {
     FuzzedDataProvider& in;
-    uint16_t size;
-    uint64_t desc, avail, used;
-    uint16_t avail_idx = 0;
+    GuestRing ring;
 
     bool wild() { return in.ConsumeIntegralInRange(0, 15) == 0; }
     uint64_t buffer() {
         return wild() ? in.ConsumeIntegral<uint64_t>() : kBufs + in.ConsumeIntegralInRange<uint64_t>(0, kBufs);
     }
     uint32_t length() { return wild() ? in.ConsumeIntegral<uint32_t>() : in.ConsumeIntegralInRange(0, 4096); }
-    uint16_t index() { return wild() || !size ? in.ConsumeIntegral<uint16_t>() : in.ConsumeIntegral<uint16_t>() % size; }
-
-    void descriptor(uint64_t table, uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next) {
-        uint8_t d[16];
-        std::memcpy(d, &addr, 8);
-        std::memcpy(d + 8, &len, 4);
-        std::memcpy(d + 12, &flags, 2);
-        std::memcpy(d + 14, &next, 2);
-        write(table + 16ull * i, d, 16);
+    uint16_t index() {
+        return wild() || !ring.size ? in.ConsumeIntegral<uint16_t>() : in.ConsumeIntegral<uint16_t>() % ring.size;
     }
     // n descriptors linked i, i+1, ...: readable ones, then writable ones.
     void chain(uint64_t table, uint16_t first, uint16_t n, uint16_t table_size) {
@@ -80,12 +63,8 @@ struct Driver {
             uint16_t flags = (k + 1 < n ? kNext : 0) | (k >= writable_from ? kWrite : 0);
             if (wild()) flags = in.ConsumeIntegral<uint16_t>();
             uint16_t next = static_cast<uint16_t>(table_size ? (i + 1) % table_size : i + 1);
-            descriptor(table, i, buffer(), length(), flags, wild() ? in.ConsumeIntegral<uint16_t>() : next);
+            write_desc(ram(), table, i, buffer(), length(), flags, wild() ? in.ConsumeIntegral<uint16_t>() : next);
         }
-    }
-    void offer(uint16_t head) {
-        put<uint16_t>(avail + 4 + 2ull * (size ? avail_idx % size : 0), head);
-        put<uint16_t>(avail + 2, ++avail_idx);
     }
 };
 
@@ -119,20 +98,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     GuestMemory& mem = ram();
     std::memset(mem.regions()[0].hva, 0, kRam);
 
-    Driver d{in, 0, 0, 0, 0};
+    Driver d{in, {}};
     uint8_t shape = in.ConsumeIntegral<uint8_t>();
-    d.size = shape < 0xf0 ? static_cast<uint16_t>(1u << (shape % 16 < 12 ? shape % 9 : shape % 16))
-                          : in.ConsumeIntegral<uint16_t>();
+    uint16_t entries = shape < 0xf0 ? static_cast<uint16_t>(1u << (shape % 16 < 12 ? shape % 9 : shape % 16))
+                                    : in.ConsumeIntegral<uint16_t>();
     // The layout a driver would use, each ring sometimes moved anywhere.
-    d.desc = 0;
-    d.avail = 16ull * d.size;
-    d.used = (d.avail + 6 + 2ull * d.size + 3) & ~3ull;
-    for (uint64_t* ring : {&d.desc, &d.avail, &d.used})
-        if (d.wild()) *ring = d.wild() ? in.ConsumeIntegral<uint64_t>() : *ring + in.ConsumeIntegralInRange(1, 64);
-    SplitQueue q(mem, d.size, d.desc, d.avail, d.used);
+    RingLayout at = RingLayout::packed(0, entries);
+    for (uint64_t* part : {&at.desc, &at.avail, &at.used})
+        if (d.wild()) *part = d.wild() ? in.ConsumeIntegral<uint64_t>() : *part + in.ConsumeIntegralInRange(1, 64);
+    d.ring = GuestRing(mem, entries, at);
+    SplitQueue q(mem, entries, at.desc, at.avail, at.used);
     if (q.valid())
-        CHECK(mem.ptr(d.desc, 16ull * d.size) && mem.ptr(d.avail, 6 + 2ull * d.size) &&
-              mem.ptr(d.used, 6 + 8ull * d.size));
+        CHECK(mem.ptr(at.desc, RingLayout::desc_bytes(entries)) &&
+              mem.ptr(at.avail, RingLayout::avail_bytes(entries)) && mem.ptr(at.used, RingLayout::used_bytes(entries)));
     q.set_event_idx(in.ConsumeBool());
 
     std::vector<uint16_t> heads;  // popped, not yet pushed
@@ -144,7 +122,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 std::string why;
                 auto r = q.pop(c, why);
                 if (r == SplitQueue::Pop::Ok) {
-                    check_chain(c, d.size);
+                    check_chain(c, entries);
                     heads.push_back(c.head);
                 }
                 CHECK((r == SplitQueue::Pop::Broken) == !why.empty());
@@ -155,7 +133,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 uint16_t head = own ? heads.back() : in.ConsumeIntegral<uint16_t>();
                 if (own) heads.pop_back();
                 bool ok = q.push_used(head, d.length());
-                CHECK(ok == (q.valid() && head < d.size));
+                CHECK(ok == (q.valid() && head < entries));
                 break;
             }
             case 3: q.enable_notify(); break;
@@ -164,8 +142,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             case 6: q.unpop(d.wild() ? in.ConsumeIntegral<uint16_t>() : in.ConsumeIntegralInRange(0, 3)); break;
             case 7: {  // a direct chain
                 uint16_t head = d.index();
-                d.chain(d.desc, head, in.ConsumeIntegralInRange<uint16_t>(1, 6), d.size);
-                d.offer(head);
+                d.chain(at.desc, head, in.ConsumeIntegralInRange<uint16_t>(1, 6), entries);
+                d.ring.offer(head);
                 break;
             }
             case 8: {  // a chain in an indirect table
@@ -174,36 +152,40 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 d.chain(table, 0, n, 0);
                 uint16_t head = d.index();
                 uint32_t len = d.wild() ? d.length() : 16u * n;
-                d.descriptor(d.desc, head, d.wild() ? d.buffer() : table, len, kIndirect, 0);
-                d.offer(head);
+                write_desc(mem, at.desc, head, d.wild() ? d.buffer() : table, len, kIndirect, 0);
+                d.ring.offer(head);
                 break;
             }
-            case 9: d.descriptor(d.desc, d.index(), d.buffer(), d.length(), in.ConsumeIntegral<uint16_t>(), d.index()); break;
-            case 10:  // the driver publishes entries it never wrote, or lies about how many
-                d.avail_idx = d.wild() ? in.ConsumeIntegral<uint16_t>()
-                                       : static_cast<uint16_t>(d.avail_idx + in.ConsumeIntegralInRange(0, 8));
-                put<uint16_t>(d.avail + 2, d.avail_idx);
+            case 9:
+                write_desc(mem, at.desc, d.index(), d.buffer(), d.length(), in.ConsumeIntegral<uint16_t>(), d.index());
                 break;
-            case 11: d.offer(d.index()); break;
+            case 10:  // the driver publishes entries it never wrote, or lies about how many
+                d.ring.avail_idx = d.wild() ? in.ConsumeIntegral<uint16_t>()
+                                            : static_cast<uint16_t>(d.ring.avail_idx + in.ConsumeIntegralInRange(0, 8));
+                d.ring.publish();
+                break;
+            case 11: d.ring.offer(d.index()); break;
             case 12: {  // raw bytes anywhere in RAM
-                uint64_t at = in.ConsumeIntegralInRange<uint64_t>(0, kRam - 1);
+                uint64_t where = in.ConsumeIntegralInRange<uint64_t>(0, kRam - 1);
                 auto bytes = in.ConsumeBytes<uint8_t>(in.ConsumeIntegralInRange(1, 64));
-                write(at, bytes.data(), bytes.size());
+                store(mem, where, bytes.data(), bytes.size());
                 break;
             }
             case 13:  // the driver's suppression words: avail flags, used_event
-                put<uint16_t>(in.ConsumeBool() ? d.avail : d.avail + 4 + 2ull * d.size, in.ConsumeIntegral<uint16_t>());
+                if (in.ConsumeBool())
+                    d.ring.set_avail_flags(in.ConsumeIntegral<uint16_t>());
+                else
+                    d.ring.set_used_event(in.ConsumeIntegral<uint16_t>());
                 break;
             case 14: {  // an indirect table around the per-chain limit, its entries linked in order
                 uint32_t n = in.ConsumeIntegralInRange<uint32_t>(SplitQueue::kMaxChainSegments - 4,
                                                                  SplitQueue::kMaxChainSegments + 4);
                 uint64_t table = kBufs + (in.ConsumeIntegralInRange<uint64_t>(0, kBufs - 16ull * n) & ~15ull);
                 for (uint32_t k = 0; k < n; k++)
-                    d.descriptor(table, static_cast<uint16_t>(k), kBufs, 16, k + 1 < n ? kNext : 0,
-                                 static_cast<uint16_t>(k + 1));
+                    write_desc(mem, table, k, kBufs, 16, k + 1 < n ? kNext : 0, static_cast<uint16_t>(k + 1));
                 uint16_t head = d.index();
-                d.descriptor(d.desc, head, table, 16 * n, kIndirect, 0);
-                d.offer(head);
+                write_desc(mem, at.desc, head, table, 16 * n, kIndirect, 0);
+                d.ring.offer(head);
                 break;
             }
         }

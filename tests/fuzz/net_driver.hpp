@@ -52,7 +52,7 @@ public:
         : in_(in), strict_(strict), rx_(rx), low_(kTablesAt, (kLowSize - kTablesAt) / kPage),
           high_(kHigh, kHighSize / kPage) {}
 
-    DriverRing ring;
+    GuestRing ring;
     std::map<uint16_t, Posted> out;  // by head: handed to the device, not yet back
     std::deque<uint16_t> order;      // their heads as offered: the order they come back in
 
@@ -67,9 +67,9 @@ public:
         out.clear();
         order.clear();
         busy_.assign(size, false);
-        ring = DriverRing{&ram(), size, kDescAt, kAvailAt, kUsedAt, 0, 0};
+        ring = GuestRing(ram(), size, {kDescAt, kAvailAt, kUsedAt});
         if (!strict_)
-            for (uint64_t* at : {&ring.desc, &ring.avail, &ring.used})
+            for (uint64_t* at : {&ring.at.desc, &ring.at.avail, &ring.at.used})
                 if (wild()) *at = place();
     }
 
@@ -108,16 +108,16 @@ public:
                 break;
             }
             case 1:
-                write_desc(ram(), ring.desc, in_.ConsumeIntegral<uint16_t>() % std::max<uint16_t>(ring.size, 1),
+                write_desc(ram(), ring.at.desc, in_.ConsumeIntegral<uint16_t>() % std::max<uint16_t>(ring.size, 1),
                            place(), in_.ConsumeIntegral<uint32_t>(), in_.ConsumeIntegral<uint16_t>(),
                            in_.ConsumeIntegral<uint16_t>());
                 break;
             case 2:  // entries published that were never written, or taken back
                 ring.avail_idx = static_cast<uint16_t>(ring.avail_idx + in_.ConsumeIntegralInRange(-4, 40));
-                store_idx(ram(), ring.avail + 2, ring.avail_idx);
+                ring.publish();
                 break;
             case 3: ring.offer(in_.ConsumeIntegral<uint16_t>()); break;
-            case 4: put<uint16_t>(ram(), ring.used + 2, in_.ConsumeIntegral<uint16_t>()); break;
+            case 4: put<uint16_t>(ram(), ring.at.used + 2, in_.ConsumeIntegral<uint16_t>()); break;
         }
     }
 
@@ -240,7 +240,7 @@ private:
             uint16_t flags = seg_flags(k, n, flipped);
             if (wild()) flags = in_.ConsumeIntegral<uint16_t>();
             uint16_t next = k + 1 < n ? idx[k + 1] : 0;
-            write_desc(ram(), ring.desc, idx[k], addr, dlen, flags, next);
+            write_desc(ram(), ring.at.desc, idx[k], addr, dlen, flags, next);
             add(p, addr, dlen, flags);
         }
         for (uint16_t d : idx) busy_[d] = true;
@@ -283,7 +283,7 @@ private:
         }
         uint32_t tlen = 16 * n;
         if (wild()) tlen = in_.ConsumeIntegral<uint32_t>();
-        write_desc(ram(), ring.desc, d, wild() ? place() : table, tlen, kIndirect, 0);
+        write_desc(ram(), ring.at.desc, d, wild() ? place() : table, tlen, kIndirect, 0);
         busy_[d] = true;
         p.descs = {d};
         // The walker stops at the first entry without NEXT: here the last.

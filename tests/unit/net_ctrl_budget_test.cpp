@@ -23,7 +23,7 @@ constexpr uint64_t kFeatures = virtio::kFVersion1 | virtio::kFEventIdx | net::kC
 // once fewer than kSlots are outstanding.
 struct Flood {
     CtrlRig r{1, kFeatures, "cb0", kRing};
-    uint16_t avail = 0;
+    uint16_t& avail = r.ctrl.avail_idx;
     std::atomic<int> kick_batch{-1};  // used index when the test's own kick signalled
 
     Flood() {
@@ -39,15 +39,12 @@ struct Flood {
             if (std::this_thread::get_id() == kicker && kick_batch < 0) kick_batch = r.used_idx();
         };
     }
-    uint16_t avail_event() {
-        return std::atomic_ref(*reinterpret_cast<uint16_t*>(r.mem.ptr(kCtrlUsed + 4 + 8 * kRing, 2))).load();
-    }
     // Adds the next command if a slot is free; false if none is.
     bool add() {
         if (static_cast<uint16_t>(avail - r.used_idx()) >= kSlots) return false;
         uint16_t slot = avail % kSlots;
         *r.mem.ptr(kStatusBuf + slot, 1) = 0xee;
-        avail = offer(r.mem, kCtrlAvail, kRing, avail, static_cast<uint16_t>(2 * slot));
+        r.ctrl.offer(static_cast<uint16_t>(2 * slot));
         return true;
     }
     // As a driver with EVENT_IDX does after adding: kick only if the device
@@ -55,7 +52,7 @@ struct Flood {
     // has found the ring empty.
     void kick_if_asked() {
         std::atomic_thread_fence(std::memory_order_seq_cst);
-        if (avail_event() == static_cast<uint16_t>(avail - 1)) r.net->notify(r.ctrl_index);
+        if (r.ctrl.avail_event() == static_cast<uint16_t>(avail - 1)) r.net->notify(r.ctrl_index);
     }
     bool all_served(int ms) {
         auto end = Clock::now() + std::chrono::milliseconds(ms);

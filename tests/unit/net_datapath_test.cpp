@@ -1,43 +1,32 @@
 // Frames between a port without virtio-net headers (a raw packet socket;
 // here a datagram socketpair, which keeps frame boundaries the same way)
 // and the rings: the header is stripped on the way out and made up on the
-// way in. And the raw port itself, and the device's offers for it.
-#include <linux/capability.h>
+// way in; and frames received straight into the guest's buffers.
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <thread>
 #include <vector>
 
-#include "tests/unit/netns_helpers.hpp"
-#include "tests/unit/ring_writer.hpp"
-#include "vhost/net_backends.hpp"
-#include "vhost/ports/raw_socket.hpp"
-#include "virtio/net.hpp"
+#include "tests/unit/queue_rig.hpp"
 #include "virtio/net_datapath.hpp"
-#include "vmm/error.hpp"
 #include "vmm/guest_memory.hpp"
 
 using namespace minivmm;
 using namespace minivmm::testing;
 
 namespace {
-constexpr uint16_t kNext = 1, kWrite = 2, kQSize = 8;
-constexpr uint64_t kDesc = 0x10000, kAvail = 0x11000, kUsed = 0x12000, kBuf = 0x20000;
+constexpr uint16_t kQSize = 8;
+constexpr uint64_t kBuf = QueueRig::kBuf, kUsed = QueueRig::kRing.used;
 
-struct Ring {
-    GuestMemory mem{16ull << 20};
-    SplitQueue q{mem, kQSize, kDesc, kAvail, kUsed};
-    uint16_t avail = 0;
+struct Ring : QueueRig {
     void desc(uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next = 0) {
-        write_desc(mem, kDesc, i, addr, len, flags, next);
+        driver.desc(i, addr, len, flags, next);
     }
-    void offer(uint16_t head) { avail = minivmm::testing::offer(mem, kAvail, kQSize, avail, head); }
-    uint32_t used_len(uint16_t k) { return *reinterpret_cast<uint32_t*>(mem.ptr(kUsed + 8 + 8 * k, 4)); }
+    void offer(uint16_t head) { driver.offer(head); }
+    uint32_t used_len(uint16_t k) const { return driver.used_elem(k).second; }
 };
 
 struct Pair {
@@ -199,46 +188,4 @@ TEST(NetDatapath, HeaderAloneIsDroppedNotCountedAsSent) {
         EXPECT_EQ(st.errors, 1u) << "fd_header " << fd_header;
         EXPECT_EQ(r.used_len(0), 0u);
     }
-}
-
-TEST(RawPort, MissingInterfaceIsOneClearError) {
-    in_netns([] {
-        try {
-            RawSocket s("nosuch0");
-            ADD_FAILURE() << "opened a raw socket on a missing interface";
-        } catch (const UserError& e) {
-            EXPECT_NE(std::string(e.what()).find("no such interface"), std::string::npos) << e.what();
-        }
-    });
-}
-
-TEST(RawPort, DeviceOffersNoOffloadsWithoutHeaders) {
-    in_netns([] {
-        GuestMemory mem(16ull << 20);
-        VirtioNet raw(mem, make_net_backend(std::make_unique<RawSocket>("lo"), nullptr, "net0"), {0x52, 0x54, 0, 0, 0, 1});
-        uint64_t offloads = net::kCsum | net::kGuestCsum | net::kHostTso4 | net::kGuestTso4 | net::kHostTso6 |
-                            net::kGuestTso6 | net::kHostEcn | net::kGuestEcn;
-        EXPECT_EQ(raw.features() & offloads, 0u);
-        EXPECT_TRUE(raw.features() & net::kMrgRxbuf);
-        EXPECT_TRUE(raw.features() & net::kMac);
-    });
-}
-
-TEST(RawPort, WithoutCapNetRawIsOneClearError) {
-    in_netns([] {
-        // Capabilities are per thread: drop CAP_NET_RAW in this one only.
-        std::thread([] {
-            __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
-            __user_cap_data_struct d[2]{};
-            ASSERT_EQ(::syscall(SYS_capget, &h, d), 0);
-            d[0].effective &= ~(1u << CAP_NET_RAW);
-            ASSERT_EQ(::syscall(SYS_capset, &h, d), 0);
-            try {
-                RawSocket s("lo");
-                ADD_FAILURE() << "a raw socket without CAP_NET_RAW";
-            } catch (const UserError& e) {
-                EXPECT_NE(std::string(e.what()).find("no permission"), std::string::npos) << e.what();
-            }
-        }).join();
-    });
 }

@@ -25,7 +25,6 @@
 #include "tests/unit/net_rig.hpp"
 #include "tests/unit/test_helpers.hpp"
 #include "tests/unit/netns_helpers.hpp"
-#include "tests/unit/ring_writer.hpp"
 #include "vhost/net_backends.hpp"
 #include "vhost/ports/tap.hpp"
 #include "virtio/net.hpp"
@@ -274,9 +273,10 @@ TEST(NetDevice, IdleWorkersOfAllPairsSleep) {
         uint8_t* cmd = mem.ptr(kCmdBuf, 4);
         cmd[0] = 4, cmd[1] = 0, cmd[2] = 2, cmd[3] = 0;
         uint64_t ring = 0x100000 + 0x4000ull * 4;  // the control queue's, as placed above
-        write_desc(mem, ring, 0, kCmdBuf, 4, kNext, 1);
-        write_desc(mem, ring, 1, kStatusBuf, 1, kWrite, 0);
-        offer(mem, ring + 0x1000, kQSize, 0, 0);
+        GuestRing ctrl(mem, kQSize, RingLayout::paged(ring));
+        ctrl.desc(0, kCmdBuf, 4, kNext, 1);
+        ctrl.desc(1, kStatusBuf, 1, kWrite);
+        ctrl.offer(0);
         net->notify(4);
         ASSERT_EQ(*mem.ptr(kStatusBuf, 1), kOk);
         Names both{"vhost-idl-rx0", "vhost-idl-tx0", "vhost-idl-rx1", "vhost-idl-tx1"};

@@ -16,9 +16,7 @@ using namespace minivmm::testing;
 namespace {
 constexpr uint64_t kFrames = 0x400000;
 
-uint16_t used_idx(CtrlRig& r, uint16_t q) {
-    return std::atomic_ref(*reinterpret_cast<uint16_t*>(r.mem.ptr(CtrlRig::ring(q) + 0x2000 + 2, 2))).load();
-}
+uint16_t used_idx(CtrlRig& r, uint16_t q) { return r.queue(q).used_idx(); }
 
 // Waits up to ms for queue q's used index to reach want.
 bool used_reaches(CtrlRig& r, uint16_t q, uint16_t want, int ms) {
@@ -31,14 +29,14 @@ bool used_reaches(CtrlRig& r, uint16_t q, uint16_t want, int ms) {
 
 // The driver queues one frame (virtio-net header, then a broadcast
 // Ethernet frame) on transmit queue q, and kicks it.
-void send_frame(CtrlRig& r, uint16_t q, uint16_t& avail) {
+void send_frame(CtrlRig& r, uint16_t q, GuestRing& tx) {
     uint64_t buf = kFrames + 0x1000ull * q;
     uint8_t* p = r.mem.ptr(buf, 12 + 60);
     std::memset(p, 0, 12 + 60);
     std::memset(p + 12, 0xff, 6);
     p[12 + 6] = 0x02, p[12 + 12] = 0x88, p[12 + 13] = 0xb5;  // local source, experimental EtherType
-    write_desc(r.mem, CtrlRig::ring(q), 0, buf, 12 + 60, 0, 0);
-    avail = offer(r.mem, CtrlRig::ring(q) + 0x1000, kQSize, avail, 0);
+    tx.desc(0, buf, 12 + 60, 0);
+    tx.offer(0);
     r.net->notify(q);
 }
 }  // namespace
@@ -46,7 +44,7 @@ void send_frame(CtrlRig& r, uint16_t q, uint16_t& avail) {
 TEST(NetPairs, OffSendsNothingOnAPairNotInUse) {
     in_netns([] {
         CtrlRig r(2, kMqFeatures);
-        uint16_t tx0 = 0, tx1 = 0;
+        GuestRing tx0 = r.queue(1), tx1 = r.queue(3);
         send_frame(r, 1, tx0);  // pair 0 is in use from the start
         EXPECT_TRUE(used_reaches(r, 1, 1, 2000));
         send_frame(r, 3, tx1);  // pair 1 is not until VQ_PAIRS_SET
@@ -72,10 +70,11 @@ TEST(NetPairs, KicksForMissingQueuesOrPairsNotInUseDoNothing) {
     in_netns([] {
         CtrlRig r(2, kMqFeatures);  // rx0 tx0 rx1 tx1 ctrl: five queues
         ASSERT_EQ(r.net->num_queues(), 5);
-        uint16_t tx1 = 0;
+        GuestRing tx1 = r.queue(3);
         send_frame(r, 3, tx1);  // kicks pair 1's transmit queue, not in use
-        write_desc(r.mem, CtrlRig::ring(2), 0, kFrames + 0x8000, 2048, kWrite, 0);
-        offer(r.mem, CtrlRig::ring(2) + 0x1000, kQSize, 0, 0);
+        GuestRing rx1 = r.queue(2);
+        rx1.desc(0, kFrames + 0x8000, 2048, kWrite);
+        rx1.offer(0);
         for (uint16_t q : {2, 3, 5, 6, 0x7fff, 0xfffe, 0xffff}) r.net->notify(q);
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
         for (uint16_t q = 0; q < 4; q++) EXPECT_EQ(used_idx(r, q), 0) << "queue " << q;
@@ -91,7 +90,7 @@ TEST(NetPairs, KicksBeyondTheQueuesOfADeviceWithoutMqDoNothing) {
     in_netns([] {
         CtrlRig r(2, kMqFeatures & ~net::kMq);
         ASSERT_EQ(r.ctrl_index, 2);
-        uint16_t tx1 = 0;
+        GuestRing tx1 = r.queue(3);
         send_frame(r, 3, tx1);
         r.net->notify(4);
         std::this_thread::sleep_for(std::chrono::milliseconds(200));

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/unit/ring_writer.hpp"
+#include "tests/support/guest_ring.hpp"
 #include "vhost/net_backends.hpp"
 #include "vhost/ports/tap.hpp"
 #include "virtio/net.hpp"
@@ -21,7 +21,6 @@
 
 namespace minivmm::testing {
 
-constexpr uint16_t kNext = 1, kWrite = 2;
 constexpr uint16_t kQSize = 8;
 constexpr uint64_t kCtrlDesc = 0x10000, kCtrlAvail = 0x11000, kCtrlUsed = 0x12000, kCmdBuf = 0x20000,
                    kStatusBuf = 0x21000;
@@ -60,11 +59,12 @@ struct CtrlRig {
     Tap* tap = nullptr;
     std::unique_ptr<VirtioNet> net;
     FakeTransport t;
-    uint16_t avail = 0, ctrl_index = 0, ctrl_size;
+    uint16_t ctrl_index = 0, ctrl_size;
+    GuestRing ctrl;
 
     CtrlRig(unsigned pairs, uint64_t features, const std::string& label = "t0", uint16_t ctrl_entries = kQSize,
             const std::function<void(uint16_t)>& on_signal = {})
-        : ctrl_size(ctrl_entries) {
+        : ctrl_size(ctrl_entries), ctrl(mem, ctrl_entries, {kCtrlDesc, kCtrlAvail, kCtrlUsed}) {
         t.on_signal = on_signal;
         auto tp = std::make_unique<Tap>("mqtest0", pairs);
         tap = tp.get();
@@ -79,10 +79,12 @@ struct CtrlRig {
     ~CtrlRig() { net->reset(); }
 
     static uint64_t ring(uint16_t q) { return 0x100000 + 0x4000ull * q; }
+    // A driver of data queue q, starting at the ring's start.
+    GuestRing queue(uint16_t q) { return GuestRing(mem, kQSize, RingLayout::paged(ring(q))); }
     void desc(uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next) {
-        write_desc(mem, kCtrlDesc, i, addr, len, flags, next);
+        ctrl.desc(i, addr, len, flags, next);
     }
-    uint16_t used_idx() { return std::atomic_ref(*reinterpret_cast<uint16_t*>(mem.ptr(kCtrlUsed + 2, 2))).load(); }
+    uint16_t used_idx() const { return ctrl.used_idx(); }
     // Sends class/cmd/data; returns the status byte the device wrote, or -1
     // if it did not complete the command.
     int command(uint8_t cls, uint8_t cmd, const std::vector<uint8_t>& data, bool with_status = true) {
@@ -93,7 +95,7 @@ struct CtrlRig {
         desc(0, kCmdBuf, static_cast<uint32_t>(buf.size()), with_status ? kNext : 0, 1);
         desc(1, kStatusBuf, 1, kWrite, 0);
         uint16_t before = used_idx();
-        avail = offer(mem, kCtrlAvail, ctrl_size, avail, 0);
+        ctrl.offer(0);
         net->notify(ctrl_index);
         if (used_idx() != static_cast<uint16_t>(before + 1)) return -1;
         return *mem.ptr(kStatusBuf, 1);

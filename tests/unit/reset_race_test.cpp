@@ -78,23 +78,23 @@ private:
 };
 
 // The driver starting over after a reset: both rings empty, indexes 0.
-void clear_rings(DriverRing& rx, DriverRing& tx) {
-    for (DriverRing* d : {&rx, &tx}) {
-        std::memset(d->p(d->at.avail, 6 + 2 * kQSize), 0, 6 + 2 * kQSize);
-        std::memset(d->p(d->at.used, 6 + 8 * kQSize), 0, 6 + 8 * kQSize);
+void clear_rings(GuestRing& rx, GuestRing& tx) {
+    for (GuestRing* d : {&rx, &tx}) {
+        std::memset(d->mem->ptr(d->at.avail, RingLayout::avail_bytes(kQSize)), 0, RingLayout::avail_bytes(kQSize));
+        std::memset(d->mem->ptr(d->at.used, RingLayout::used_bytes(kQSize)), 0, RingLayout::used_bytes(kQSize));
         d->avail_idx = 0;
     }
 }
 
 // Every RX head a 2 KiB buffer, every TX head a frame; all offered.
-void fill_rings(DriverRing& rx, DriverRing& tx) {
+void fill_rings(GuestRing& rx, GuestRing& tx) {
     for (uint16_t h = 0; h < kQSize; h++) {
         rx.desc(h, rx_slot(h), 2048, kWrite);
         rx.offer(h);
         auto f = make_frame(100 + h, static_cast<uint8_t>(0x80 + h));
         std::vector<uint8_t> b(net::kHeaderLen + f.size(), 0);
         std::copy(f.begin(), f.end(), b.begin() + net::kHeaderLen);
-        std::memcpy(tx.p(tx_slot(h), b.size()), b.data(), b.size());
+        store(*tx.mem, tx_slot(h), b.data(), b.size());
         tx.desc(h, tx_slot(h), static_cast<uint32_t>(b.size()), 0);
         tx.offer(h);
     }
@@ -135,7 +135,7 @@ TEST(ResetRace, OwnDatapathResetUnderTraffic) {
             std::vector<QueueConfig> qs(net.num_queues());
             qs[kRx] = {kQSize, kRxRing.desc, kRxRing.avail, kRxRing.used, true, 0};
             qs[kTx] = {kQSize, kTxRing.desc, kTxRing.avail, kTxRing.used, true, 1};
-            DriverRing rx{mem, kRxRing}, tx{mem, kTxRing};
+            GuestRing rx{mem, kQSize, kRxRing}, tx{mem, kQSize, kTxRing};
             uint64_t moved = 0;
             {
                 Flood flood(pkt.get(), ifindex);

@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/guest_ring.hpp"
 #include "tests/unit/netns_helpers.hpp"
 #include "vhost/ports/tap.hpp"
 #include "vhost/vhost.hpp"
@@ -41,16 +42,12 @@ namespace minivmm::testing {
 constexpr uint64_t kMemSize = 16ull << 20;
 constexpr uint16_t kQSize = 8;
 constexpr unsigned kRx = net::kRxQueue, kTx = net::kTxQueue;
-constexpr uint16_t kNext = 1, kWrite = 2, kIndirect = 4;
 constexpr uint16_t kEtherType = 0x88b5;  // IEEE local experimental: nothing else sends it
-constexpr int kTimeoutMs = 2000;          // a bug fails the test instead of hanging it
+constexpr int kTimeoutMs = GuestRing::kWaitMs;
 constexpr int kQuietMs = 300;             // how long "nothing happens" is watched
 // Buffers: one 4 KiB slot per descriptor head.
 constexpr uint64_t kTxBuf = 0x100000, kRxBuf = 0x200000;
 
-struct RingLayout {
-    uint64_t desc, avail, used;  // guest-physical
-};
 constexpr RingLayout kRxRing{0x10000, 0x11000, 0x12000}, kTxRing{0x20000, 0x21000, 0x22000};
 
 inline uint64_t rx_slot(uint16_t head) { return kRxBuf + 0x1000ull * head; }
@@ -79,70 +76,16 @@ inline ssize_t send_to_tap(int pkt, int ifindex, const std::vector<uint8_t>& f, 
     return ::sendto(pkt, f.data(), f.size(), flags, reinterpret_cast<sockaddr*>(&sll), sizeof sll);
 }
 
-// The driver's side of one split ring.
-struct DriverRing {
-    GuestMemory& mem;
-    RingLayout at;
-    bool event_idx = false;
-    uint16_t avail_idx = 0;
+inline uint16_t le16(const std::vector<uint8_t>& b, size_t off) { return static_cast<uint16_t>(b[off] | b[off + 1] << 8); }
 
-    uint8_t* p(uint64_t gpa, uint64_t len) const {
-        uint8_t* q = mem.ptr(gpa, len);
-        if (!q) throw std::runtime_error("test bug: address outside guest memory");
-        return q;
-    }
-    uint16_t load16(uint64_t gpa) const {
-        return std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(p(gpa, 2))).load(std::memory_order_acquire);
-    }
-    void store16(uint64_t gpa, uint16_t v) {
-        std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(p(gpa, 2))).store(v, std::memory_order_release);
-    }
-    void desc(uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next = 0, uint64_t table = 0) {
-        uint8_t* d = p((table ? table : at.desc) + 16ull * i, 16);
-        std::memcpy(d, &addr, 8);
-        std::memcpy(d + 8, &len, 4);
-        std::memcpy(d + 12, &flags, 2);
-        std::memcpy(d + 14, &next, 2);
-    }
-    // Puts head into the avail ring and publishes it.
-    void offer(uint16_t head) {
-        store16(at.avail + 4 + 2 * (avail_idx % kQSize), head);
-        store16(at.avail + 2, ++avail_idx);
-    }
-    void set_avail_flags(uint16_t f) { store16(at.avail, f); }
-    uint16_t used_flags() const { return load16(at.used); }
-    uint16_t used_idx() const { return load16(at.used + 2); }
-    uint16_t avail_event() const { return load16(at.used + 4 + 8 * kQSize); }
-    std::pair<uint32_t, uint32_t> used_elem(uint16_t k) const {
-        uint32_t id, len;
-        std::memcpy(&id, p(at.used + 4 + 8 * (k % kQSize), 4), 4);
-        std::memcpy(&len, p(at.used + 8 + 8 * (k % kQSize), 4), 4);
-        return {id, len};
-    }
-    // Whether a driver that just moved avail idx on from old must notify (2.7.10, 2.7.13.4).
-    bool wants_kick(uint16_t old) const {
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        if (event_idx) {
-            uint16_t ev = avail_event();
-            return static_cast<uint16_t>(avail_idx - ev - 1) < static_cast<uint16_t>(avail_idx - old);
-        }
-        return !(used_flags() & 1);  // VRING_USED_F_NO_NOTIFY
-    }
-    bool wait_used(uint16_t n, int ms = kTimeoutMs) const { return wait_for([&] { return used_idx() == n; }, ms); }
-    // For the device to ask for the kick after avail entry n (EVENT_IDX).
-    bool wait_avail_event(uint16_t n, int ms = kTimeoutMs) const {
-        return wait_for([&] { return avail_event() == n; }, ms);
-    }
-    template <class Done>
-    static bool wait_for(Done done, int ms) {
-        auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-        while (!done()) {
-            if (std::chrono::steady_clock::now() > end) return false;
-            std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        }
-        return true;
-    }
-};
+// The header the tap put in front of a received frame: no offloads, and
+// num_buffers as the device set it.
+inline void expect_rx_header(const std::vector<uint8_t>& b, uint16_t num_buffers) {
+    ASSERT_GE(b.size(), net::kHeaderLen);
+    EXPECT_EQ(b[1], 0) << "gso_type";  // VIRTIO_NET_HDR_GSO_NONE
+    EXPECT_EQ(le16(b, 10), num_buffers) << "num_buffers";
+}
+inline std::vector<uint8_t> payload(const std::vector<uint8_t>& b) { return {b.begin() + net::kHeaderLen, b.end()}; }
 
 struct Options {
     uint64_t features = virtio::kFVersion1;
@@ -170,7 +113,7 @@ struct Rig {
     Tap tap{"vwtest0"};
     Fd pkt;
     int ifindex = 0;
-    DriverRing ring[2] = {{mem, opt.rx}, {mem, opt.tx}};
+    GuestRing ring[2] = {{mem, kQSize, opt.rx}, {mem, kQSize, opt.tx}};
     std::unique_ptr<VhostBackend> vh = kernel_vhost() ? open_kernel_vhost() : make_worker_vhost();  // last: stops first
 
     explicit Rig(Options o = {}) : opt(o) {
@@ -204,6 +147,12 @@ struct Rig {
         }
     }
     uint64_t hva(uint64_t gpa) const { return reinterpret_cast<uint64_t>(mem.ptr(gpa, 1)); }
+    // Guest memory the test itself reads or writes: outside RAM is the test's bug.
+    uint8_t* host(uint64_t gpa, uint64_t len) const {
+        uint8_t* p = mem.ptr(gpa, len);
+        if (!p) throw std::runtime_error("test bug: address outside guest memory");
+        return p;
+    }
     VringAddr vring_addr(const RingLayout& l) const {
         return {hva(l.desc), hva(l.avail), hva(l.used), l.used, opt.log};
     }
@@ -217,15 +166,15 @@ struct Rig {
     // Offers the heads and kicks if the device asked for it, as a driver does.
     void publish(unsigned q, std::initializer_list<uint16_t> heads) {
         uint16_t old = ring[q].avail_idx;
-        for (uint16_t h : heads) ring[q].offer(h);
-        if (ring[q].wants_kick(old)) kick_now(q);
+        for (uint16_t h : heads) ring[q].add(h);
+        if (ring[q].publish_since(old)) kick_now(q);
     }
 
     void put(uint64_t gpa, const std::vector<uint8_t>& bytes) {
-        std::memcpy(ring[0].p(gpa, bytes.size()), bytes.data(), bytes.size());
+        std::memcpy(host(gpa, bytes.size()), bytes.data(), bytes.size());
     }
     std::vector<uint8_t> get(uint64_t gpa, size_t len) const {
-        uint8_t* s = ring[0].p(gpa, len);
+        uint8_t* s = host(gpa, len);
         return {s, s + len};
     }
     // A one-descriptor TX chain at head: [zero virtio-net header | frame].
@@ -238,11 +187,19 @@ struct Rig {
     // Writable one-descriptor RX buffers of len bytes at heads first.., filled with junk.
     void rx_buffers(uint16_t first, uint16_t n, uint32_t len) {
         for (uint16_t h = first; h < first + n; h++) {
-            std::memset(ring[0].p(rx_slot(h), len), 0xee, len);
+            std::memset(host(rx_slot(h), len), 0xee, len);
             ring[kRx].desc(h, rx_slot(h), len, kWrite);
         }
     }
 
+    // Receive buffers of len bytes at heads 0..n-1, offered, and the RX ring started.
+    void start_rx(uint16_t n, uint32_t len) {
+        rx_buffers(0, n, len);
+        uint16_t old = ring[kRx].avail_idx;
+        for (uint16_t h = 0; h < n; h++) ring[kRx].add(h);
+        if (ring[kRx].publish_since(old)) kick_now(kRx);
+        start(kRx);
+    }
     // Sends frame as a one-descriptor chain at head; it must come out of the
     // tap as it went in. Call it in ASSERT_NO_FATAL_FAILURE.
     void expect_tx(uint16_t head, const std::vector<uint8_t>& frame) {
@@ -256,6 +213,12 @@ struct Rig {
     void send_frame(const std::vector<uint8_t>& f) {
         ssize_t n = send_to_tap(pkt.get(), ifindex, f);
         ASSERT_EQ(n, static_cast<ssize_t>(f.size())) << "sendto: " << std::strerror(errno);
+    }
+    // A new frame of len bytes (make_frame), sent as above; returns it.
+    std::vector<uint8_t> send_frame(size_t len, uint8_t seed) {
+        auto f = make_frame(len, seed);
+        send_frame(f);
+        return f;
     }
     // The next frame of ours that came out of the tap (the worker's TX), if one comes within ms.
     std::optional<std::vector<uint8_t>> recv_frame(int ms = kTimeoutMs) {
@@ -279,6 +242,24 @@ struct Rig {
         auto [id, len] = ring[kRx].used_elem(k);
         return get(rx_slot(static_cast<uint16_t>(id)), len);
     }
+    // A frame the device spread over the used entries first.. (mergeable buffers), joined.
+    std::vector<uint8_t> rx_used_bytes(uint16_t first, uint16_t n) const {
+        std::vector<uint8_t> all;
+        for (uint16_t k = first; k < first + n; k++) {
+            auto part = rx_used_bytes(k);
+            all.insert(all.end(), part.begin(), part.end());
+        }
+        return all;
+    }
+    // Used entry k of the RX ring: head k, holding frame f alone, after a
+    // header without offloads. Call it in ASSERT_NO_FATAL_FAILURE.
+    void expect_rx(uint16_t k, const std::vector<uint8_t>& f) const {
+        ASSERT_TRUE(ring[kRx].wait_used(static_cast<uint16_t>(k + 1))) << "the frame never reached the RX ring";
+        EXPECT_EQ(ring[kRx].used_elem(k), std::make_pair(uint32_t(k), uint32_t(net::kHeaderLen + f.size())));
+        auto b = rx_used_bytes(k);
+        expect_rx_header(b, 1);
+        EXPECT_EQ(payload(b), f);
+    }
     bool dirty(uint64_t page) const { return bitmap[page / 8] & (1u << (page % 8)); }
     std::set<uint64_t> dirty_pages() const {
         std::set<uint64_t> s;
@@ -287,16 +268,5 @@ struct Rig {
         return s;
     }
 };
-
-inline uint16_t le16(const std::vector<uint8_t>& b, size_t off) { return static_cast<uint16_t>(b[off] | b[off + 1] << 8); }
-
-// The header the tap put in front of a received frame: no offloads, and
-// num_buffers as the device set it.
-inline void expect_rx_header(const std::vector<uint8_t>& b, uint16_t num_buffers) {
-    ASSERT_GE(b.size(), net::kHeaderLen);
-    EXPECT_EQ(b[1], 0) << "gso_type";  // VIRTIO_NET_HDR_GSO_NONE
-    EXPECT_EQ(le16(b, 10), num_buffers) << "num_buffers";
-}
-inline std::vector<uint8_t> payload(const std::vector<uint8_t>& b) { return {b.begin() + net::kHeaderLen, b.end()}; }
 
 }  // namespace minivmm::testing

@@ -16,98 +16,97 @@ using namespace minivmm;
 using namespace minivmm::testing;
 
 namespace {
-constexpr uint16_t kNext = 1, kWrite = 2, kIndirect = 4;
 constexpr uint64_t kTable = 0x30000;  // an indirect table's place
 
 struct BadRx {
     const char* name;
-    std::function<void(DriverRing&)> make;  // sets up head 0 and offers it
+    std::function<void(GuestRing&)> make;  // sets up head 0 and offers it
 };
 const BadRx kBadRx[] = {
     {"DescriptorLoop",
-     [](DriverRing& d) {
+     [](GuestRing& d) {
          d.desc(0, rx_slot(0), 64, kWrite | kNext, 1);
          d.desc(1, rx_slot(1), 64, kWrite | kNext, 0);
          d.offer(0);
      }},
     {"ChainLongerThanTheTable",
-     [](DriverRing& d) {
+     [](GuestRing& d) {
          for (uint16_t i = 0; i < kQSize; i++) d.desc(i, rx_slot(i), 64, kWrite | kNext, uint16_t((i + 1) % kQSize));
          d.offer(3);
      }},
     {"NextOutOfRange",
-     [](DriverRing& d) {
+     [](GuestRing& d) {
          d.desc(0, rx_slot(0), 64, kWrite | kNext, 200);
          d.offer(0);
      }},
-    {"HeadOutOfRange", [](DriverRing& d) { d.offer(kQSize + 1); }},
+    {"HeadOutOfRange", [](GuestRing& d) { d.offer(kQSize + 1); }},
     {"AvailIndexJump",
-     [](DriverRing& d) {
+     [](GuestRing& d) {
          d.desc(0, rx_slot(0), 2048, kWrite);
          d.avail_idx = kQSize + 5;
          d.offer(0);
      }},
     {"AvailIndexJumpByAlmostTheWholeRange",
-     [](DriverRing& d) {
+     [](GuestRing& d) {
          d.desc(0, rx_slot(0), 2048, kWrite);
          d.avail_idx = 0xfffe;
          d.offer(0);
      }},
     {"BufferOutsideMemory",
-     [](DriverRing& d) {
+     [](GuestRing& d) {
          d.desc(0, kMemSize - 8, 64, kWrite);
          d.offer(0);
      }},
     {"ZeroLengthBuffer",
-     [](DriverRing& d) {
+     [](GuestRing& d) {
          d.desc(0, rx_slot(0), 0, kWrite);
          d.offer(0);
      }},
     {"IndirectTableOfZeroLength",
-     [](DriverRing& d) {
+     [](GuestRing& d) {
          d.desc(0, kTable, 0, kIndirect);
          d.offer(0);
      }},
     {"IndirectTableNotWholeDescriptors",
-     [](DriverRing& d) {
-         d.desc(0, rx_slot(0), 2048, kWrite, 0, kTable);
+     [](GuestRing& d) {
+         write_desc(*d.mem, kTable, 0, rx_slot(0), 2048, kWrite, 0);
          d.desc(0, kTable, 24, kIndirect);
          d.offer(0);
      }},
     {"IndirectTableOutsideMemory",
-     [](DriverRing& d) {
+     [](GuestRing& d) {
          d.desc(0, kMemSize - 16, 64, kIndirect);
          d.offer(0);
      }},
     {"IndirectTableWrappingTheAddressSpace",
-     [](DriverRing& d) {
+     [](GuestRing& d) {
          d.desc(0, ~0ull - 15, 32, kIndirect);
          d.offer(0);
      }},
     {"NestedIndirectTable",
-     [](DriverRing& d) {
-         d.desc(0, kTable + 0x100, 16, kIndirect, 0, kTable);
-         d.desc(0, rx_slot(0), 2048, kWrite, 0, kTable + 0x100);
+     [](GuestRing& d) {
+         write_desc(*d.mem, kTable, 0, kTable + 0x100, 16, kIndirect, 0);
+         write_desc(*d.mem, kTable + 0x100, 0, rx_slot(0), 2048, kWrite, 0);
          d.desc(0, kTable, 16, kIndirect);
          d.offer(0);
      }},
     {"IndirectWithNext",
-     [](DriverRing& d) {
-         d.desc(0, rx_slot(0), 2048, kWrite, 0, kTable);
+     [](GuestRing& d) {
+         write_desc(*d.mem, kTable, 0, rx_slot(0), 2048, kWrite, 0);
          d.desc(0, kTable, 16, kIndirect | kNext, 1);
          d.desc(1, rx_slot(1), 2048, kWrite);
          d.offer(0);
      }},
     {"LoopInsideAnIndirectTable",
-     [](DriverRing& d) {
-         d.desc(0, rx_slot(0), 64, kWrite | kNext, 1, kTable);
-         d.desc(1, rx_slot(1), 64, kWrite | kNext, 0, kTable);
+     [](GuestRing& d) {
+         write_desc(*d.mem, kTable, 0, rx_slot(0), 64, kWrite | kNext, 1);
+         write_desc(*d.mem, kTable, 1, rx_slot(1), 64, kWrite | kNext, 0);
          d.desc(0, kTable, 32, kIndirect);
          d.offer(0);
      }},
     {"IndirectNextOutOfItsTable",
-     [](DriverRing& d) {
-         d.desc(0, rx_slot(0), 64, kWrite | kNext, 2, kTable);  // a two-entry table
+     [](GuestRing& d) {
+         write_desc(*d.mem, kTable, 0, rx_slot(0), 64, kWrite | kNext, 2);  // a two-entry table
          d.desc(0, kTable, 32, kIndirect);
          d.offer(0);
      }},

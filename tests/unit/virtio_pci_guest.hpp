@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/guest_ring.hpp"
 #include "tests/unit/fake_kvm.hpp"
 #include "virtio/virtio_pci.hpp"
 
@@ -137,9 +138,10 @@ struct Guest {
     void setup_queue(uint16_t q, uint16_t size, uint64_t base) {
         set_common(common::kQSelect, q, 2);
         set_common(common::kQSize, size, 2);
-        set_common(common::kQDesc, base, 8);
-        set_common(common::kQDriver, base + 0x1000, 8);
-        set_common(common::kQDevice, base + 0x2000, 8);
+        const RingLayout at = RingLayout::paged(base);
+        set_common(common::kQDesc, at.desc, 8);
+        set_common(common::kQDriver, at.avail, 8);
+        set_common(common::kQDevice, at.used, 8);
         set_common(common::kQEnable, 1, 2);
     }
     void start() {

@@ -1,7 +1,6 @@
 // The split virtqueue's limits on what a driver may hand the device: how
 // long one chain may be, how big an indirect table, and where rings and
 // tables may lie when guest RAM is split around the 3-4 GiB MMIO hole.
-#include "tests/unit/ring_writer.hpp"
 #include "virtio/virtqueue.hpp"
 
 #include <gtest/gtest.h>
@@ -9,26 +8,24 @@
 #include <cstring>
 #include <span>
 
+#include "tests/support/guest_ring.hpp"
 #include "vmm/guest_memory.hpp"
 
 using namespace minivmm;
 using namespace minivmm::testing;
 
 namespace {
-constexpr uint16_t kNext = 1, kWrite = 2, kIndirect = 4;
-
 // A queue of `size` entries whose rings start at `base`, in `mem`.
 struct Ring {
     GuestMemory& mem;
-    uint16_t size;
-    uint64_t desc, avail, used;
+    GuestRing driver;
+    uint64_t desc;
     SplitQueue q;
-    uint16_t avail_idx = 0;
     std::string why;
 
     Ring(GuestMemory& m, uint64_t base, uint16_t n = 8)
-        : mem(m), size(n), desc(base), avail(base + 16ull * n), used((base + 16ull * n + 6 + 2ull * n + 3) & ~3ull),
-          q(m, n, desc, avail, used) {}
+        : mem(m), driver(m, n, RingLayout::packed(base, n)), desc(base),
+          q(m, n, driver.at.desc, driver.at.avail, driver.at.used) {}
     void put(uint64_t table, uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next = 0) {
         write_desc(mem, table, i, addr, len, flags, next);
     }
@@ -38,7 +35,7 @@ struct Ring {
             put(table, static_cast<uint16_t>(i), buf, 64, i + 1 < n ? kNext : 0, static_cast<uint16_t>(i + 1));
     }
     SplitQueue::Pop offer_and_pop(uint16_t head, Chain& c) {
-        avail_idx = offer(mem, avail, size, avail_idx, head);
+        driver.offer(head);
         why.clear();
         return q.pop(c, why);
     }
@@ -173,7 +170,5 @@ TEST(ChainLimits, RingsTablesAndBuffersAboveTheMmioHoleWork) {
     EXPECT_EQ(c.segs[0].gpa, buf);
     EXPECT_EQ(c.writable_bytes, 200u);
     ASSERT_TRUE(r.q.push_used(c.head, 200));
-    uint16_t idx;
-    std::memcpy(&idx, mem.ptr(r.used + 2, 2), 2);
-    EXPECT_EQ(idx, 1);
+    EXPECT_EQ(r.driver.used_idx(), 1);
 }

@@ -23,13 +23,20 @@
 #include <stdexcept>
 #include <string>
 
+#include "tests/support/guest_ring.hpp"
 #include "tools/datapath/frames.hpp"
-#include "tools/datapath/ring.hpp"
 #include "vhost/vhost.hpp"
+#include "virtio/device.hpp"
+#include "virtio/net_datapath.hpp"
 
 namespace bench {
 
+using minivmm::testing::GuestRing;
+using minivmm::testing::RingLayout;
+using minivmm::testing::UsedElem;
+
 constexpr unsigned kRx = 0, kTx = 1;  // the worker's ring indices
+constexpr uint16_t kQSize = 256;      // a Linux guest's virtio-net ring size
 constexpr uint64_t kMemSize = 64ull << 20;
 // Guest-physical layout: the two rings, a 68 KiB send slot per TX head, a
 // 4 KiB receive buffer per RX head (a Linux guest's mergeable receive
@@ -37,7 +44,6 @@ constexpr uint64_t kMemSize = 64ull << 20;
 constexpr uint64_t kRingGpa[2] = {0x10000, 0x20000};
 constexpr uint64_t kTxBufs = 0x100000, kTxSlot = 0x11000;
 constexpr uint64_t kRxBufs = 0x2000000, kRxBufLen = 4096;
-constexpr uint64_t kFMrgRxbuf = 1ull << 15, kFEventIdx = 1ull << 29, kFVersion1 = 1ull << 32;
 constexpr int kStallMs = 2000;  // no progress for this long is a lost frame, not slowness
 constexpr char kTapName[] = "mvbench0";
 // The host's side (on the tap) and the simulated guest, for the TCP stream.
@@ -122,14 +128,31 @@ inline uint64_t tap_rx_packets() {
     return 0;
 }
 
+// The benchmark's guest RAM: one mapping, from guest-physical 0.
+class FlatRam : public minivmm::MemView {
+public:
+    explicit FlatRam(uint8_t* base) : base_(base) {}
+    uint8_t* ptr(uint64_t gpa, uint64_t len) const override {
+        return gpa <= kMemSize && len <= kMemSize - gpa ? base_ + gpa : nullptr;
+    }
+
+private:
+    uint8_t* base_;
+};
+
+// Both rings with event-index notification suppression, as Linux negotiates it.
 class Rig {
 public:
-    Rig() : mem_(map()), ring_{{mem_, kRingGpa[kRx]}, {mem_, kRingGpa[kTx]}} {
+    Rig()
+        : mem_(map()),
+          ram_(mem_),
+          ring_{{ram_, kQSize, RingLayout::paged(kRingGpa[kRx]), true},
+                {ram_, kQSize, RingLayout::paged(kRingGpa[kTx]), true}} {
         // Frames left in the tap by an earlier benchmark are not this one's.
         static uint8_t junk[65536 + 256];
         while (::read(g_tap.fd, junk, sizeof junk) > 0) {
         }
-        const uint64_t want = kFVersion1 | kFEventIdx | kFMrgRxbuf;
+        const uint64_t want = minivmm::virtio::kFVersion1 | minivmm::virtio::kFEventIdx | minivmm::net::kMrgRxbuf;
         vh_->set_owner();
         if (want & ~vh_->get_features())
             throw std::runtime_error("the worker lacks VERSION_1, EVENT_IDX or MRG_RXBUF");
@@ -138,7 +161,7 @@ public:
         for (unsigned q : {kRx, kTx}) {
             vh_->set_vring_num(q, kQSize);
             vh_->set_vring_base(q, 0);
-            vh_->set_vring_addr(q, ring_[q].addr());
+            vh_->set_vring_addr(q, vring_addr(ring_[q].at));
             vh_->set_vring_kick(q, kick_[q].fd);
             vh_->set_vring_call(q, call_[q].fd);
             vh_->set_vring_err(q, err_[q].fd);
@@ -154,7 +177,7 @@ public:
     Rig& operator=(const Rig&) = delete;
 
     uint8_t* mem(uint64_t gpa) { return mem_ + gpa; }
-    DriverRing& ring(unsigned q) { return ring_[q]; }
+    GuestRing& ring(unsigned q) { return ring_[q]; }
     void start(unsigned q) { vh_->set_backend(q, g_tap.fd); }
     void kick(unsigned q) {
         uint64_t one = 1;
@@ -181,8 +204,13 @@ private:
         return static_cast<uint8_t*>(p);
     }
     static int efd() { return ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
+    minivmm::VringAddr vring_addr(const RingLayout& at) const {
+        auto hva = [this](uint64_t gpa) { return reinterpret_cast<uint64_t>(mem_ + gpa); };
+        return {hva(at.desc), hva(at.avail), hva(at.used), at.used, false};
+    }
     uint8_t* mem_;
-    DriverRing ring_[2];
+    FlatRam ram_;
+    GuestRing ring_[2];
     Fd kick_[2] = {Fd(efd()), Fd(efd())}, call_[2] = {Fd(efd()), Fd(efd())}, err_[2] = {Fd(efd()), Fd(efd())};
     std::unique_ptr<minivmm::VhostBackend> vh_ = minivmm::make_worker_vhost();
 };
