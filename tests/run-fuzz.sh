@@ -2,9 +2,9 @@
 # tests/run-fuzz.sh [RUNS]: a short pass of every libFuzzer target (make
 # fuzz-build), a fixed number of inputs each (below; RUNS, if given, for
 # all). The counts keep the whole pass under about two minutes on two cores:
-# the targets that start a device's threads per input run fewer. The seed is
+# the targets that start a device's threads per input run fewer. The random seed is
 # fixed (FUZZ_SEED overrides it) so that make test repeats the same run;
-# open-ended fuzzing is make fuzz. A target with seeds in tests/fuzz/corpus
+# open-ended fuzzing is make fuzz. A target with inputs in tests/fuzz/corpus
 # starts from them (new inputs go to build/fuzz, never there). Prints
 # "RESULT fuzz_<name> <passed> <failed>" per target, as the integration
 # suites do, and fails if any target did.
