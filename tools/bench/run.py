@@ -11,7 +11,8 @@ fresh VM, loudly; failing again, that round has no sample, and a row with
 no sample at all reads "failed".
 
 Environment: MINIVMM_BENCH_QUICK=1 (1 round of 3 s runs; else 3 rounds of
-10 s), MINIVMM_BENCH_ROUNDS, MINIVMM_BENCH_SECONDS override either. Writes
+10 s), MINIVMM_BENCH_ROUNDS, MINIVMM_BENCH_SECONDS override either;
+MINIVMM_BENCH_ROWS (comma-separated) keeps only the rows named. Writes
 results.csv, results.md and raw.csv to $MINIVMM_RESULTS (the rig's share
 back to the real machine), or build/bench when run by hand.
 """
@@ -70,6 +71,13 @@ def save(results, prefix, notes=""):
 
 def main():
     names = list(configs.ROWS)
+    if os.environ.get("MINIVMM_BENCH_ROWS"):
+        keep = [n.strip() for n in os.environ["MINIVMM_BENCH_ROWS"].split(",")]
+        unknown = [n for n in keep if n not in configs.ROWS]
+        if unknown:
+            say(f"no such row: {', '.join(unknown)} (rows: {', '.join(names)})")
+            return 1
+        names = keep
     results = {n: [] for n in names}
     retried, failed = [], []
     t0 = time.monotonic()
