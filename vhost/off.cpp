@@ -143,6 +143,7 @@ void OffBackend::set_pairs_in_use(unsigned n) {
 // what it queues while the thread sends. Sending inside the exit made
 // every frame a kick and an exit.
 void OffBackend::notify(uint16_t q) {
+    if (q / 2u >= pairs_.size()) return;
     Pair& p = *pairs_[q / 2];
     (q % 2 ? p.tx_stats : p.rx_stats).notifications++;
     if (q % 2) p.tx_kicked = true;

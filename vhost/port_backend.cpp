@@ -25,12 +25,14 @@ void PortBackend::set_offloads(uint64_t features) {
     port_->set_offload(off);
 }
 
+// Recorded only once the port did it: a refused attach is tried again at
+// the next change of pairs in use.
 void PortBackend::attach_queue(unsigned k) {
-    if (!attached_[k]) attached_[k] = 1, port_->set_queue_attached(k, true);
+    if (!attached_[k]) port_->set_queue_attached(k, true), attached_[k] = 1;
 }
 
 void PortBackend::detach_queue(unsigned k) {
-    if (attached_[k] && k > 0) attached_[k] = 0, port_->set_queue_attached(k, false);
+    if (attached_[k] && k > 0) port_->set_queue_attached(k, false), attached_[k] = 0;
 }
 
 std::unique_ptr<NetBackend> make_net_backend(std::unique_ptr<NetPort> port, std::unique_ptr<VhostBackend> vhost,

@@ -37,6 +37,9 @@ private:
         std::mutex lock;
         bool configured[2] = {};  // rx, tx: the driver set the ring up
         bool serving = false;     // the rings have the port queue as backend
+        // Per ring, as a failure may leave one of the two attached: reset
+        // must still detach it, or the ring keeps writing into guest memory.
+        bool has_backend[2] = {};
     };
     void hand_over(unsigned k, const Rings& rings);
 
@@ -106,8 +109,11 @@ void VhostRings::set_pairs_in_use(unsigned n) {
         if (on) attach_queue(k);
         if (p.serving != on) {
             try {
-                for (unsigned i : {2 * k, 2 * k + 1})
-                    if (p.configured[i % 2]) vhost_->set_backend(i, on ? port_->fd(k) : -1);
+                for (unsigned i : {2 * k, 2 * k + 1}) {
+                    if (!p.configured[i % 2] || p.has_backend[i % 2] == on) continue;
+                    vhost_->set_backend(i, on ? port_->fd(k) : -1);
+                    p.has_backend[i % 2] = on;
+                }
                 p.serving = on;
             } catch (const std::exception& e) {
                 device_->needs_reset(std::string("vhost: ") + e.what());
@@ -121,6 +127,7 @@ void VhostRings::set_pairs_in_use(unsigned n) {
 // a ring the backend serves. Asking for any other ring's kick fd would make
 // one, and its ioeventfd, from this vCPU thread.
 void VhostRings::notify(uint16_t q) {
+    if (q / 2u >= pairs_.size()) return;
     Pair& p = *pairs_[q / 2];
     std::lock_guard g(p.lock);
     bool served = transport_ && p.serving && p.configured[q % 2];
@@ -139,7 +146,7 @@ void VhostRings::reset() {
             try {
                 // Stop in the order the kernel wants: detach the tap, then
                 // read where the ring stopped (which also stops it).
-                if (p.serving) vhost_->set_backend(i, -1);
+                if (p.has_backend[i % 2]) vhost_->set_backend(i, -1);
                 vhost_->get_vring_base(i);
             } catch (const std::exception& e) {
                 std::fprintf(stderr, "minivmm: %s: stopping vhost: %s\n", label_.c_str(), e.what());
@@ -147,6 +154,7 @@ void VhostRings::reset() {
         }
         p.serving = false;
         p.configured[0] = p.configured[1] = false;
+        p.has_backend[0] = p.has_backend[1] = false;
     }
     transport_ = nullptr;
     clear_offloads();

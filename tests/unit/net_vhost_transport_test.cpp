@@ -51,7 +51,11 @@ struct FakeVhost : VhostBackend {
     void set_vring_kick(unsigned i, int fd) override { kicks[i] = fd; }
     void set_vring_call(unsigned, int) override {}
     void set_vring_err(unsigned, int) override {}
-    void set_backend(unsigned i, int fd) override { backends[i] = fd; }
+    void set_backend(unsigned i, int fd) override {
+        if (static_cast<int>(i) == refuse_ring && fd >= 0) throw std::runtime_error("refused");
+        backends[i] = fd;
+    }
+    int refuse_ring = -1;  // attaching this ring fails (a worker thread that cannot start)
 };
 
 uint64_t kicks_seen(int fd) {
@@ -93,4 +97,27 @@ TEST(NetVhostTransport, KicksThatExitMakeNoKvmCalls) {
     EXPECT_EQ(kvm.calls, calls);
     g.set_status(0);
     EXPECT_TRUE(kvm.ioeventfds.empty());
+}
+
+// Attaching the pair's transmit ring fails after its receive ring was
+// attached: the device needs a reset, and the reset must detach the receive
+// ring too, or it would go on writing into memory the driver took back.
+TEST(NetVhostTransport, ResetDetachesARingLeftAttachedByAFailedStart) {
+    GuestMemory mem(16ull << 20);
+    std::map<unsigned, int> kicks, backends;
+    FakeKvm kvm;
+    VirtioPci::KvmHooks hooks{kvm, kvm};
+    auto vhost = std::make_unique<FakeVhost>(kicks, backends);
+    vhost->refuse_ring = net::kTxQueue;
+    Guest g(&hooks, std::make_unique<VirtioNet>(
+                        mem, make_net_backend(std::make_unique<FakePort>(), std::move(vhost), "kf0"),
+                        VirtioNet::Mac{2, 0, 0, 0, 0, 1}, "kf0"));
+    ASSERT_TRUE(g.negotiate(virtio::kFVersion1) & virtio::kFeaturesOk);
+    g.setup_queue(net::kRxQueue, 64, 0x10000);
+    g.setup_queue(net::kTxQueue, 64, 0x20000);
+    g.set_status(virtio::kAcknowledge | virtio::kDriver | virtio::kFeaturesOk | virtio::kDriverOk);
+    EXPECT_TRUE(g.status() & virtio::kNeedsReset);
+    ASSERT_GE(backends[net::kRxQueue], 0) << "the receive ring was never attached";
+    g.set_status(0);
+    EXPECT_EQ(backends[net::kRxQueue], -1) << "reset left the receive ring attached";
 }
