@@ -98,11 +98,11 @@ const Kvm& Machine::check_cpu_limit() const {
 Machine::Machine(const Options& opts, const BootFiles& files)
     : opts_(opts),
       signals_blocked_(block_vm_signals()),
+      confinement_(opts.user, opts.jail),
       mem_(checked_ram(opts)),
       cmdline_(guest_cmdline(opts)),
       plan_(load_guest(files)),
       nic_hosts_(open_nic_hosts()),
-      confinement_(opts.user, opts.jail),
       vm_(check_cpu_limit()) {
     // Every host resource is open: give up what is left before any thread
     // starts, so every thread inherits the loss.

@@ -61,11 +61,11 @@ private:
         if (!stop_.request(2, "internal error: " + line))
             std::fprintf(stderr, "\r\nminivmm: internal error while stopping: %s\n", line.c_str());
     }};
+    Confinement confinement_;  // checked first, entered once KVM is open
     GuestMemory mem_;
     std::string cmdline_;
     BootPlan plan_;
     std::vector<NicHost> nic_hosts_;  // ports and vhost, until add_devices() gives them to NICs
-    Confinement confinement_;         // checked here, entered once KVM is open
     Kvm kvm_;                         // the first use of /dev/kvm
     Vm vm_;
     IoBus pio_, mmio_;

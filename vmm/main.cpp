@@ -7,6 +7,7 @@
 // Anything the user can fix ends here as one line on stderr and exit status
 // 1; a failure of ours or the host's (a KVM ioctl) as one line and status 2.
 #include <cstdio>
+#include <system_error>
 
 #include "vmm/bzimage.hpp"
 #include "vmm/cli.hpp"
@@ -70,6 +71,13 @@ int main(int argc, char** argv) {
         return 1;
     } catch (const InternalError& e) {
         std::fprintf(stderr, "minivmm: internal error: %s\n", e.what());
+        return 2;
+    } catch (const std::system_error& e) {
+        // std::thread says only EAGAIN when the process limit is reached:
+        // with --user, every thread counts against that user's RLIMIT_NPROC.
+        bool limit = e.code() == std::errc::resource_unavailable_try_again;
+        std::fprintf(stderr, "minivmm: internal error: %s%s\n", e.what(),
+                     limit ? " (starting a thread: the user's process limit, RLIMIT_NPROC, reached?)" : "");
         return 2;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "minivmm: internal error: %s\n", e.what());

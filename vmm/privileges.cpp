@@ -6,7 +6,9 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <climits>
@@ -89,16 +91,29 @@ Confinement::Confinement(const std::optional<std::string>& user, const std::opti
         if (!real) throw UserError("--jail " + *jail + ": " + std::strerror(errno));
         jail_ = real;
         std::free(real);
-        struct stat st;
-        if (stat(jail_->c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
-            throw UserError("--jail " + *jail + ": not a directory");
-        if (*jail_ == "/") throw UserError("--jail /: the host's own root is no jail");
+        jail_fd_ = Fd(::open(jail_->c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        struct stat st, root;
+        if (!jail_fd_ || fstat(jail_fd_.get(), &st) < 0) throw UserError("--jail " + *jail + ": not a directory");
+        if (stat("/", &root) == 0 && st.st_dev == root.st_dev && st.st_ino == root.st_ino)
+            throw UserError("--jail " + *jail + ": the host's own root is no jail");
+        jail_dev_ = st.st_dev, jail_ino_ = st.st_ino;
     }
 }
 
-void Confinement::enter() const {
+void Confinement::enter() {
     if (threads_running() > 1) throw InternalError("confinement entered with threads already running");
-    if (jail_) enter_jail(*jail_);
+    if (jail_) {
+        enter_jail(*jail_);
+        // The path was used again above: whoever can write its parent could
+        // have swapped it meanwhile. The root must be the directory checked,
+        // seen through the read-only bind mount.
+        struct stat st;
+        struct statvfs vfs;
+        if (stat("/", &st) < 0 || st.st_dev != jail_dev_ || st.st_ino != jail_ino_ || statvfs("/", &vfs) < 0 ||
+            !(vfs.f_flag & ST_RDONLY))
+            throw UserError("--jail " + *jail_ + ": the directory changed while minivmm entered it");
+        jail_fd_ = Fd();
+    }
     // Before the switch: what we hold now, so a user without CAP_SETPCAP
     // (minivmm run as an ordinary user) is not asked to clear the bounding set.
     capng_get_caps_process();

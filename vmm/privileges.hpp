@@ -6,6 +6,8 @@
 #pragma once
 #include <sys/types.h>
 
+#include "vmm/fd.hpp"
+
 #include <optional>
 #include <string>
 
@@ -25,13 +27,18 @@ public:
     // Enters it. Must run before the first thread starts (chroot, uids and
     // capabilities are per thread or per fs, and threads inherit them).
     // UserError: the jail or the user switch cannot be set up (not root).
-    void enter() const;
+    void enter();
     // One line for --verbose.
     std::string describe() const;
 
 private:
     std::optional<Identity> user_;
     std::optional<std::string> jail_;  // absolute, resolved
+    // The jail as checked, held open so its inode stays the one checked: a
+    // path swapped for a symlink meanwhile is caught by comparing them.
+    Fd jail_fd_;
+    dev_t jail_dev_ = 0;
+    ino_t jail_ino_ = 0;
 };
 
 // USER (a name in the password database, with its primary group) or UID:GID.

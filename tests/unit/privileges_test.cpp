@@ -1,5 +1,9 @@
 #include "vmm/privileges.hpp"
 
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include "vmm/error.hpp"
@@ -25,4 +29,36 @@ TEST(Privileges, JailMustBeADirectoryOtherThanRoot) {
     EXPECT_THROW(Confinement(std::nullopt, std::string("/")), UserError);
     EXPECT_THROW(Confinement(std::nullopt, std::string("/tmp/..")), UserError);  // resolved first
     EXPECT_THROW(Confinement(std::string("nosuchuser0"), std::nullopt), UserError);
+}
+
+// Whoever can write the jail's parent may swap the checked directory for a
+// symlink to / before minivmm enters it: the swap must be refused, not
+// followed. In a child: entering a jail is for the whole process.
+TEST(Privileges, JailSwappedForASymlinkAfterTheCheckIsRefused) {
+    char base[] = "/tmp/minivmm-jail-XXXXXX";
+    ASSERT_NE(mkdtemp(base), nullptr);
+    std::string dir = std::string(base) + "/j", moved = std::string(base) + "/old";
+    ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        int code = 3;
+        try {
+            Confinement c(std::nullopt, dir);
+            if (rename(dir.c_str(), moved.c_str()) != 0 || symlink("/", dir.c_str()) != 0) _exit(4);
+            c.enter();
+            code = 1;  // entered: the swap went unseen
+        } catch (const UserError& e) {
+            code = std::string(e.what()).find("changed") != std::string::npos ? 0 : 2;
+        } catch (...) {
+        }
+        _exit(code);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status)) << status;
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "1: jailed at the swapped path; 2: another error; 3: other exception";
+    unlink(dir.c_str());
+    rmdir(moved.c_str());
+    rmdir(base);
 }
