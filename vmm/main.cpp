@@ -6,7 +6,10 @@
 // stock kernel at speed; run it until the guest powers off or resets.
 // Anything the user can fix ends here as one line on stderr and exit status
 // 1; a failure of ours or the host's (a KVM ioctl) as one line and status 2.
+#include <malloc.h>
+
 #include <cstdio>
+#include <memory>
 #include <system_error>
 
 #include "vmm/bzimage.hpp"
@@ -52,14 +55,18 @@ int main(int argc, char** argv) {
         }
         // Input files first: a typo in a path should be reported as such even
         // on a host where KVM would fail too.
-        BootFiles files = read_boot_files(opts.kernel, opts.initrd);
+        auto files = std::make_unique<BootFiles>(read_boot_files(opts.kernel, opts.initrd));
         // Before the machine: its device threads start as it is built, and
         // each installs its filter as it starts (vmm/seccomp_policy.cpp).
         seccomp_prepare(opts.seccomp);
         if (opts.verbose) print_seccomp(opts.seccomp);
         // Read now: a jailed machine has no /proc/cpuinfo.
         bool no_hw_virt = Kvm::host_lacks_hw_virt();
-        Machine machine(opts, files);
+        Machine machine(opts, *files);
+        // Loaded into guest RAM: the files' own copies would only hold memory
+        // for as long as the guest runs.
+        files.reset();
+        malloc_trim(0);  // and give their pages back, wherever malloc put them
         // After the machine is built, so bad input still gets exactly one line.
         if (no_hw_virt)
             std::fprintf(stderr,

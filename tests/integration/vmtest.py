@@ -303,6 +303,24 @@ def confined(pid, uid=0, gid=0):
     return f"{len(threads)} threads as {uid}:{gid}, no capabilities"
 
 
+def rss_outside_guest_mib(pid, guest_mib):
+    """Resident memory of minivmm outside the guest's RAM (the mappings of
+    guest_mib or more), from /proc/PID/smaps: what the VMM itself costs."""
+    total = guest = 0
+    size = 0
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            m = re.match(r"^(Size|Rss):\s+(\d+) kB", line)
+            if not m:
+                continue
+            if m.group(1) == "Size":
+                size = int(m.group(2))
+            else:
+                total += int(m.group(2))
+                guest += int(m.group(2)) if size >= guest_mib * 1024 else 0
+    return (total - guest) / 1024
+
+
 def symbolize(rips, text_at):
     """Kernel addresses as offsets from _text, which KASLR does not change:
     look them up in any boot's /proc/kallsyms (Debian's System.map is a stub)."""
