@@ -5,7 +5,12 @@ CXXFLAGS += -std=c++20 -Wall -Wextra -Wshadow -Werror=return-type -I. -MMD -MP -
 LDFLAGS  += -pthread
 LDLIBS   := -lseccomp -lcap-ng
 BUILD    := build
-IMAGES   := $(BUILD)/images
+# The guests' (and outer host's) Debian kernel series: 6.1 or 6.12. The rig
+# reads the same variable (guest-images/build.sh, tests/rig/outer-run.sh,
+# tests/integration/vmtest.py); each series has its own images directory.
+MINIVMM_KERNEL ?= 6.1
+export MINIVMM_KERNEL
+IMAGES   := $(BUILD)/images$(if $(filter-out 6.1,$(MINIVMM_KERNEL)),-$(MINIVMM_KERNEL))
 
 VMM_SRCS := $(filter-out vmm/main.cpp,$(wildcard vmm/*.cpp virtio/*.cpp vhost/*.cpp vhost/ports/*.cpp))
 VMM_OBJS := $(VMM_SRCS:%.cpp=$(BUILD)/obj/%.o)

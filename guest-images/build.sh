@@ -58,23 +58,28 @@ fetch_kernel() {
 }
 
 # copy_modules KROOT LIST STAGE : flatten LIST's modules into STAGE/lib/modules.
+# A name ending in "?" may be absent from a kernel series (fscache is part of
+# netfs from 6.12 on); any other absent module must be built in.
 copy_modules() {
-    local kdir m f
+    local kdir m name f
     kdir=$(echo "$1"/lib/modules/*)
     mkdir -p "$3/lib/modules" "$3/etc"
+    : > "$3/etc/modules.list"
     for m in $(grep -v '^#' "$2"); do
-        f=$(find "$kdir/kernel" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" | head -1)
+        name=${m%\?}
+        echo "$name" >> "$3/etc/modules.list"
+        f=$(find "$kdir/kernel" -name "$name.ko" -o -name "$name.ko.xz" -o -name "$name.ko.zst" | head -1)
         if [ -z "$f" ]; then
-            grep -q "/$m\.ko\$" "$kdir/modules.builtin" || { log "module $m missing from $kdir"; exit 1; }
-            continue   # built in: /init skips modules it does not carry
+            grep -q "/$name\.ko\$" "$kdir/modules.builtin" || [ "$m" != "$name" ] ||
+                { log "module $name missing from $kdir"; exit 1; }
+            continue   # built in or gone: /init skips modules it does not carry
         fi
         case $f in
             *.xz) xz -dc "$f" ;;
             *.zst) zstd -qdc "$f" ;;
             *) cat "$f" ;;
-        esac > "$3/lib/modules/$m.ko"
+        esac > "$3/lib/modules/$name.ko"
     done
-    cp "$2" "$3/etc/modules.list"
 }
 
 # copy_with_libs STAGE BIN... : BINs and every library ldd names (loader too),
@@ -88,15 +93,24 @@ copy_with_libs() {
     done
 }
 
-# extract_vmlinux : OUT/vmlinux.tmp = the ELF kernel inside OUT/vmlinuz.
+# extract_vmlinux : OUT/vmlinux.tmp = the ELF kernel inside OUT/vmlinuz, found
+# where the setup header's payload_offset says (6.1 compresses it with xz,
+# 6.12 with zstd; the last 4 bytes of the payload are its uncompressed size).
 extract_vmlinux() {
     python3 - "$out/vmlinuz" "$out/vmlinux.tmp" <<'PY'
-import lzma, sys
+import lzma, struct, subprocess, sys
 image = open(sys.argv[1], "rb").read()
-start = image.find(b"\xfd7zXZ\x00")   # the xz stream holding vmlinux
-elf = lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(image[start:]) if start >= 0 else b""
+setup = ((image[0x1f1] or 4) + 1) * 512
+off, length = struct.unpack_from("<II", image, 0x248)
+payload = image[setup + off:setup + off + length]
+if payload.startswith(b"\xfd7zXZ\x00"):
+    elf = lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(payload)
+elif payload.startswith(b"\x28\xb5\x2f\xfd"):
+    elf = subprocess.run(["zstd", "-qdc"], input=payload[:-4], capture_output=True).stdout
+else:
+    elf = b""
 if not elf.startswith(b"\x7fELF"):
-    sys.exit("no xz-compressed ELF in " + sys.argv[1])
+    sys.exit("no xz- or zstd-compressed ELF in " + sys.argv[1])
 open(sys.argv[2], "wb").write(elf)
 PY
 }
@@ -122,15 +136,26 @@ mkinitrd() {
 
 ensure_pkgs busybox-static cpio iperf3 sockperf ethtool xz-utils zstd
 
+# Which Debian kernel series: MINIVMM_KERNEL=6.1 (bookworm's own, the
+# default) or 6.12 (bookworm-security's, trixie's default). One variable for
+# the whole rig: tests/integration/vmtest.py and tests/rig/outer-run.sh pick
+# the images directory from it (images_dir below).
+series=${MINIVMM_KERNEL:-6.1}
+case $series in
+    6.1) metaprefix=linux-image ;;
+    6.12) metaprefix=linux-image-6.12 ;;
+    *) log "MINIVMM_KERNEL=$series: known series are 6.1 and 6.12"; exit 1 ;;
+esac
+
 # Resolve both meta packages in one call: this apt has no pkgcache.bin
 # (docker-clean), so every apt-cache run spends about a second rebuilding it.
 declare -A kpkg
 while read -r meta pkg; do kpkg[$meta]=$pkg; done < <(
-    apt-cache depends linux-image-amd64 linux-image-cloud-amd64 |
+    apt-cache depends $metaprefix-amd64 $metaprefix-cloud-amd64 |
     awk '/^[^ ]/ {m = $1} $1 == "Depends:" && $2 ~ /^linux-image-/ {print m, $2}')
 
 for flavour in "" -cloud; do
-    meta=linux-image${flavour}-amd64
+    meta=$metaprefix${flavour}-amd64
     kroot=$out/kernel-root$flavour
     [ -n "${kpkg[$meta]:-}" ] || { log "cannot resolve the kernel package of $meta"; exit 1; }
     fetch_kernel "${kpkg[$meta]}" "$kroot"

@@ -7,7 +7,7 @@ import os
 import re
 import signal
 
-from vmtest import IMAGES, check, minivmm
+from vmtest import IMAGES, KERNEL_SERIES, check, minivmm
 
 BOOT_TIMEOUT = int(os.environ.get("MINIVMM_BOOT_TIMEOUT", "240"))
 MIB = 1 << 20
@@ -45,6 +45,12 @@ def scenario_smp_512m(r):
     try:
         r.case("reaches init and the shell prompt", lambda: g.boot(BOOT_TIMEOUT))
         r.case("2 vCPUs online", lambda: check_cpus(g, 2))
+
+        def series():
+            rc, out = g.run("uname -r")
+            check(rc == 0 and out.strip().startswith(KERNEL_SERIES + "."),
+                  f"guest runs {out.strip()!r}, MINIVMM_KERNEL says {KERNEL_SERIES}")
+        r.case("runs the kernel series the rig was asked for", series)
 
         def cmdline():
             rc, out = g.run("cat /proc/cmdline")

@@ -13,7 +13,10 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-IMAGES = os.environ.get("MINIVMM_IMAGES", os.path.join(REPO, "build", "images"))
+# Each kernel series (MINIVMM_KERNEL: 6.1, the default, or 6.12) has its own images.
+KERNEL_SERIES = os.environ.get("MINIVMM_KERNEL", "6.1")
+IMAGES = os.environ.get("MINIVMM_IMAGES", os.path.join(
+    REPO, "build", "images" if KERNEL_SERIES == "6.1" else "images-" + KERNEL_SERIES))
 MINIVMM = os.path.join(REPO, "minivmm")
 KERNEL = os.path.join(IMAGES, "vmlinuz")
 INITRD = os.path.join(IMAGES, "guest-initrd.gz")

@@ -20,7 +20,9 @@ done
 cmd="$*"
 workdir=$PWD
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-images=${MINIVMM_IMAGES:-$repo/build/images}
+# Each kernel series (MINIVMM_KERNEL, 6.1 by default) has its own images.
+series=${MINIVMM_KERNEL:-6.1}
+images=${MINIVMM_IMAGES:-$repo/build/images$([ "$series" = 6.1 ] || echo "-$series")}
 runs=$repo/build/rig/runs
 
 say() { echo "outer-run: $*"; }
