@@ -1,13 +1,16 @@
 // make bench's datapath microbenchmark, no VM needed. This thread plays a
-// guest's virtio-net driver on split rings in plain memory; minivmm's vhost
-// worker backend moves the frames between those rings and a tap in a private
-// network namespace (tools/datapath/rig.hpp). Frames of 64 B, 1500 B (a full
-// 1500-byte IP packet) and 64 KiB (TSO: the virtio-net header carries GSO),
-// as packets/s and Gbit/s, next to a plain memcpy of the same bytes, the
-// ceiling for a datapath that copies each frame once.
+// guest's virtio-net driver on split rings in plain memory; a vhost backend
+// moves the frames between those rings and a tap in a private network
+// namespace (tools/datapath/rig.hpp): minivmm's worker threads (Worker*) and
+// the kernel's vhost-net (Kernel*, where /dev/vhost-net exists; elsewhere its
+// rows fail with "no /dev/vhost-net"), through the same driver, tap and
+// frames. Frames of 64 B, 1500 B (a full 1500-byte IP packet) and 64 KiB
+// (TSO: the virtio-net header carries GSO), as packets/s and Gbit/s, next to
+// a plain memcpy of the same bytes, the ceiling for a datapath that copies
+// each frame once.
 //
-// TX, guest->tap: the host stack drops what the worker writes at IP input
-// (it is addressed to another host), so the figure is mostly the worker's.
+// TX, guest->tap: the host stack drops what the backend writes at IP input
+// (it is addressed to another host), so the figure is mostly the backend's.
 // RX, tap->guest: this thread is also the host. 64 B and 1500 B frames go
 // into the tap through a packet socket, a bounded window ahead of what the
 // driver has received, so the tap's queue never overflows. A packet socket
@@ -320,10 +323,25 @@ void run(benchmark::State& state, Driver& drv) {
     }
 }
 
-void WorkerTx(benchmark::State& state) {
+// The backend's fixture, or none (and the row says why) where it cannot be had.
+std::unique_ptr<Rig> make_rig(benchmark::State& state, Backend b) {
+    std::string why = unavailable(b);
+    if (why.empty()) {
+        try {
+            return std::make_unique<Rig>(b);
+        } catch (const std::exception& e) {
+            why = e.what();
+        }
+    }
+    state.SkipWithError(why.c_str());
+    return nullptr;
+}
+
+void Tx(benchmark::State& state, Backend b) {
     const size_t len = static_cast<size_t>(state.range(0));
-    Rig rig;
-    TxDriver drv(rig, len);
+    auto rig = make_rig(state, b);
+    if (!rig) return;
+    TxDriver drv(*rig, len);
     uint64_t before = tap_rx_packets();
     run(state, drv);
     report(state, drv.frames(), drv.frames() * len);
@@ -332,18 +350,19 @@ void WorkerTx(benchmark::State& state) {
     if (tap_rx_packets() - before < drv.frames()) state.SkipWithError("the tap did not take every frame");
 }
 
-void WorkerRx(benchmark::State& state) {
+void Rx(benchmark::State& state, Backend b) {
     const size_t len = static_cast<size_t>(state.range(0));
-    Rig rig;
+    auto rig = make_rig(state, b);
+    if (!rig) return;
     std::string why;
     if (len > 1514) {
-        TcpRxDriver drv(rig);
+        TcpRxDriver drv(*rig);
         if (!drv.connect(why)) return state.SkipWithError(("TCP handshake: " + why).c_str());
         run(state, drv);
         report(state, drv.frames(), drv.bytes());
         return;
     }
-    PacketRxDriver drv(rig, len);
+    PacketRxDriver drv(*rig, len);
     run(state, drv);
     report(state, drv.frames(), drv.bytes());
     if (drv.bytes() != drv.frames() * len) state.SkipWithError("frames arrived with the wrong length");
@@ -368,12 +387,16 @@ void Memcpy(benchmark::State& state) {
 // 64 B, a full 1500-byte IP packet in its Ethernet frame, 64 KiB (TSO).
 // Real time: the work is done on the worker's threads, not this one.
 void frame_sizes(benchmark::internal::Benchmark* b) { b->Arg(64)->Arg(1514)->Arg(65536)->UseRealTime(); }
-BENCHMARK(WorkerTx)->Apply(frame_sizes);
-BENCHMARK(WorkerRx)->Apply(frame_sizes);
-BENCHMARK(Memcpy)->Apply(frame_sizes);
 }  // namespace
 
 int main(int argc, char** argv) {
+    // Named <backend><direction>/<frame bytes>, as tools/bench/datapath_table.py reads them.
+    for (Backend b : {Backend::Worker, Backend::Kernel}) {
+        std::string name = b == Backend::Worker ? "Worker" : "Kernel";
+        benchmark::RegisterBenchmark((name + "Tx").c_str(), Tx, b)->Apply(frame_sizes);
+        benchmark::RegisterBenchmark((name + "Rx").c_str(), Rx, b)->Apply(frame_sizes);
+    }
+    benchmark::RegisterBenchmark("Memcpy", Memcpy)->Apply(frame_sizes);
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
     // Before any thread exists, so every thread (the worker's too) is in it;
