@@ -10,9 +10,10 @@ Environment: MINIVMM_BENCH_QUICK=1 (1 round of 0.1 s per row; else 3
 rounds of 0.5 s, in random interleaved order), MINIVMM_BENCH_ROUNDS
 overrides the rounds, MINIVMM_BENCH_DATAPATH_FILTER keeps only the rows
 whose name matches (a --benchmark_filter regex: WorkerTx/64/, Kernel,
-Memcpy, ...), MINIVMM_BENCH_PROFILE=REGEX runs the rows matching REGEX once
-more under `perf record -a` (whole system, so that vhost-net's kernel
-thread is seen too) and writes perf{SUFFIX}-<row>.txt beside.
+Memcpy, ...), MINIVMM_BENCH_PROFILE=REGEX[,REGEX...] runs the rows matching
+each REGEX once more under `perf record -a` (whole system, so that
+vhost-net's kernel thread is seen too) and writes perf{SUFFIX}-<REGEX>.txt
+beside.
 """
 import os
 import re
@@ -59,18 +60,22 @@ def run(out, suffix=""):
             return False
     with open(base + ".md") as md:
         print("\n" + md.read(), flush=True)
-    if os.environ.get("MINIVMM_BENCH_PROFILE"):
-        profile(out, suffix, os.environ["MINIVMM_BENCH_PROFILE"], min_time)
+    for regex in (os.environ.get("MINIVMM_BENCH_PROFILE") or "").split(","):
+        if regex.strip():
+            profile(out, suffix, regex.strip(), min_time)
     return True
 
 
 def profile(out, suffix, regex, min_time):
     """perf over the whole system while the rows matching regex run once:
-    what the worker's threads and vhost-net's kernel thread spend it on."""
+    what the worker's threads and vhost-net's kernel thread spend it on.
+    At least 2 s a row, so that setting up (faulting in the driver's
+    memory) is a small part of it."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", regex).strip("-")
-    data = os.path.join(out, f"perf{suffix}-{slug}.data")
+    # Not on the rig's results share (9p): perf cannot mmap its file there.
+    data = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"perf{suffix}-{slug}.data")
     argv = ["perf", "record", "-a", "-g", "-e", "cpu-clock", "-F", "2000", "-o", data, "--",
-            BIN, f"--benchmark_min_time={min_time}", "--benchmark_filter=" + regex]
+            BIN, f"--benchmark_min_time={max(2.0, float(min_time))}", "--benchmark_filter=" + regex]
     say("profile: " + " ".join(argv))
     if subprocess.run(argv).returncode:
         say("perf record failed")

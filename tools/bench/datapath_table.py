@@ -7,6 +7,7 @@ repetitions (rounds), the median with min-max beside it.
 """
 import csv
 import json
+import math
 import statistics
 import sys
 
@@ -38,14 +39,18 @@ def summary(entries):
     if not ok:
         return "failed: " + entries[0].get("error_message", "?")
     s = {"ok": len(ok), "n": len(entries)}
-    for k in ("pps", "gbps", "frame_bytes"):
-        vals = [b[k] for b in ok]
-        s[k] = (statistics.median(vals), min(vals), max(vals))
+    for k in ("pps", "gbps", "frame_bytes", "backend_cpu_ns"):
+        vals = [b[k] for b in ok if k in b]
+        s[k] = (statistics.median(vals), min(vals), max(vals)) if vals else None
     return s
 
 
 def fmt(v, scale, decimals):
+    """At least decimals, more where the median needs them for 3 significant
+    digits (the emulated outer host's 64 KiB rows are below 0.001 Mpps)."""
     med, lo, hi = (x / scale for x in v)
+    if med > 0:
+        decimals = max(decimals, 2 - math.floor(math.log10(med)))
     f = f"{{:.{decimals}f}}"
     return f.format(med) if lo == hi else f"{f.format(med)} ({f.format(lo)}-{f.format(hi)})"
 
@@ -60,6 +65,10 @@ def cells(s):
     return fmt(s["pps"], 1e6, 3) + lost, fmt(s["gbps"], 1, 2)
 
 
+def cpu(s):
+    return fmt(s["backend_cpu_ns"], 1e3, 2) if isinstance(s, dict) and s["backend_cpu_ns"] else "-"
+
+
 def ratio(a, b):
     ok = isinstance(a, dict) and isinstance(b, dict) and b["gbps"][0]
     return f"{a['gbps'][0] / b['gbps'][0]:.2f}" if ok else ""
@@ -69,8 +78,8 @@ def main(src, dst):
     runs = load(src)
     rounds = max((len(v) for v in runs.values()), default=0)
     print("| frame | direction | worker, Mpps | worker, Gbit/s | vhost-net, Mpps | vhost-net, Gbit/s "
-          "| worker / vhost-net | memcpy ceiling, Mpps | memcpy, Gbit/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| worker / vhost-net | backend CPU, usec/frame: worker; vhost-net | memcpy ceiling, Mpps | memcpy, Gbit/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for size, label in SIZES.items():
         mc = summary(runs.get(("Memcpy", size)))
@@ -85,23 +94,27 @@ def main(src, dst):
                 if avg:
                     dlabel += ", avg " + ", ".join(avg)
             print(f"| {label} | {dlabel} | {' | '.join(cells(w))} | {' | '.join(cells(k))} | {ratio(w, k)} "
-                  f"| {' | '.join(cells(mc))} |")
+                  f"| {cpu(w)}; {cpu(k)} | {' | '.join(cells(mc))} |")
             rows += [(size, d, BACKENDS[b], s) for b, s in zip(BACKENDS, (w, k))]
         if mc is not None:
             rows.append((size, "", "memcpy", mc))
     print(f"\nMedian of {rounds} repetition(s) per row (min-max when more than one), run in random "
-          "interleaved order; worker / vhost-net: ratio of the medians' Gbit/s.")
+          "interleaved order; worker / vhost-net: ratio of the medians' Gbit/s. Backend CPU: time on a CPU "
+          "of the worker's threads, or of vhost-net's kernel thread, per frame moved (the simulated driver's "
+          "thread not counted).")
     with open(dst, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["frame_bytes", "direction", "backend", "status", "rounds_ok", "rounds"] +
-                   [f"{k}{sfx}" for k in ("pps", "gbps", "avg_frame_bytes") for sfx in ("", "_min", "_max")])
+                   [f"{k}{sfx}" for k in ("pps", "gbps", "avg_frame_bytes", "backend_cpu_ns_per_frame")
+                    for sfx in ("", "_min", "_max")])
         for size, d, backend, s in rows:
             if isinstance(s, dict):
-                vals = [f"{x:.6g}" for k in ("pps", "gbps", "frame_bytes") for x in s[k]]
+                vals = [f"{x:.6g}" if s[k] else "" for k in ("pps", "gbps", "frame_bytes", "backend_cpu_ns")
+                        for x in (s[k] or (0, 0, 0))]
                 w.writerow([size, d, backend, "ok", s["ok"], s["n"]] + vals)
             else:
                 n = len(runs.get((next(b for b in BACKENDS if BACKENDS[b] == backend) + d, size), []))
-                w.writerow([size, d, backend, s or "not run", 0, n] + [""] * 9)
+                w.writerow([size, d, backend, s or "not run", 0, n] + [""] * 12)
 
 
 if __name__ == "__main__":
