@@ -81,9 +81,19 @@ def profile(out, suffix, regex, min_time):
         say("perf record failed")
         return
     txt = os.path.join(out, f"perf{suffix}-{slug}.txt")
+    # Three views: each thread's share (idle CPUs as swapper), each
+    # function's own samples, and inclusive ones (call chains: which
+    # system call or kernel path a thread's time is under).
+    views = [("by thread", ["--no-children", "--sort", "comm"]),
+             ("by function, self", ["--no-children", "--sort", "comm,dso,sym", "--percent-limit", "0.3"]),
+             ("by function, inclusive", ["--children", "--sort", "comm,sym", "--percent-limit", "1.5"])]
     with open(txt, "w") as f:
-        subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "comm,dso,sym",
-                        "--percent-limit", "0.5", "-g", "none"], stdout=f, stderr=subprocess.DEVNULL)
+        f.write(f"# {' '.join(argv)}\n")
+        for title, opts in views:
+            f.write(f"\n########## {title}\n")
+            f.flush()
+            subprocess.run(["perf", "report", "-i", data, "--stdio", "-g", "none", *opts], stdout=f,
+                           stderr=subprocess.DEVNULL)
     os.remove(data)  # large; the report is what is kept
     say(f"profile written to {txt}")
 
