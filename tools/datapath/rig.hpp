@@ -145,8 +145,6 @@ private:
 
 enum class Backend { Worker, Kernel };
 
-inline const char* backend_name(Backend b) { return b == Backend::Worker ? "worker" : "vhost-net"; }
-
 // Why backend b cannot be benchmarked here, or "" if it can: this machine
 // may have no /dev/vhost-net (the rows say so rather than vanish).
 inline std::string unavailable(Backend b) {
