@@ -98,8 +98,9 @@ def main(src, dst):
             rows += [(size, d, BACKENDS[b], s) for b, s in zip(BACKENDS, (w, k))]
         if mc is not None:
             rows.append((size, "", "memcpy", mc))
-    print(f"\nMedian of {rounds} repetition(s) per row (min-max when more than one), run in random "
-          "interleaved order; worker / vhost-net: ratio of the medians' Gbit/s. Backend CPU: time on a CPU "
+    order = ", run in random interleaved order" if rounds > 1 else ""
+    print(f"\nMedian of {rounds} repetition(s) per row (min-max when more than one){order}; "
+          "worker / vhost-net: ratio of the medians' Gbit/s. Backend CPU: time on a CPU "
           "of the worker's threads, or of vhost-net's kernel thread, per frame moved (the simulated driver's "
           "thread not counted).")
     with open(dst, "w", newline="") as f:
