@@ -101,8 +101,9 @@ demo: deps
 	@$(MAKE) --no-print-directory all images
 	@tools/demo.sh
 
-# make bench [QUICK=1]: the datapath microbenchmark here, then the VM table
-# in the outer host (tools/bench.sh). Never part of make test.
+# make bench [QUICK=1]: the datapath microbenchmark here, then in the outer
+# host the same against vhost-net, the boot table and the VM table
+# (tools/bench.sh, tools/bench/README.md). Never part of make test.
 BENCH_DATAPATH := $(BUILD)/bench/bench_datapath
 
 $(BENCH_DATAPATH): tools/bench_datapath.cpp $(wildcard tools/datapath/*.hpp tests/support/*.hpp) $(BUILD)/libminivmm.a

@@ -1,13 +1,16 @@
 // make bench's datapath microbenchmark, no VM needed. This thread plays a
-// guest's virtio-net driver on split rings in plain memory; minivmm's vhost
-// worker backend moves the frames between those rings and a tap in a private
-// network namespace (tools/datapath/rig.hpp). Frames of 64 B, 1500 B (a full
-// 1500-byte IP packet) and 64 KiB (TSO: the virtio-net header carries GSO),
-// as packets/s and Gbit/s, next to a plain memcpy of the same bytes, the
-// ceiling for a datapath that copies each frame once.
+// guest's virtio-net driver on split rings in plain memory; a vhost backend
+// moves the frames between those rings and a tap in a private network
+// namespace (tools/datapath/rig.hpp): minivmm's worker threads (Worker*) and
+// the kernel's vhost-net (Kernel*, where /dev/vhost-net exists; elsewhere its
+// rows fail with "no /dev/vhost-net"), through the same driver, tap and
+// frames. Frames of 64 B, 1500 B (a full 1500-byte IP packet) and 64 KiB
+// (TSO: the virtio-net header carries GSO), as packets/s and Gbit/s, next to
+// a plain memcpy of the same bytes, the ceiling for a datapath that copies
+// each frame once.
 //
-// TX, guest->tap: the host stack drops what the worker writes at IP input
-// (it is addressed to another host), so the figure is mostly the worker's.
+// TX, guest->tap: the host stack drops what the backend writes at IP input
+// (it is addressed to another host), so the figure is mostly the backend's.
 // RX, tap->guest: this thread is also the host. 64 B and 1500 B frames go
 // into the tap through a packet socket, a bounded window ahead of what the
 // driver has received, so the tap's queue never overflows. A packet socket
@@ -26,6 +29,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "tools/datapath/cpu.hpp"
 #include "tools/datapath/frames.hpp"
 #include "tools/datapath/rig.hpp"
 
@@ -33,6 +37,9 @@ using namespace bench;
 
 namespace {
 constexpr uint64_t kBatch = 64;  // frames per benchmark iteration
+// Untimed frames before the TCP stream's timed ones: past slow start, where
+// the host's TCP sends frames of about 64 KiB.
+constexpr uint64_t kTcpWarm = 512;
 
 // The header a guest puts in front of a frame it sends: above the MTU, TSO
 // with the TCP checksum left to the host, as Linux sends TCP.
@@ -151,7 +158,7 @@ private:
 // loop measures moving frames, not making them; the ring is kept full.
 class TxDriver {
 public:
-    TxDriver(Rig& r, size_t len) : r_(r), tx_(r) {
+    TxDriver(Rig& r, size_t len) : r_(r), tx_(r), len_(len) {
         auto frame = filler_frame(len);
         for (uint16_t h = 0; h < kQSize; h++) tx_.fill(h, send_header(len), frame);
     }
@@ -165,10 +172,12 @@ public:
         return true;
     }
     uint64_t frames() const { return done_; }
+    uint64_t bytes() const { return done_ * len_; }
 
 private:
     Rig& r_;
     TxQueue tx_;
+    size_t len_;
     uint64_t done_ = 0;
 };
 
@@ -309,43 +318,65 @@ void report(benchmark::State& state, uint64_t frames, uint64_t bytes) {
     state.counters["frame_bytes"] = frames ? static_cast<double>(bytes) / frames : 0;
 }
 
+// Moves `warm` frames untimed (first faults and wake-ups; for the TCP
+// stream, slow start), then kBatch frames per iteration, and reports the
+// timed ones only.
 template <typename Driver>
-void run(benchmark::State& state, Driver& drv) {
+void run(benchmark::State& state, Driver& drv, uint64_t warm) {
     std::string why;
+    if (!drv.move(warm, why)) return state.SkipWithError(("warm-up: " + why).c_str());
+    const uint64_t frames = drv.frames(), bytes = drv.bytes(), cpu = backend_cpu_ns();
     for (auto _ : state) {
         if (!drv.move(kBatch, why)) {
             state.SkipWithError(why.c_str());
             break;
         }
     }
+    const uint64_t moved = drv.frames() - frames;
+    report(state, moved, drv.bytes() - bytes);
+    // The backend's threads' CPU time per frame: its cost, whatever the
+    // scheduler let the wall-clock rate be.
+    state.counters["backend_cpu_ns"] = moved ? static_cast<double>(backend_cpu_ns() - cpu) / moved : 0;
 }
 
-void WorkerTx(benchmark::State& state) {
+// The backend's fixture, or none (and the row says why) where it cannot be had.
+std::unique_ptr<Rig> make_rig(benchmark::State& state, Backend b) {
+    std::string why = unavailable(b);
+    if (why.empty()) {
+        try {
+            return std::make_unique<Rig>(b);
+        } catch (const std::exception& e) {
+            why = e.what();
+        }
+    }
+    state.SkipWithError(why.c_str());
+    return nullptr;
+}
+
+void Tx(benchmark::State& state, Backend b) {
     const size_t len = static_cast<size_t>(state.range(0));
-    Rig rig;
-    TxDriver drv(rig, len);
+    auto rig = make_rig(state, b);
+    if (!rig) return;
+    TxDriver drv(*rig, len);
     uint64_t before = tap_rx_packets();
-    run(state, drv);
-    report(state, drv.frames(), drv.frames() * len);
+    run(state, drv, kBatch);
     // Each frame the device completed must have reached the tap (one with a
     // header the tap refused is completed too, and counted as an error).
     if (tap_rx_packets() - before < drv.frames()) state.SkipWithError("the tap did not take every frame");
 }
 
-void WorkerRx(benchmark::State& state) {
+void Rx(benchmark::State& state, Backend b) {
     const size_t len = static_cast<size_t>(state.range(0));
-    Rig rig;
+    auto rig = make_rig(state, b);
+    if (!rig) return;
     std::string why;
     if (len > 1514) {
-        TcpRxDriver drv(rig);
+        TcpRxDriver drv(*rig);
         if (!drv.connect(why)) return state.SkipWithError(("TCP handshake: " + why).c_str());
-        run(state, drv);
-        report(state, drv.frames(), drv.bytes());
-        return;
+        return run(state, drv, kTcpWarm);
     }
-    PacketRxDriver drv(rig, len);
-    run(state, drv);
-    report(state, drv.frames(), drv.bytes());
+    PacketRxDriver drv(*rig, len);
+    run(state, drv, kBatch);
     if (drv.bytes() != drv.frames() * len) state.SkipWithError("frames arrived with the wrong length");
     if (!drv.drain(why)) state.SkipWithError(why.c_str());
 }
@@ -368,12 +399,16 @@ void Memcpy(benchmark::State& state) {
 // 64 B, a full 1500-byte IP packet in its Ethernet frame, 64 KiB (TSO).
 // Real time: the work is done on the worker's threads, not this one.
 void frame_sizes(benchmark::internal::Benchmark* b) { b->Arg(64)->Arg(1514)->Arg(65536)->UseRealTime(); }
-BENCHMARK(WorkerTx)->Apply(frame_sizes);
-BENCHMARK(WorkerRx)->Apply(frame_sizes);
-BENCHMARK(Memcpy)->Apply(frame_sizes);
 }  // namespace
 
 int main(int argc, char** argv) {
+    // Named <backend><direction>/<frame bytes>, as tools/bench/datapath_table.py reads them.
+    for (Backend b : {Backend::Worker, Backend::Kernel}) {
+        std::string name = b == Backend::Worker ? "Worker" : "Kernel";
+        benchmark::RegisterBenchmark((name + "Tx").c_str(), Tx, b)->Apply(frame_sizes);
+        benchmark::RegisterBenchmark((name + "Rx").c_str(), Rx, b)->Apply(frame_sizes);
+    }
+    benchmark::RegisterBenchmark("Memcpy", Memcpy)->Apply(frame_sizes);
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
     // Before any thread exists, so every thread (the worker's too) is in it;

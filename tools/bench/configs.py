@@ -52,6 +52,10 @@ class VmEnd:
         rc, out = self.guest.run(cmd, timeout=timeout)
         return rc, out, metrics.vmm_cpu_seconds(self.guest.proc.pid) - before
 
+    def footprint(self):
+        """MiB resident in the VMM process outside the guest's RAM, now."""
+        return metrics.rss_outside_guest_mib(self.guest.proc.pid, MEM_MIB)
+
     def stop(self):
         """Stops the VMM; returns its max RSS in MiB (getrusage of the VMM process itself)."""
         p = self.guest.proc
@@ -106,6 +110,9 @@ class NativeEnd:
             timer.cancel()
         p.returncode = os.waitstatus_to_exitcode(status)
         return p.returncode, out, ru.ru_utime + ru.ru_stime
+
+    def footprint(self):
+        return None  # no VMM
 
     def stop(self):
         return None  # no VMM, no RSS

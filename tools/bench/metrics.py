@@ -100,3 +100,30 @@ def vmm_cpu_seconds(pid):
         except (FileNotFoundError, ProcessLookupError):
             pass
     return total / CLK_TCK
+
+
+def rss_outside_guest_mib(pid, guest_mib):
+    """Resident memory of a VMM outside its guest's RAM, from
+    /proc/PID/smaps: total Rss less that of the guest-RAM mappings, which are
+    told by size (guest_mib or more: minivmm maps all the guest's RAM as one
+    mapping, QEMU as one of guest_mib plus its alignment; no
+    other mapping of either comes near). Raises if none is found, rather
+    than report the guest's pages as the VMM's."""
+    total = guest = guest_size = 0
+    size = 0
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            m = re.match(r"^(Size|Rss):\s+(\d+) kB", line)
+            if not m:
+                continue
+            kib = int(m.group(2))
+            if m.group(1) == "Size":
+                size = kib
+                continue
+            total += kib
+            if size >= guest_mib * 1024:
+                guest += kib
+                guest_size += size
+    if not guest_size:
+        raise RuntimeError(f"no mapping of {guest_mib} MiB or more in /proc/{pid}/smaps: where is guest RAM?")
+    return (total - guest) / 1024

@@ -11,6 +11,7 @@ METRICS = [
     ("rr_tps", "TCP RR, transactions/s", 0),
     ("boot_s", "boot to init, s", 1),
     ("rss_mib", "VMM max RSS, MiB", 0),
+    ("outside_mib", "VMM Rss outside guest RAM, MiB", 1),
     ("cpu_s_per_gb", "host CPU, s/GB", 2),
 ]
 

@@ -1,7 +1,10 @@
 // The datapath benchmark's fixture: a tap in this process's private network
-// namespace, plain memory as guest RAM, and minivmm's vhost worker backend
-// set up on it as minivmm's virtio-net does for a Linux driver. The worker is
-// reached only through the VhostBackend interface (ring 0 rx, 1 tx).
+// namespace, plain memory as guest RAM, and a vhost backend set up on it as
+// minivmm's virtio-net does for a Linux driver: minivmm's worker threads or
+// the kernel's vhost-net, either reached only through the VhostBackend
+// interface (ring 0 rx, 1 tx). The kernel's reads the driver's rings and
+// buffers through the memory table (this process's addresses of the plain
+// memory) and is kicked and calls back through the same eventfds.
 #pragma once
 #include <fcntl.h>
 #include <net/if.h>
@@ -140,11 +143,22 @@ private:
     uint8_t* base_;
 };
 
+enum class Backend { Worker, Kernel };
+
+// Why backend b cannot be benchmarked here, or "" if it can: this machine
+// may have no /dev/vhost-net (the rows say so rather than vanish).
+inline std::string unavailable(Backend b) {
+    if (b == Backend::Kernel && ::access("/dev/vhost-net", F_OK) != 0)
+        return errno == ENOENT ? "no /dev/vhost-net" : std::string("/dev/vhost-net: ") + std::strerror(errno);
+    return "";
+}
+
 // Both rings with event-index notification suppression, as Linux negotiates it.
 class Rig {
 public:
-    Rig()
-        : mem_(map()),
+    explicit Rig(Backend b)
+        : vh_(b == Backend::Worker ? minivmm::make_worker_vhost() : minivmm::open_kernel_vhost()),
+          mem_(map()),
           ram_(mem_),
           ring_{{ram_, kQSize, RingLayout::paged(kRingGpa[kRx]), true},
                 {ram_, kQSize, RingLayout::paged(kRingGpa[kTx]), true}} {
@@ -153,9 +167,10 @@ public:
         while (::read(g_tap.fd, junk, sizeof junk) > 0) {
         }
         const uint64_t want = minivmm::virtio::kFVersion1 | minivmm::virtio::kFEventIdx | minivmm::net::kMrgRxbuf;
-        vh_->set_owner();
+        // No set_owner(): open_kernel_vhost() has made this process the
+        // owner already (a second SET_OWNER is EBUSY); the worker has none.
         if (want & ~vh_->get_features())
-            throw std::runtime_error("the worker lacks VERSION_1, EVENT_IDX or MRG_RXBUF");
+            throw std::runtime_error(std::string(vh_->name()) + " lacks VERSION_1, EVENT_IDX or MRG_RXBUF");
         vh_->set_features(want);
         vh_->set_mem_table({{0, kMemSize, reinterpret_cast<uint64_t>(mem_)}});
         for (unsigned q : {kRx, kTx}) {
@@ -198,6 +213,9 @@ public:
     }
 
 private:
+    // Made first: opening /dev/vhost-net is what can fail for want of it.
+    // ~Rig() ends it before the memory it reads is unmapped.
+    std::unique_ptr<minivmm::VhostBackend> vh_;
     static uint8_t* map() {
         void* p = ::mmap(nullptr, kMemSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
         if (p == MAP_FAILED) fail("mmap guest memory");
@@ -212,7 +230,6 @@ private:
     FlatRam ram_;
     GuestRing ring_[2];
     Fd kick_[2] = {Fd(efd()), Fd(efd())}, call_[2] = {Fd(efd()), Fd(efd())}, err_[2] = {Fd(efd()), Fd(efd())};
-    std::unique_ptr<minivmm::VhostBackend> vh_ = minivmm::make_worker_vhost();
 };
 
 }  // namespace bench
