@@ -3,7 +3,7 @@ CXX      ?= g++
 CXXFLAGS ?= -O2 -g
 CXXFLAGS += -std=c++20 -Wall -Wextra -Wshadow -Werror=return-type -I. -MMD -MP -pthread
 LDFLAGS  += -pthread
-LDLIBS   := -lseccomp -lcap-ng
+LDLIBS   := -lseccomp -lcap-ng -lz -llzma -llz4 -lzstd
 BUILD    := build
 IMAGES   := $(BUILD)/images
 
