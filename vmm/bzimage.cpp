@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "vmm/e820.hpp"
@@ -72,7 +73,13 @@ BzImage parse_bzimage(const std::vector<uint8_t>& file, const std::string& name)
 }
 
 BootFiles read_boot_files(const std::string& kernel, const std::string& initrd, std::optional<BootMode> mode) {
-    BootFiles f{make_kernel_image(read_file(kernel, "kernel"), kernel, mode), {}};
+    auto t0 = std::chrono::steady_clock::now();
+    std::vector<uint8_t> file = read_file(kernel, "kernel");
+    double read_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    uint64_t file_bytes = file.size();
+    BootFiles f{make_kernel_image(std::move(file), kernel, mode), {}};
+    f.kernel.file_bytes = file_bytes;
+    f.kernel.read_ms = read_ms;
     if (!initrd.empty()) {
         f.initrd = read_file(initrd, "initrd");
         if (f.initrd.empty()) throw UserError("initrd '" + initrd + "' is empty");

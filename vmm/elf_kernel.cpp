@@ -72,12 +72,28 @@ ElfKernel parse_elf_kernel(const uint8_t* data, size_t len) {
     return k;
 }
 
+namespace {
+bool all_zero(const uint8_t* p, size_t n) { return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0); }
+}  // namespace
+
 void load_elf_kernel(GuestMemory& mem, const ElfKernel& k, const uint8_t* data) {
+    // Page by page, writing only what differs: about half of a kernel's
+    // image is zeros (bss, brk, padding) and fresh guest RAM reads as zeros
+    // without being backed, so those pages stay unbacked until the guest
+    // writes them.
+    constexpr uint64_t kPage = 4096;
     for (const ElfSegment& s : k.segs) {
         uint8_t* dst = mem.ptr(s.paddr, s.memsz);
         if (!dst) throw InternalError("kernel segment at " + hex(s.paddr) + " is not in guest RAM");
-        std::memcpy(dst, data + s.offset, s.filesz);
-        std::memset(dst + s.filesz, 0, s.memsz - s.filesz);
+        const uint8_t* src = data + s.offset;
+        for (uint64_t at = 0; at < s.memsz; at += kPage) {
+            uint64_t n = std::min(kPage, s.memsz - at);
+            uint64_t from_file = at < s.filesz ? std::min(n, s.filesz - at) : 0;
+            bool zero_src = all_zero(src + at, from_file);
+            if (zero_src && all_zero(dst + at, n)) continue;
+            std::memcpy(dst + at, src + at, from_file);
+            std::memset(dst + at + from_file, 0, n - from_file);
+        }
     }
 }
 

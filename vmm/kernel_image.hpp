@@ -27,6 +27,8 @@ struct KernelImage {
     std::vector<uint8_t> elf_file;
     ElfKernel elf;
     // For --verbose: what was done to get here, and how long it took.
+    uint64_t file_bytes = 0;
+    double read_ms = 0;          // reading the file
     Compression compression = Compression::Unknown;
     uint64_t payload_bytes = 0;
     double prepare_ms = 0;

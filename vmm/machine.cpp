@@ -103,6 +103,7 @@ void Machine::print_boot(const KernelImage& k) const {
     std::fprintf(stderr, "minivmm: kernel: %s, boot protocol %u.%02u%s, %s boot, 64-bit entry at %#llx\n",
                  k.from_bzimage ? "bzImage" : "vmlinux ELF", h.version >> 8, h.version & 0xff,
                  k.from_bzimage ? "" : " (header made by minivmm)", via, (unsigned long long)plan_.entry);
+    std::fprintf(stderr, "minivmm: boot: kernel file read (%s) in %.0f ms\n", mib1(k.file_bytes).c_str(), k.read_ms);
     if (k.mode == BootMode::Direct && k.from_bzimage)
         std::fprintf(stderr, "minivmm: boot: kernel decompressed (%s, %s -> %s) in %.0f ms\n",
                      compression_name(k.compression), mib1(k.payload_bytes).c_str(), mib1(k.elf_file.size()).c_str(),
