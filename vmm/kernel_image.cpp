@@ -74,6 +74,7 @@ KernelImage make_kernel_image(std::vector<uint8_t> file, const std::string& name
         throw bad("its payload (" + std::to_string(len) + " bytes at " + std::to_string(off) +
                   ") reaches past the end of the file");
     img.payload_bytes = len;
+    // The kernel needs init_size bytes to run anyway: a bigger payload is damage.
     uint64_t limit = std::min<uint64_t>(kMaxDecompressedKernel, img.hdr.init_size);
     try {
         img.elf_file = decompress_payload(bz.kernel.data() + off, len, limit, &img.compression);

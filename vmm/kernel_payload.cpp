@@ -159,7 +159,7 @@ std::vector<uint8_t> decompress_payload(const uint8_t* data, size_t len, size_t 
     std::memcpy(&size, data + len - 4, 4);
     if (size == 0 || size > max_out)
         throw UserError("its payload says it decompresses to " + mib(size) + ", more than the " + mib(max_out) +
-                        " the kernel's header allows");
+                        " allowed");
     std::vector<uint8_t> out(size);
     size_t got = 0;
     switch (c) {
