@@ -17,7 +17,7 @@ const char* usage() {
     return "usage: minivmm --kernel BZIMAGE|VMLINUX [options]\n"
            "Boots a Linux kernel under KVM with a serial console on stdin/stdout.\n"
            "\n"
-           "  -k, --kernel PATH     Linux bzImage, or uncompressed vmlinux ELF, to boot (required)\n"
+           "  -k, --kernel PATH     Linux bzImage or vmlinux (ELF) to boot (required)\n"
            "      --boot direct|decompressor\n"
            "                        direct (default): minivmm decompresses a bzImage's kernel\n"
            "                        (gzip, xz, lzma, lz4, zstd) and enters it, no KASLR;\n"
