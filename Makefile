@@ -3,7 +3,7 @@ CXX      ?= g++
 CXXFLAGS ?= -O2 -g
 CXXFLAGS += -std=c++20 -Wall -Wextra -Wshadow -Werror=return-type -I. -MMD -MP -pthread
 LDFLAGS  += -pthread
-LDLIBS   := -lseccomp -lcap-ng
+LDLIBS   := -lseccomp -lcap-ng -lz -llzma -llz4 -lzstd
 BUILD    := build
 # The guests' (and outer host's) Debian kernel series: 6.1 or 6.12. The rig
 # reads the same variable (guest-images/build.sh, tests/rig/outer-run.sh,
@@ -58,7 +58,7 @@ FUZZ_FLAGS   := -std=c++20 -g -O1 -Wall -Wextra -I. -pthread -fsanitize=fuzzer,a
                 -fno-sanitize-recover=undefined
 FUZZ_SECONDS ?= 120
 FUZZERS      := $(BUILD)/fuzz/fuzz_virtqueue $(BUILD)/fuzz/fuzz_pci $(BUILD)/fuzz/fuzz_net_rx $(BUILD)/fuzz/fuzz_net_tx \
-                $(BUILD)/fuzz/fuzz_net_ctrl $(BUILD)/fuzz/fuzz_device
+                $(BUILD)/fuzz/fuzz_net_ctrl $(BUILD)/fuzz/fuzz_device $(BUILD)/fuzz/fuzz_kernel_image
 FUZZ_HDRS    := $(wildcard vmm/*.hpp virtio/*.hpp tests/support/*.hpp)
 # The device as every datapath runs it: make_net_backend and its backends.
 FUZZ_NET_BACKENDS := vhost/port_backend.cpp vhost/off.cpp vhost/vhost_rings.cpp $(wildcard vhost/*.hpp vhost/ports/*.hpp)
@@ -79,6 +79,8 @@ $(BUILD)/fuzz/fuzz_device: tests/fuzz/fuzz_device.cpp virtio/virtio_pci.cpp vmm/
                            virtio/virtqueue.cpp vhost/worker.cpp $(FUZZ_NET_BACKENDS) \
                            vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/kvm.cpp vmm/seccomp.cpp vmm/seccomp_policy.cpp \
                            tests/fuzz/fuzz_support.hpp $(FUZZ_HDRS)
+$(BUILD)/fuzz/fuzz_kernel_image: tests/fuzz/fuzz_kernel_image.cpp vmm/kernel_image.cpp vmm/kernel_payload.cpp \
+                                 vmm/elf_kernel.cpp vmm/bzimage.cpp vmm/e820.cpp vmm/guest_memory.cpp $(FUZZ_HDRS)
 $(FUZZERS):
 	@mkdir -p $(@D)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) -o $@ $(filter %.cpp,$^) $(LDLIBS)

@@ -6,6 +6,7 @@ pkgs=(
     g++ make libgtest-dev libgmock-dev            # build and unit tests
     libseccomp-dev                                # each thread's system call filter
     libcap-ng-dev                                 # dropping capabilities, --user
+    zlib1g-dev liblzma-dev liblz4-dev libzstd-dev  # decompressing a bzImage's kernel (--boot=direct)
     clang libclang-rt-dev                         # fuzzing (libFuzzer, sanitizers)
     python3 util-linux iproute2                   # test driver, unshare/setpriv, netns
     qemu-system-x86 busybox-static cpio           # outer host and guest images

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "vmm/e820.hpp"
@@ -71,8 +72,14 @@ BzImage parse_bzimage(const std::vector<uint8_t>& file, const std::string& name)
     return img;
 }
 
-BootFiles read_boot_files(const std::string& kernel, const std::string& initrd) {
-    BootFiles f{parse_bzimage(read_file(kernel, "kernel"), kernel), {}};
+BootFiles read_boot_files(const std::string& kernel, const std::string& initrd, std::optional<BootMode> mode) {
+    auto t0 = std::chrono::steady_clock::now();
+    std::vector<uint8_t> file = read_file(kernel, "kernel");
+    double read_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    uint64_t file_bytes = file.size();
+    BootFiles f{make_kernel_image(std::move(file), kernel, mode), {}};
+    f.kernel.file_bytes = file_bytes;
+    f.kernel.read_ms = read_ms;
     if (!initrd.empty()) {
         f.initrd = read_file(initrd, "initrd");
         if (f.initrd.empty()) throw UserError("initrd '" + initrd + "' is empty");
@@ -80,19 +87,38 @@ BootFiles read_boot_files(const std::string& kernel, const std::string& initrd) 
     return f;
 }
 
-BootPlan load_linux(GuestMemory& mem, const BzImage& image, const std::vector<uint8_t>& initrd,
-                    const std::string& cmdline, uint64_t rsdp_gpa) {
-    const setup_header& h = image.hdr;
-    const uint64_t low_end = mem.regions()[0].size;
+namespace {
+std::string mib_up(uint64_t bytes) { return std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB"; }
 
+// Where the kernel goes and where it will run; returns the end of what it
+// will occupy.
+uint64_t place_kernel(GuestMemory& mem, const KernelImage& image, uint64_t low_end) {
+    if (image.mode == BootMode::Direct) {
+        const ElfKernel& k = image.elf;
+        if (k.end > low_end)
+            throw UserError("guest memory too small for this kernel: it loads up to " + mib_up(k.end) +
+                            " and needs RAM above that; raise --mem");
+        load_elf_kernel(mem, k, image.elf_file.data());
+        return k.end;
+    }
     // The kernel decompresses itself to kKernelRun and needs init_size bytes
     // there; anything less and it dies with no message, so refuse up front.
+    const std::vector<uint8_t>& pm = image.protected_mode;
     uint64_t kernel_end = std::max<uint64_t>(layout::kKernelRun, layout::kKernel) +
-                          std::max<uint64_t>(h.init_size, image.kernel.size());
+                          std::max<uint64_t>(image.hdr.init_size, pm.size());
     if (kernel_end > low_end)
         throw UserError("guest memory too small for this kernel: it needs at least " +
                         std::to_string((kernel_end >> 20) + 16) + " MiB");
-    std::memcpy(mem.ptr(layout::kKernel, image.kernel.size()), image.kernel.data(), image.kernel.size());
+    std::memcpy(mem.ptr(layout::kKernel, pm.size()), pm.data(), pm.size());
+    return kernel_end;
+}
+}  // namespace
+
+BootPlan load_linux(GuestMemory& mem, const KernelImage& image, const std::vector<uint8_t>& initrd,
+                    const std::string& cmdline, uint64_t rsdp_gpa) {
+    const setup_header& h = image.hdr;
+    const uint64_t low_end = mem.regions()[0].size;
+    const uint64_t kernel_end = place_kernel(mem, image, low_end);
 
     size_t max_cmdline = std::min<uint64_t>(h.cmdline_size ? h.cmdline_size : 255, layout::kCmdlineMax - 1);
     if (cmdline.size() > max_cmdline)
@@ -101,9 +127,13 @@ BootPlan load_linux(GuestMemory& mem, const BzImage& image, const std::vector<ui
     uint8_t* cl = mem.ptr(layout::kCmdline, cmdline.size() + 1);
     std::memcpy(cl, cmdline.c_str(), cmdline.size() + 1);
 
-    BootPlan plan{layout::kKernel + 0x200};  // startup_64 sits 512 bytes into the payload
+    // The decompressor's startup_64 sits 512 bytes into the protected-mode
+    // part; the kernel's own is the ELF entry point.
+    BootPlan plan{image.mode == BootMode::Direct ? image.elf.entry : layout::kKernel + 0x200, kernel_end};
     if (!initrd.empty()) {
-        // As high as the kernel allows, so the decompressed kernel never lands on it.
+        // As high as the kernel allows, clear of all the kernel occupies
+        // (bss and brk included) and, booting through the decompressor, of
+        // where it will decompress to.
         uint64_t top = std::min<uint64_t>(low_end, uint64_t(h.initrd_addr_max) + 1);
         uint64_t start = top > initrd.size() ? ((top - initrd.size()) & ~0xfffull) : 0;
         if (start < kernel_end)
@@ -118,6 +148,9 @@ BootPlan load_linux(GuestMemory& mem, const BzImage& image, const std::vector<ui
     std::memset(bp, 0, sizeof(*bp));
     std::memcpy(&bp->hdr, &image.hdr, image.hdr_len);
     bp->hdr.type_of_loader = kLoaderUndefined;
+    // Only the decompressor sets it, having moved the kernel: entered
+    // directly, the kernel runs where it was linked.
+    bp->hdr.loadflags &= static_cast<uint8_t>(~KASLR_FLAG);
     bp->hdr.cmd_line_ptr = static_cast<uint32_t>(layout::kCmdline);
     bp->hdr.ramdisk_image = static_cast<uint32_t>(plan.initrd_gpa);
     bp->hdr.ramdisk_size = static_cast<uint32_t>(plan.initrd_size);

@@ -14,10 +14,15 @@ namespace minivmm {
 const unsigned kMaxQueuePairs = net::kMaxPairs;
 
 const char* usage() {
-    return "usage: minivmm --kernel BZIMAGE [options]\n"
-           "Boots a Linux bzImage under KVM with a serial console on stdin/stdout.\n"
+    return "usage: minivmm --kernel BZIMAGE|VMLINUX [options]\n"
+           "Boots a Linux kernel under KVM with a serial console on stdin/stdout.\n"
            "\n"
-           "  -k, --kernel PATH     Linux bzImage to boot (required)\n"
+           "  -k, --kernel PATH     Linux bzImage or vmlinux (ELF) to boot (required)\n"
+           "      --boot direct|decompressor\n"
+           "                        direct (default): minivmm decompresses a bzImage's kernel\n"
+           "                        (gzip, xz, lzma, lz4, zstd) and enters it, no KASLR;\n"
+           "                        decompressor: the bzImage's own code decompresses (and\n"
+           "                        randomizes) it, slower. A vmlinux is always direct\n"
            "  -i, --initrd PATH     initial ramdisk\n"
            "  -c, --cmdline STR     kernel command line (console=ttyS0 is added when\n"
            "                        it names no console)\n"
@@ -28,7 +33,8 @@ const char* usage() {
            "                        [,queues=N] (queue pairs, 1-16; default 1); repeat for\n"
            "                        more NICs. Instead of TAP: raw=IFNAME (a packet socket\n"
            "                        on that interface; no offloads) or macvtap=IFNAME\n"
-           "  -v, --verbose         show the memory layout and final command line\n"
+           "  -v, --verbose         show the memory layout, final command line and boot\n"
+           "                        phase times (\"minivmm: boot: ...\" lines)\n"
            "      --stats           print device statistics at exit (and, with vCPU state, on SIGUSR1)\n"
            "      --seccomp on|log|off\n"
            "                        system call filters, one list per kind of thread (main,\n"
@@ -131,15 +137,21 @@ SeccompMode parse_seccomp(const std::string& s) {
     throw UserError("--seccomp must be on, log or off, not '" + s + "'");
 }
 
+BootMode parse_boot(const std::string& s) {
+    if (s == "direct") return BootMode::Direct;
+    if (s == "decompressor") return BootMode::Decompressor;
+    throw UserError("--boot must be direct or decompressor, not '" + s + "'");
+}
+
 Options parse_cli(int argc, char** argv) {
-    enum { kStats = 1000, kSeccomp, kUser, kJail };
+    enum { kStats = 1000, kSeccomp, kUser, kJail, kBoot };
     static const option longopts[] = {
         {"kernel", required_argument, nullptr, 'k'}, {"initrd", required_argument, nullptr, 'i'},
         {"cmdline", required_argument, nullptr, 'c'}, {"mem", required_argument, nullptr, 'm'},
         {"cpus", required_argument, nullptr, 'p'},   {"net", required_argument, nullptr, 'n'},
         {"verbose", no_argument, nullptr, 'v'},      {"stats", no_argument, nullptr, kStats},
         {"seccomp", required_argument, nullptr, kSeccomp}, {"user", required_argument, nullptr, kUser},
-        {"jail", required_argument, nullptr, kJail},
+        {"jail", required_argument, nullptr, kJail}, {"boot", required_argument, nullptr, kBoot},
         {"help", no_argument, nullptr, 'h'},         {"version", no_argument, nullptr, 'V'},
         {nullptr, 0, nullptr, 0},
     };
@@ -174,6 +186,7 @@ Options parse_cli(int argc, char** argv) {
             case kSeccomp: o.seccomp = parse_seccomp(optarg); break;
             case kUser: o.user = optarg; break;
             case kJail: o.jail = optarg; break;
+            case kBoot: o.boot = parse_boot(optarg); break;
             case 'h': o.help = true; break;
             case 'V': o.version = true; break;
             case ':': throw UserError(std::string("option '") + argv[optind - 1] + "' needs a value");

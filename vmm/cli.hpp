@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "vmm/kernel_image.hpp"
 #include "vmm/seccomp.hpp"
 
 namespace minivmm {
@@ -24,6 +25,7 @@ struct NetSpec {
 struct Options {
     std::string kernel;
     std::string initrd;
+    std::optional<BootMode> boot;  // none: direct (the only way for a vmlinux)
     std::optional<std::string> cmdline;
     uint64_t mem = 512ull << 20;
     unsigned cpus = 1;
@@ -50,6 +52,7 @@ Options parse_cli(int argc, char** argv);
 uint64_t parse_size(const std::string& s);
 NetSpec parse_net(const std::string& s);
 SeccompMode parse_seccomp(const std::string& s);
+BootMode parse_boot(const std::string& s);
 // The guest command line: the user's, plus what the machine model needs.
 std::string guest_cmdline(const Options& o);
 const char* usage();

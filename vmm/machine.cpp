@@ -82,7 +82,37 @@ uint64_t checked_ram(const Options& o) {
 // opened: an initrd that does not fit is the user's to fix, not KVM's.
 BootPlan Machine::load_guest(const BootFiles& files) {
     uint64_t rsdp = build_acpi(mem_, opts_.cpus);
-    return load_linux(mem_, files.kernel, files.initrd, cmdline_, rsdp);
+    double t0 = ms_since_vmm_start();
+    BootPlan plan = load_linux(mem_, files.kernel, files.initrd, cmdline_, rsdp);
+    load_ms_ = ms_since_vmm_start() - t0;
+    return plan;
+}
+
+namespace {
+std::string mib1(uint64_t bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f MiB", double(bytes) / (1 << 20));
+    return buf;
+}
+}  // namespace
+
+// What the kernel file was, how it is booted, and what that cost.
+void Machine::print_boot(const KernelImage& k) const {
+    const setup_header& h = k.hdr;
+    const char* via = k.mode == BootMode::Direct ? "direct" : "decompressor";
+    std::fprintf(stderr, "minivmm: kernel: %s, boot protocol %u.%02u%s, %s boot, 64-bit entry at %#llx\n",
+                 k.from_bzimage ? "bzImage" : "vmlinux ELF", h.version >> 8, h.version & 0xff,
+                 k.from_bzimage ? "" : " (header made by minivmm)", via, (unsigned long long)plan_.entry);
+    std::fprintf(stderr, "minivmm: boot: kernel file read (%s) in %.0f ms\n", mib1(k.file_bytes).c_str(), k.read_ms);
+    if (k.mode == BootMode::Direct && k.from_bzimage)
+        std::fprintf(stderr, "minivmm: boot: kernel decompressed (%s, %s -> %s) in %.0f ms\n",
+                     compression_name(k.compression), mib1(k.payload_bytes).c_str(), mib1(k.elf_file.size()).c_str(),
+                     k.prepare_ms);
+    uint64_t size = k.mode == BootMode::Direct ? k.elf.end - k.elf.start : k.protected_mode.size();
+    std::fprintf(stderr, "minivmm: boot: kernel and initrd loaded (%s, %s at %#llx) in %.0f ms\n",
+                 k.mode == BootMode::Direct ? "ELF segments" : "bzImage for its decompressor", mib1(size).c_str(),
+                 (unsigned long long)(k.mode == BootMode::Direct ? k.elf.start : layout::kKernel),
+                 load_ms_ + (k.mode == BootMode::Direct && k.from_bzimage ? 0 : k.prepare_ms));
 }
 
 const Kvm& Machine::check_cpu_limit() const {
@@ -113,8 +143,8 @@ Machine::Machine(const Options& opts, const BootFiles& files)
         std::fprintf(stderr, "minivmm: %u vCPU(s), %s RAM:", opts.cpus, mib(opts.mem).c_str());
         for (const auto& r : mem_.regions())
             std::fprintf(stderr, " [%#llx-%#llx)", (unsigned long long)r.gpa, (unsigned long long)(r.gpa + r.size));
-        std::fprintf(stderr, "\nminivmm: kernel boot protocol %u.%02u, 64-bit entry at %#llx\n",
-                     files.kernel.hdr.version >> 8, files.kernel.hdr.version & 0xff, (unsigned long long)plan_.entry);
+        std::fputc('\n', stderr);
+        print_boot(files.kernel);
         if (plan_.initrd_size)
             std::fprintf(stderr, "minivmm: initrd %llu bytes at %#llx\n", (unsigned long long)plan_.initrd_size,
                          (unsigned long long)plan_.initrd_gpa);
@@ -127,6 +157,8 @@ Machine::Machine(const Options& opts, const BootFiles& files)
     pio_.add(Serial::kCom1, 8, serial_.get());
     pio_.add(AcpiPorts::kBase, AcpiPorts::kLen, &pm_);
     pio_.add(I8042Reset::kCommand, 1, &i8042_);
+    mmio_.add(BootMarker::kGpa, 1, &boot_marker_);
+    if (opts.verbose) serial_->on_output([this] { phases_.console_output(); });
     pio_.add(PciBus::kConfigPort, PciBus::kConfigLen, &pci_);
     mmio_.add(PciBus::kWindowStart, PciBus::kWindowEnd - PciBus::kWindowStart, &pci_.mmio());
     add_devices();
@@ -190,6 +222,7 @@ int Machine::run() {
                     guarded(name, [&] {
                         enter_thread(ThreadKind::Vcpu, name);
                         filtered.wait();
+                        if (i == 0) phases_.guest_starting();
                         vcpus_[i]->run(pio_, mmio_, stop_);
                     });
                     ended[i] = true;

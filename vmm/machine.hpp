@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "vmm/acpi_pm.hpp"
+#include "vmm/boot_phases.hpp"
 #include "vmm/bzimage.hpp"
 #include "vmm/cli.hpp"
 #include "vmm/guest_memory.hpp"
@@ -47,6 +48,7 @@ private:
     static bool nested_host();
     void nudge_vcpus();
     void print_stats() const;
+    void print_boot(const KernelImage& k) const;
 
     // Members are built in the order they are declared: this is the order
     // of setting up, and its reverse is the order of tearing down.
@@ -64,6 +66,7 @@ private:
     Confinement confinement_;  // checked first, entered once KVM is open
     GuestMemory mem_;
     std::string cmdline_;
+    double load_ms_ = 0;  // copying the kernel and initrd into RAM, for --verbose
     BootPlan plan_;
     std::vector<NicHost> nic_hosts_;  // ports and vhost, until add_devices() gives them to NICs
     Kvm kvm_;                         // the first use of /dev/kvm
@@ -72,6 +75,8 @@ private:
     std::unique_ptr<Serial> serial_;
     AcpiPm pm_{stop_};
     I8042Reset i8042_{stop_};
+    BootPhases phases_{opts_.verbose};
+    BootMarker boot_marker_{phases_};
     GsiRouter router_{vm_};  // before the PCI devices: they return routes as they go
     PciBus pci_;
     // After mem_: devices stop their datapath threads before RAM goes away.

@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
         }
         // Input files first: a typo in a path should be reported as such even
         // on a host where KVM would fail too.
-        auto files = std::make_unique<BootFiles>(read_boot_files(opts.kernel, opts.initrd));
+        auto files = std::make_unique<BootFiles>(read_boot_files(opts.kernel, opts.initrd, opts.boot));
         // Before the machine: its device threads start as it is built, and
         // each installs its filter as it starts (vmm/seccomp_policy.cpp).
         seccomp_prepare(opts.seccomp);

@@ -112,6 +112,7 @@ void Serial::transmit(uint8_t c) {
         if (rx_.size() < kRxLimit) rx_.push_back(c);
         return;
     }
+    if (on_output_) on_output_();
     // The console is best effort: a closed or full stdout must not stop the guest.
     while (::write(out_fd_, &c, 1) < 0 && errno == EINTR) {
     }

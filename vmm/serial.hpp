@@ -18,6 +18,9 @@ public:
     // irq is called with the new line level whenever it changes; out_fd gets
     // every byte the guest transmits.
     Serial(std::function<void(bool)> irq, int out_fd);
+    // Called with each byte the guest transmits, before it is written out
+    // (the boot phase times); set before the guest runs.
+    void on_output(std::function<void()> f) { on_output_ = std::move(f); }
 
     void read(uint64_t offset, uint8_t* data, uint32_t size) override;
     void write(uint64_t offset, const uint8_t* data, uint32_t size) override;
@@ -37,6 +40,7 @@ private:
     std::mutex mu_;
     std::condition_variable space_;
     std::function<void(bool)> irq_;
+    std::function<void()> on_output_;
     int out_fd_;
     bool irq_level_ = false;
     bool stopping_ = false;

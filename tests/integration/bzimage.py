@@ -2,13 +2,36 @@
 
 They let the machine model (boot entry, ports, exits) be tested in seconds on
 any KVM, including this project's PVM development host, without Linux.
+The code runs either way minivmm boots a bzImage: 512 bytes into the
+protected-mode part, where a real bzImage has its decompressor's 64-bit entry
+(--boot=decompressor), and as the entry point of a small ELF kernel, the
+gzip-compressed payload the header locates (--boot=direct).
 """
+import gzip
 import struct
 
 SETUP_SECTS = 1
+ELF_LOAD = 0x1000000  # where x86-64 kernels are linked to load
 
 
-def make_bzimage(code, version=0x020F, xloadflags=1, loadflags=1, magic=b"HdrS"):
+def make_elf(code, paddr=ELF_LOAD, machine=62, elf_class=2):
+    """An x86-64 ELF executable, one PT_LOAD segment holding code at paddr, entered at its start."""
+    ehdr_size, phdr_size = 64, 56
+    offset = ehdr_size + phdr_size
+    ident = b"\x7fELF" + bytes([elf_class, 1, 1]) + bytes(9)
+    ehdr = ident + struct.pack("<HHIQQQIHHHHHH", 2, machine, 1, paddr, ehdr_size, 0, 0, ehdr_size, phdr_size, 1,
+                               64, 0, 0)
+    phdr = struct.pack("<IIQQQQQQ", 1, 5, offset, 0xFFFFFFFF80000000 + paddr, paddr, len(code), len(code), 0x200000)
+    return ehdr + phdr + bytes(code)
+
+
+def compress_payload(data):
+    """As the kernel's build does: gzip -9 -n (the uncompressed size is gzip's own last 4 bytes)."""
+    return gzip.compress(data, 9, mtime=0)
+
+
+def make_bzimage(code, version=0x020F, xloadflags=1, loadflags=1, magic=b"HdrS", payload=None):
+    """payload: the compressed kernel bytes (default: code as a gzip-compressed ELF kernel)."""
     setup = bytearray(512 * (SETUP_SECTS + 1))
     setup[0x1F1] = SETUP_SECTS
     struct.pack_into("<H", setup, 0x1FE, 0xAA55)
@@ -21,8 +44,11 @@ def make_bzimage(code, version=0x020F, xloadflags=1, loadflags=1, magic=b"HdrS")
     struct.pack_into("<H", setup, 0x236, xloadflags)
     struct.pack_into("<I", setup, 0x238, 2048)  # cmdline_size
     struct.pack_into("<I", setup, 0x260, 0x100000)  # init_size
-    payload = bytearray(0x200) + bytearray(code)  # 64-bit entry is 0x200 in
-    return bytes(setup) + bytes(payload)
+    protected = bytearray(0x200) + bytearray(code)  # 64-bit entry is 0x200 in
+    if payload is None:
+        payload = compress_payload(make_elf(code))
+    struct.pack_into("<II", setup, 0x248, len(protected), len(payload))  # payload_offset, payload_length
+    return bytes(setup) + bytes(protected) + bytes(payload)
 
 
 # x86-64 machine code fragments.

@@ -80,6 +80,34 @@ def scenario_bad_input(r):
         "older than 2.12"))
     r.case("32-bit-only kernel", lambda: one_line_error(
         ["--kernel", kernel_file("k32", data=bzimage.make_bzimage(bzimage.POWEROFF, xloadflags=0))], "64-bit"))
+    # Direct boot (the default for a bzImage): minivmm decompresses the payload and checks the ELF in it.
+    payload = lambda data: kernel_file("p", data=bzimage.make_bzimage(bzimage.POWEROFF, payload=data))
+    r.case("bzImage locating no payload", lambda: one_line_error(
+        ["--kernel", payload(b"")], "no compressed payload"))
+    r.case("corrupt gzip payload", lambda: one_line_error(
+        ["--kernel", payload(b"\x1f\x8b\x08\x00" + b"\xff" * 60 + b"\x00\x10\x00\x00")], "gzip"))
+    r.case("payload that decompresses beyond the header's init_size", lambda: one_line_error(
+        ["--kernel", payload(bzimage.compress_payload(bytes(2 << 20)))], "more than"))
+    r.case("payload in an unknown format", lambda: one_line_error(
+        ["--kernel", payload(b"\x42" * 100)], "no compression format"))
+    r.case("bzip2 payload: not decompressed here, --boot=decompressor named", lambda: one_line_error(
+        ["--kernel", payload(b"BZh91AY&SY" + bytes(40))], "--boot=decompressor"))
+    r.case("payload that is no ELF kernel", lambda: one_line_error(
+        ["--kernel", payload(bzimage.compress_payload(b"not an ELF file" * 10))], "not a usable vmlinux"))
+    r.case("payload ELF for another machine", lambda: one_line_error(
+        ["--kernel", payload(bzimage.compress_payload(bzimage.make_elf(bzimage.POWEROFF, machine=183)))],
+        "not x86-64"))
+    r.case("vmlinux with a segment over the zero page", lambda: one_line_error(
+        ["--kernel", kernel_file("low.elf", data=bzimage.make_elf(bzimage.POWEROFF, paddr=0x7000))], "outside"))
+    r.case("32-bit ELF kernel", lambda: one_line_error(
+        ["--kernel", kernel_file("k32.elf", data=bzimage.make_elf(bzimage.POWEROFF, elf_class=1))], "64-bit"))
+    r.case("truncated vmlinux", lambda: one_line_error(
+        ["--kernel", kernel_file("cut.elf", data=bzimage.make_elf(bzimage.POWEROFF)[:90])], "outside the file"))
+    r.case("--boot=decompressor with a vmlinux", lambda: one_line_error(
+        ["--kernel", kernel_file("ok.elf", data=bzimage.make_elf(bzimage.POWEROFF)), "--boot=decompressor"],
+        "uncompressed vmlinux"))
+    r.case("bad --boot value", lambda: one_line_error(["--kernel", good, "--boot=fast"], "--boot"))
+
     def unreadable():
         path = kernel_file("secret", bzimage.POWEROFF)
         os.chmod(path, 0)

@@ -38,9 +38,15 @@ TEST(BzImage, SetupSectsZeroMeansFour) {
     EXPECT_EQ(img.kernel.size(), f.size() - 5 * 512);
 }
 
+namespace {
+KernelImage for_decompressor(std::vector<uint8_t> file) {
+    return make_kernel_image(std::move(file), "k", BootMode::Decompressor);
+}
+}  // namespace
+
 TEST(LoadLinux, FillsZeroPageAndPlacesEverything) {
     GuestMemory mem(256ull << 20);
-    auto img = parse_bzimage(fake_bzimage(), "k");
+    auto img = for_decompressor(fake_bzimage());
     std::vector<uint8_t> initrd(3 << 20, 0xab);
     BootPlan plan = load_linux(mem, img, initrd, "console=ttyS0 hello", 0xe0000);
     EXPECT_EQ(plan.entry, layout::kKernel + 0x200);
@@ -62,10 +68,10 @@ TEST(LoadLinux, FillsZeroPageAndPlacesEverything) {
 
 TEST(LoadLinux, RefusesWhatDoesNotFit) {
     GuestMemory mem(64ull << 20);
-    auto img = parse_bzimage(fake_bzimage(4096, 0x020f, 60u << 20), "k");
+    auto img = for_decompressor(fake_bzimage(4096, 0x020f, 60u << 20));
     EXPECT_THROW(load_linux(mem, img, {}, "", 0), UserError);  // init_size beyond RAM
 
-    auto small = parse_bzimage(fake_bzimage(), "k");
+    auto small = for_decompressor(fake_bzimage());
     std::vector<uint8_t> big(50u << 20);
     EXPECT_THROW(load_linux(mem, small, big, "", 0), UserError);  // initrd over the kernel
     EXPECT_THROW(load_linux(mem, small, {}, std::string(5000, 'x'), 0), UserError);  // cmdline

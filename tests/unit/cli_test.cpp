@@ -34,6 +34,14 @@ TEST(Cli, Seccomp) {
     EXPECT_THROW(parse({"-k", "bz", "--seccomp"}), UserError);
 }
 
+TEST(Cli, Boot) {
+    EXPECT_FALSE(parse({"-k", "bz"}).boot.has_value());  // the kernel file's kind decides: direct
+    EXPECT_EQ(parse({"-k", "bz", "--boot=direct"}).boot, BootMode::Direct);
+    EXPECT_EQ(parse({"-k", "bz", "--boot", "decompressor"}).boot, BootMode::Decompressor);
+    EXPECT_THROW(parse({"-k", "bz", "--boot=pvh"}), UserError);
+    EXPECT_THROW(parse({"-k", "bz", "--boot"}), UserError);
+}
+
 TEST(Cli, LongShortAndEqualsForms) {
     auto o = parse({"-k", "bz", "--initrd=rd", "--mem", "2G", "--cpus=4", "-c", "quiet", "-v", "--stats"});
     EXPECT_EQ(o.initrd, "rd");
