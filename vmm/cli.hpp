@@ -33,6 +33,7 @@ struct Options {
     SeccompMode seccomp = SeccompMode::On;
     std::optional<std::string> user;  // --user USER or UID:GID
     std::optional<std::string> jail;  // --jail DIR
+    std::optional<std::string> api_sock;  // --api-sock PATH: the control socket
     bool help = false;
     bool version = false;
 };
@@ -53,5 +54,7 @@ SeccompMode parse_seccomp(const std::string& s);
 // The guest command line: the user's, plus what the machine model needs.
 std::string guest_cmdline(const Options& o);
 const char* usage();
+// minivmm ctl PATH COMMAND [KEY=VALUE...]: the control socket's client (vmm/ctl.cpp).
+const char* ctl_usage();
 
 }  // namespace minivmm
