@@ -5,6 +5,7 @@ set -eu
 pkgs=(
     g++ make libgtest-dev libgmock-dev            # build and unit tests
     libseccomp-dev                                # each thread's system call filter
+    nlohmann-json3-dev                            # the control socket's JSON (--api-sock, minivmm ctl)
     libcap-ng-dev                                 # dropping capabilities, --user
     clang libclang-rt-dev                         # fuzzing (libFuzzer, sanitizers)
     python3 util-linux iproute2                   # test driver, unshare/setpriv, netns

@@ -59,11 +59,6 @@ const char* usage() {
            "0 if it says ok, 1 if not (or if nothing serves PATH).\n";
 }
 
-const char* ctl_usage() {
-    return "usage: minivmm ctl PATH COMMAND [KEY=VALUE...]\n"
-           "  COMMAND: status, stats [nic=NAME], pause, resume, quit\n";
-}
-
 uint64_t parse_size(const std::string& s) {
     static const std::regex re(R"((\d+)([KkMmGgTt]?)(i?[Bb])?)");
     std::smatch m;

@@ -54,7 +54,5 @@ SeccompMode parse_seccomp(const std::string& s);
 // The guest command line: the user's, plus what the machine model needs.
 std::string guest_cmdline(const Options& o);
 const char* usage();
-// minivmm ctl PATH COMMAND [KEY=VALUE...]: the control socket's client (vmm/ctl.cpp).
-const char* ctl_usage();
 
 }  // namespace minivmm

@@ -9,7 +9,6 @@
 #include <cstring>
 
 #include "vmm/api_protocol.hpp"
-#include "vmm/cli.hpp"
 #include "vmm/error.hpp"
 #include "vmm/fd.hpp"
 
@@ -67,7 +66,7 @@ std::string exchange(const Fd& s, const std::string& path, const std::string& li
 }  // namespace
 
 json ctl_request(const std::vector<std::string>& args) {
-    if (args.empty() || args[0].empty()) throw UserError(std::string("ctl: no command\n") + ctl_usage());
+    if (args.empty() || args[0].empty()) throw UserError("ctl: no command (usage: minivmm ctl PATH COMMAND [KEY=VALUE...])");
     json req = {{"cmd", args[0]}};
     for (size_t i = 1; i < args.size(); i++) {
         size_t eq = args[i].find('=');
@@ -82,7 +81,7 @@ json ctl_request(const std::vector<std::string>& args) {
 
 int run_ctl(int argc, char** argv) {
     try {
-        if (argc < 2) throw UserError(std::string("ctl: expected a socket path and a command\n") + ctl_usage());
+        if (argc < 2) throw UserError("ctl: expected a socket path and a command (usage: minivmm ctl PATH COMMAND [KEY=VALUE...])");
         std::string path = argv[0];
         json req = ctl_request(std::vector<std::string>(argv + 1, argv + argc));
         Fd s = connect_to(path);

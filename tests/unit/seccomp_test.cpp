@@ -171,6 +171,7 @@ const Kind kKinds[] = {
     {ThreadKind::Console, "console"},
     {ThreadKind::Nudger, "vCPU nudger"},
     {ThreadKind::NetCtrl, "net0-ctrl"},
+    {ThreadKind::Api, "API"},
 };
 
 }  // namespace
@@ -242,6 +243,10 @@ TEST(Seccomp, EachKindItsOwnCalls) {
             case ThreadKind::Console:
                 pipe_round_trip(f);
                 allowed_ioctl(f, KVM_IRQ_LINE);
+                return;
+            case ThreadKind::Api:  // its socket calls: api_socket_test.cpp
+                pipe_round_trip(f);
+                must(pthread_kill(f.other, SIGUSR2) == 0, "pthread_kill");  // pause's kick
                 return;
             case ThreadKind::Nudger: {
                 pollfd none{-1, 0, 0};
