@@ -181,8 +181,11 @@ void ApiSocket::serve(int stop_fd, ApiTarget& target) {
                 }
             }
             if (!c.out.empty()) {
+                size_t before = c.out.size();
                 alive = flush(c);
-                c.last = now;
+                // Only a client that takes its replies is active: one that
+                // sends and never reads is idle, and loses its slot.
+                if (c.out.size() < before) c.last = now;
             }
             bool idle = now - c.last > std::chrono::milliseconds(kIdleLimitMs);
             if (!alive || (c.closing && c.out.empty()) || idle) clients[i].reset();
