@@ -8,10 +8,9 @@
 #include <thread>
 #include <vector>
 
+#include "vmm/acpi_pm.hpp"
 #include "vmm/api_protocol.hpp"
 #include "vmm/api_socket.hpp"
-
-#include "vmm/acpi_pm.hpp"
 #include "vmm/bzimage.hpp"
 #include "vmm/cli.hpp"
 #include "vmm/guest_memory.hpp"
@@ -71,7 +70,7 @@ private:
     bool signals_blocked_;
     bool by_signal_ = false;
     Stop stop_;
-    VcpuPause pause_;                              // the control socket's pause
+    VcpuPause pause_;                                // the control socket's pause
     std::chrono::steady_clock::time_point started_;  // the guest's start, for status
     // A thread that fails (an ioctl, a thread's own bug) stops the VM with one
     // line and status 2; the terminal is restored as for any other stop. One
