@@ -132,13 +132,16 @@ struct Fds {
         must(::pipe(pipe) == 0, "pipe");
         efd = eventfd(0, EFD_CLOEXEC);
         must(efd >= 0, "eventfd");
+        // Blocked before the thread starts, so it inherits the mask: blocked
+        // inside it, a kick sent before it got that far killed the child.
+        sigset_t s, old;
+        sigemptyset(&s);
+        sigaddset(&s, SIGUSR2);
+        pthread_sigmask(SIG_BLOCK, &s, &old);
         std::thread t([] {
-            sigset_t s;
-            sigemptyset(&s);
-            sigaddset(&s, SIGUSR2);
-            pthread_sigmask(SIG_BLOCK, &s, nullptr);
             for (;;) pause();  // until the child exits
         });
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
         other = t.native_handle();
         t.detach();
     }
