@@ -5,6 +5,7 @@
 #include "vmm/api_socket.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -254,10 +255,16 @@ TEST(ApiSocket, ClientsBeyondTheLimitAreToldAndClosed) {
     json busy = json::parse(read_line(extra));
     EXPECT_EQ(busy["ok"], false);
     EXPECT_NE(busy["error"].get<std::string>().find("too many clients"), std::string::npos);
-    held.pop_back();  // a slot freed: a new client is served
-    usleep(50000);
-    Fd next = connect_to(p);
-    send_all(next, "{\"cmd\":\"quit\"}\n");
-    EXPECT_EQ(json::parse(read_line(next))["ok"], true);
+    held.pop_back();  // a slot freed: a new client is served once the server has seen it go
+    json reply;
+    for (int i = 0; i < 500; i++) {
+        Fd next = connect_to(p);
+        send_all(next, "{\"cmd\":\"quit\"}\n");
+        reply = json::parse(read_line(next));
+        if (reply["ok"] == true) break;
+        usleep(10000);
+    }
+    EXPECT_EQ(reply["ok"], true) << reply.dump();
+    if (reply["ok"] != true) kill(pid, SIGKILL);
     EXPECT_EQ(wait_child(pid), 0);
 }
