@@ -5,6 +5,7 @@ set -eu
 pkgs=(
     g++ make libgtest-dev libgmock-dev            # build and unit tests
     libseccomp-dev                                # each thread's system call filter
+    nlohmann-json3-dev                            # the control socket's JSON (--api-sock, minivmm ctl)
     libcap-ng-dev                                 # dropping capabilities, --user
     zlib1g-dev liblzma-dev liblz4-dev libzstd-dev  # decompressing a bzImage's kernel (--boot=direct)
     clang libclang-rt-dev                         # fuzzing (libFuzzer, sanitizers)

@@ -3,8 +3,11 @@
 #pragma once
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "virtio/queue_stats.hpp"
 
 namespace minivmm {
 
@@ -54,8 +57,12 @@ public:
     // For the user: "net0" and a line on what the device is attached to.
     virtual std::string label() const { return "virtio" + std::to_string(device_id()); }
     virtual std::string describe() const { return {}; }
-    // --stats and SIGUSR1: the device's counters, if it keeps any.
-    virtual void print_stats(std::FILE* f) const { (void)f; }
+    // --stats, SIGUSR1 and the control socket: the device's counters, if it
+    // keeps any, and their printed form.
+    virtual std::optional<DeviceStats> stats() const { return std::nullopt; }
+    void print_stats(std::FILE* f) const {
+        if (auto s = stats()) print_device_stats(f, *s);
+    }
     virtual uint64_t features() const = 0;  // offered, transport bits included
     virtual uint16_t num_queues() const = 0;
     virtual uint16_t max_queue_size() const { return 256; }

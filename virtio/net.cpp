@@ -154,19 +154,21 @@ std::string VirtioNet::describe() const {
            std::to_string(pairs()) + " queue pair" + (pairs() > 1 ? "s" : "");
 }
 
-void VirtioNet::print_stats(std::FILE* f, const std::string& label) const {
-    unsigned n = pairs();
-    std::fprintf(f, "minivmm: %s (%s, vhost=%s, %u queue pair%s, %u in use):\n", label.c_str(),
-                 backend_->describe().c_str(), datapath(), n, n > 1 ? "s" : "", in_use_.load());
-    for (unsigned i = 0; i < 2 * n; i++) {
+std::optional<DeviceStats> VirtioNet::stats() const {
+    DeviceStats s{label_, backend_->describe(), datapath(), pairs(), in_use_.load(), {}};
+    for (unsigned i = 0; i < 2 * s.pairs; i++) {
         std::string name = (i % 2 ? "tx" : "rx") + std::to_string(i / 2);
-        if (const QueueStats* st = backend_->stats(i))
-            st->print(f, name.c_str());
-        else
-            std::fprintf(f, "  %s: served by the kernel's vhost-net (its counters are not visible here)\n",
-                         name.c_str());
+        const QueueStats* st = backend_->stats(i);
+        s.queues.push_back(st ? st->snapshot(name) : QueueCounters{name, false});
     }
-    ctrl_stats_.print(f, "ctrl");
+    s.queues.push_back(ctrl_stats_.snapshot("ctrl"));
+    return s;
+}
+
+void VirtioNet::print_stats(std::FILE* f, const std::string& label) const {
+    DeviceStats s = *stats();
+    s.label = label;
+    print_device_stats(f, s);
 }
 
 }  // namespace minivmm

@@ -50,7 +50,7 @@ public:
     uint32_t pci_class() const override { return 0x020000; }  // network controller, Ethernet
     std::string label() const override { return label_; }
     std::string describe() const override;
-    void print_stats(std::FILE* f) const override { print_stats(f, label_); }
+    std::optional<DeviceStats> stats() const override;
     uint64_t features() const override;
     uint16_t num_queues() const override { return static_cast<uint16_t>(2 * pairs() + 1); }
     void config_read(uint64_t off, uint8_t* data, uint32_t size) override;
@@ -60,6 +60,7 @@ public:
 
     const char* datapath() const { return backend_->datapath(); }
     unsigned pairs() const { return backend_->pairs(); }
+    using VirtioDevice::print_stats;
     void print_stats(std::FILE* f, const std::string& label) const;
 
 private:

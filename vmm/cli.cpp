@@ -49,11 +49,20 @@ const char* usage() {
            "      --jail DIR        run in a private mount namespace with DIR (bind-mounted\n"
            "                        read-only, nodev, nosuid, noexec) as its root; an empty\n"
            "                        directory will do: minivmm opens nothing after setup\n"
+           "      --api-sock PATH   serve a control socket at PATH (mode 0600; made before\n"
+           "                        --jail and --user take effect, so PATH is a host path;\n"
+           "                        removed at exit): one JSON request per line, such as\n"
+           "                        {\"cmd\":\"status\"}; commands status, stats, pause,\n"
+           "                        resume, quit\n"
            "  -h, --help            this text\n"
            "  -V, --version         version\n"
            "\n"
-           "The guest ends minivmm with poweroff or reboot (exit 0); so does SIGTERM\n"
-           "or Ctrl-C on the console.\n";
+           "The guest ends minivmm with poweroff or reboot (exit 0); so does SIGTERM,\n"
+           "Ctrl-C on the console, or the control socket's quit.\n"
+           "\n"
+           "usage: minivmm ctl PATH COMMAND [KEY=VALUE...]\n"
+           "Sends one request to the control socket at PATH and prints the reply; exits\n"
+           "0 if it says ok, 1 if not (or if nothing serves PATH).\n";
 }
 
 uint64_t parse_size(const std::string& s) {
@@ -144,7 +153,7 @@ BootMode parse_boot(const std::string& s) {
 }
 
 Options parse_cli(int argc, char** argv) {
-    enum { kStats = 1000, kSeccomp, kUser, kJail, kBoot };
+    enum { kStats = 1000, kSeccomp, kUser, kJail, kBoot, kApiSock };
     static const option longopts[] = {
         {"kernel", required_argument, nullptr, 'k'}, {"initrd", required_argument, nullptr, 'i'},
         {"cmdline", required_argument, nullptr, 'c'}, {"mem", required_argument, nullptr, 'm'},
@@ -152,6 +161,7 @@ Options parse_cli(int argc, char** argv) {
         {"verbose", no_argument, nullptr, 'v'},      {"stats", no_argument, nullptr, kStats},
         {"seccomp", required_argument, nullptr, kSeccomp}, {"user", required_argument, nullptr, kUser},
         {"jail", required_argument, nullptr, kJail}, {"boot", required_argument, nullptr, kBoot},
+        {"api-sock", required_argument, nullptr, kApiSock},
         {"help", no_argument, nullptr, 'h'},         {"version", no_argument, nullptr, 'V'},
         {nullptr, 0, nullptr, 0},
     };
@@ -187,6 +197,10 @@ Options parse_cli(int argc, char** argv) {
             case kUser: o.user = optarg; break;
             case kJail: o.jail = optarg; break;
             case kBoot: o.boot = parse_boot(optarg); break;
+            case kApiSock:
+                if (!*optarg) throw UserError("--api-sock: empty path");
+                o.api_sock = optarg;
+                break;
             case 'h': o.help = true; break;
             case 'V': o.version = true; break;
             case ':': throw UserError(std::string("option '") + argv[optind - 1] + "' needs a value");

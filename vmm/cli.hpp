@@ -35,6 +35,7 @@ struct Options {
     SeccompMode seccomp = SeccompMode::On;
     std::optional<std::string> user;  // --user USER or UID:GID
     std::optional<std::string> jail;  // --jail DIR
+    std::optional<std::string> api_sock;  // --api-sock PATH: the control socket
     bool help = false;
     bool version = false;
 };

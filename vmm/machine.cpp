@@ -133,6 +133,7 @@ Machine::Machine(const Options& opts, const BootFiles& files)
       cmdline_(guest_cmdline(opts)),
       plan_(load_guest(files)),
       nic_hosts_(open_nic_hosts()),
+      api_(opts.api_sock ? std::make_unique<ApiSocket>(*opts.api_sock) : nullptr),
       vm_(check_cpu_limit()) {
     // Every host resource is open: give up what is left before any thread
     // starts, so every thread inherits the loss.
@@ -215,6 +216,7 @@ int Machine::run() {
         // Set as a vCPU thread ends, however it ends (its filter refused too).
         std::unique_ptr<std::atomic<bool>[]> ended(new std::atomic<bool>[vcpus_.size()]{});
         std::thread nudger;
+        std::thread api = start_api([&filtered] { filtered.wait(); });
         try {
             for (size_t i = 0; i < vcpus_.size(); i++)
                 threads.emplace_back([this, i, &filtered, &ended] {
@@ -242,6 +244,8 @@ int Machine::run() {
         guarded("main", [] { enter_thread(ThreadKind::Main, "main"); });  // a failure stops the VM
         filtered.open();
         wait_for_stop();
+        pause_.release_for_stop();
+        if (api.joinable()) api.join();
         if (nudger.joinable()) nudger.join();
         // A vCPU may sit in KVM_RUN for as long as the guest halts: kick until
         // each has noticed (a kick can land before it entered KVM_RUN).

@@ -1,11 +1,16 @@
 // The whole PC: KVM VM, RAM, the kernel loaded into it, legacy devices, vCPUs.
 #pragma once
+#include <chrono>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "vmm/acpi_pm.hpp"
+#include "vmm/api_protocol.hpp"
+#include "vmm/api_socket.hpp"
 #include "vmm/boot_phases.hpp"
 #include "vmm/bzimage.hpp"
 #include "vmm/cli.hpp"
@@ -19,6 +24,7 @@
 #include "vmm/stop.hpp"
 #include "vmm/thread_guard.hpp"
 #include "vmm/vcpu.hpp"
+#include "vmm/vcpu_pause.hpp"
 
 namespace minivmm {
 
@@ -26,7 +32,7 @@ struct NicHost;
 class VirtioDevice;
 class VirtioPci;
 
-class Machine {
+class Machine : private ApiTarget {
 public:
     // Builds everything and loads the kernel; throws UserError on bad input.
     // What the host provides without KVM (memory, the guest's image in it,
@@ -50,12 +56,24 @@ private:
     void print_stats() const;
     void print_boot(const KernelImage& k) const;
 
+    // The control socket (api_machine.cpp). start_api() runs as the guest
+    // starts, before the vCPU threads: the API thread waits for
+    // wait_filtered() as they do.
+    std::thread start_api(const std::function<void()>& wait_filtered);
+    nlohmann::ordered_json status() override;
+    nlohmann::ordered_json stats(const std::string& nic) override;
+    nlohmann::ordered_json pause() override;
+    nlohmann::ordered_json resume() override;
+    nlohmann::ordered_json quit() override;
+
     // Members are built in the order they are declared: this is the order
     // of setting up, and its reverse is the order of tearing down.
     const Options& opts_;
     bool signals_blocked_;
     bool by_signal_ = false;
     Stop stop_;
+    VcpuPause pause_;                                // the control socket's pause
+    std::chrono::steady_clock::time_point started_;  // the guest's start, for status
     // A thread that fails (an ioctl, a thread's own bug) stops the VM with one
     // line and status 2; the terminal is restored as for any other stop. One
     // that fails while the VM is stopping anyway is still said.
@@ -69,6 +87,7 @@ private:
     double load_ms_ = 0;  // copying the kernel and initrd into RAM, for --verbose
     BootPlan plan_;
     std::vector<NicHost> nic_hosts_;  // ports and vhost, until add_devices() gives them to NICs
+    std::unique_ptr<ApiSocket> api_;  // --api-sock, made while the host's paths are in reach
     Kvm kvm_;                         // the first use of /dev/kvm
     Vm vm_;
     IoBus pio_, mmio_;

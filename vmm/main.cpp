@@ -10,10 +10,12 @@
 
 #include <cstdio>
 #include <memory>
+#include <string>
 #include <system_error>
 
 #include "vmm/bzimage.hpp"
 #include "vmm/cli.hpp"
+#include "vmm/ctl.hpp"
 #include "vmm/error.hpp"
 #include "vmm/kvm.hpp"
 #include "vmm/machine.hpp"
@@ -43,6 +45,8 @@ void print_seccomp(minivmm::SeccompMode mode) {
 
 int main(int argc, char** argv) {
     using namespace minivmm;
+    // The control socket's client: no VM, no KVM.
+    if (argc >= 2 && std::string(argv[1]) == "ctl") return run_ctl(argc - 2, argv + 2);
     try {
         Options opts = parse_cli(argc, argv);
         if (opts.help) {

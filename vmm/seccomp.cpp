@@ -48,7 +48,7 @@ KernelTermios g_term{};
 thread_local char t_name[48];
 
 const char* const kKindNames[kThreadKinds] = {"main", "vCPU", "vhost worker", "I/O", "MSI-X watcher", "console",
-                                              "vCPU nudger", "control queue"};
+                                              "vCPU nudger", "control queue", "API"};
 
 scmp_filter_ctx new_filter(SeccompMode mode) {
     uint32_t action = mode == SeccompMode::Log ? SCMP_ACT_LOG : SCMP_ACT_TRAP;

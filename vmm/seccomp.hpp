@@ -11,8 +11,8 @@
 
 namespace minivmm {
 
-enum class ThreadKind { Main, Vcpu, VhostWorker, NetIo, MsixWatcher, Console, Nudger, NetCtrl };
-constexpr int kThreadKinds = 8;
+enum class ThreadKind { Main, Vcpu, VhostWorker, NetIo, MsixWatcher, Console, Nudger, NetCtrl, Api };
+constexpr int kThreadKinds = 9;
 const char* thread_kind_name(ThreadKind kind);
 
 // on: a forbidden call traps (the line, exit 2); log: it is logged by the

@@ -189,6 +189,22 @@ void nudger_thread(Allowlist& l) {
     l.allow(SCMP_SYS(poll));  // the stop eventfd, with a 20 ms timeout
     kicks(l);
 }
+
+// The control socket (--api-sock, vmm/api_socket.hpp): clients accepted on
+// the listening socket made before confinement, their lines read and their
+// replies sent; pause kicks the vCPUs. Never a new socket or file: the path
+// it removes as the VM stops is reached through a directory fd opened then.
+void api_thread(Allowlist& l) {
+    waits(l);                            // the stop eventfd and the clients (poll, read)
+    l.allow(SCMP_SYS(accept4));
+    l.allow(SCMP_SYS(sendto));           // replies, with MSG_NOSIGNAL: a client gone is no SIGPIPE
+    l.allow(SCMP_SYS(close));            // a client done or idle too long
+    kicks(l);                            // pause: every vCPU out of KVM_RUN
+    l.allow(SCMP_SYS(clock_gettime));    // idle limits and uptime, where the vDSO falls back to it
+    // Removing the socket: checked to still be ours (by inode), then unlinked.
+    l.allow(SCMP_SYS(newfstatat));
+    l.allow(SCMP_SYS(unlinkat), {arg_eq(2, 0)});  // a file, never AT_REMOVEDIR
+}
 }  // namespace
 
 void write_policy(ThreadKind kind, Allowlist& l) {
@@ -202,6 +218,7 @@ void write_policy(ThreadKind kind, Allowlist& l) {
         case ThreadKind::Console: return console_thread(l);
         case ThreadKind::Nudger: return nudger_thread(l);
         case ThreadKind::NetCtrl: return net_ctrl_thread(l);
+        case ThreadKind::Api: return api_thread(l);
     }
 }
 

@@ -15,6 +15,7 @@
 #include "vmm/kvm.hpp"
 #include "vmm/layout.hpp"
 #include "vmm/stop.hpp"
+#include "vmm/vcpu_pause.hpp"
 
 namespace minivmm {
 
@@ -224,6 +225,12 @@ void Vcpu::run(IoBus& pio, IoBus& mmio, Stop& stop) {
     pthread_sigmask(SIG_UNBLOCK, &kick, nullptr);
 
     while (!stop.requested()) {
+        // Checked after running_ is set: a pause requested before is seen
+        // here, one requested after kicks this thread (immediate_exit).
+        if (pause_ && pause_->wanted()) {
+            pause_->park(stop);
+            continue;
+        }
         if (state_wanted_.exchange(false)) std::fputs(state_line().c_str(), stderr);
         if (::ioctl(fd_, KVM_RUN, 0) < 0) {
             if (errno == EINTR || errno == EAGAIN) {

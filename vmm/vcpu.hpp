@@ -15,6 +15,7 @@ class Vm;
 class IoBus;
 class Stop;
 class GuestMemory;
+class VcpuPause;
 
 struct VcpuStats {
     std::atomic<uint64_t> io_exits{0}, mmio_exits{0};
@@ -47,6 +48,8 @@ public:
     // stands (RIP, interrupt flag, pending and in-service vectors) at its next
     // exit. For a guest that has stopped making progress (SIGUSR1).
     void request_state_line();
+    // Before run(): where it parks when asked to pause (vcpu_pause.hpp).
+    void attach_pause(VcpuPause* p) { pause_ = p; }
     VcpuStats stats;
 
     static void install_kick_handler();
@@ -66,6 +69,7 @@ private:
     std::atomic<bool> running_{false};
     std::atomic<bool> exited_{false};
     std::atomic<bool> state_wanted_{false};
+    VcpuPause* pause_ = nullptr;
 };
 
 // Writes the 4 GiB identity map (2 MiB pages) and the boot GDT into low RAM.

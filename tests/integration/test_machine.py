@@ -3,8 +3,14 @@
 Runs wherever the KVM probe (kvm_probe.py) finds a KVM that can make and run
 a VM, including a PVM one; otherwise in the emulated outer host.
 """
+import json
 import os
 import signal
+import socket
+import stat
+import struct
+import subprocess
+import tempfile
 import time
 
 import bzimage
@@ -158,3 +164,167 @@ def scenario_kvm_permission(r):
         one_line_error(["--kernel", good], "/dev/kvm: permission denied",
                        wrap=("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"), hide_kvm=False)
     r.case("/dev/kvm not permitted", kvm_denied)
+
+
+# A guest that writes "x" to COM1 over and over, a short delay loop between:
+# its output stops while its vCPU is paused and goes on after resume.
+SERIAL_LOOP = (lambda body: body + b"\xe9" + struct.pack("<i", -(len(body) + 5)))(
+    bzimage.out_dx_al(0x3F8, ord("x")) + b"\xb9" + struct.pack("<I", 1000) + b"\xe2\xfe")  # mov ecx,1000; loop $
+
+
+def ctl(sock, *args, timeout=60):
+    p = subprocess.run([MINIVMM, "ctl", sock] + list(args), stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=timeout)
+    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+
+def ctl_ok(sock, *args):
+    rc, out, err = ctl(sock, *args)
+    check(rc == 0, f"ctl {' '.join(args)}: exit {rc}: {out.strip()} {err.strip()}")
+    reply = json.loads(out)
+    check(reply.get("ok") is True, f"ctl {' '.join(args)}: {reply}")
+    return reply
+
+
+def wait_for_socket(g, sock, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(sock):
+        check(g.proc.poll() is None, f"VMM exited with {g.proc.returncode}: {g.out[-500:]!r}")
+        check(time.monotonic() < deadline, f"no socket at {sock} after {timeout}s")
+        time.sleep(0.05)
+
+
+def raw_exchange(sock, data):
+    """Sends bytes on one connection; returns the reply lines, one per request line."""
+    want = data.count(b"\n")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(20)
+        s.connect(sock)
+        s.sendall(data)
+        buf = b""
+        while buf.count(b"\n") < want:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return [json.loads(line) for line in buf.decode().splitlines()]
+
+
+def xs(g):
+    with g.lock:
+        return g.out.count("x")
+
+
+def quit_and_check(g, sock):
+    check(ctl_ok(sock, "quit")["state"] == "stopping", "quit's reply")
+    rc = g.wait_exit(20)
+    check(rc == 0, f"exit status {rc} after quit: {g.out[-500:]!r}")
+    check(not os.path.exists(sock), f"{sock} left behind after quit")
+
+
+def scenario_control_socket(r):
+    loop = kernel_file("serial-loop", SERIAL_LOOP)
+    halt = kernel_file("halt", bzimage.HALT_FOREVER)
+
+    def serve(name, args, sock_dir=None, wrap=()):
+        d = sock_dir or tempfile.mkdtemp(prefix="api-", dir=TMP)
+        sock = os.path.join(d, "api.sock")
+        g = Guest(list(wrap) + [MINIVMM, "--api-sock", sock] + args, name)
+        wait_for_socket(g, sock)
+        return g, sock
+
+    def pause_resume_quit():
+        # seccomp on (the default): a call the API thread's list lacks ends the test.
+        g, sock = serve("api-main", ["--mem", "256M", "--kernel", loop])
+        try:
+            mode = stat.S_IMODE(os.lstat(sock).st_mode)
+            check(stat.S_ISSOCK(os.lstat(sock).st_mode) and mode == 0o600, f"socket mode {mode:o}, not 600")
+            st = ctl_ok(sock, "status")
+            check(st["state"] == "running" and st["vcpus"] == 1 and st["memory_mib"] == 256 and st["nics"] == [],
+                  f"status: {st}")
+            deadline = time.monotonic() + 30
+            while xs(g) < 100:
+                check(time.monotonic() < deadline, f"the guest wrote {xs(g)} bytes in 30 s")
+                time.sleep(0.05)
+            check(ctl_ok(sock, "pause")["state"] == "paused", "pause's reply")
+            check(ctl_ok(sock, "pause")["state"] == "paused", "a second pause's reply")
+            check(ctl_ok(sock, "status")["state"] == "paused", "status after pause")
+            time.sleep(0.5)  # what was written before the pause reaches our reader
+            held = xs(g)
+            time.sleep(1.5)
+            check(xs(g) == held, f"the guest wrote {xs(g) - held} bytes while paused")
+            check(ctl_ok(sock, "resume")["state"] == "running", "resume's reply")
+            deadline = time.monotonic() + 30
+            while xs(g) <= held:
+                check(time.monotonic() < deadline, "no output in 30 s after resume")
+                time.sleep(0.05)
+            check(ctl_ok(sock, "status")["state"] == "running", "status after resume")
+            quit_and_check(g, sock)
+            return f"{held} bytes of output before the pause, none during it, more after resume"
+        finally:
+            g.kill()
+    r.case("control socket: mode 0600, status, pause holds the guest, resume, quit exits 0 and removes it",
+           pause_resume_quit)
+
+    def garbage():
+        g, sock = serve("api-garbage", ["--kernel", halt])
+        try:
+            bad = [b"not json", b"[1,2]", b"{\"cmd\":5}", b"{\"cmd\":\"snapshot\"}", b"{\"cmd\":\"migrate\"}",
+                   b"{\"cmd\":\"status\",\"x\":1}", b"{\"cmd\":\"stats\",\"nic\":7}", b"\xff\xfe",
+                   b"{\"cmd\":\"status\"}" + b" " * 70000]
+            replies = raw_exchange(sock, b"\n".join(bad) + b"\n{\"cmd\":\"status\"}\n")
+            check(len(replies) == len(bad) + 1, f"{len(replies)} replies to {len(bad) + 1} lines")
+            for line, rep in zip(bad, replies):
+                check(rep.get("ok") is False and rep.get("error"), f"{line[:40]!r}: {rep}")
+            check(replies[-1].get("ok") is True and replies[-1]["state"] == "running",
+                  f"status after the garbage: {replies[-1]}")
+            # A client that connects and says nothing holds nobody up.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+                silent.connect(sock)
+                check(ctl_ok(sock, "status")["state"] == "running", "status beside a silent client")
+            rc, out, err = ctl(sock, "snapshot")
+            check(rc == 1 and json.loads(out)["ok"] is False, f"ctl snapshot: exit {rc}, {out!r}")
+            quit_and_check(g, sock)
+            return f"{len(bad)} bad lines answered with errors"
+        finally:
+            g.kill()
+    r.case("control socket: bad lines get error replies, the VM answers on", garbage)
+
+    def refusals():
+        rc, out, err = ctl(os.path.join(TMP, "no-such.sock"), "status")
+        lines = err.strip().splitlines()
+        check(rc == 1 and out == "" and len(lines) == 1 and "no such socket" in lines[0],
+              f"ctl on a missing socket: exit {rc}, {err!r}")
+        taken = kernel_file("not-a-socket", b"")
+        one_line_error(["--kernel", halt, "--api-sock", taken], "exists and is not a socket")
+        check(os.path.exists(taken), "the refused path was removed")
+    r.case("control socket: ctl on a missing socket and --api-sock on a file: one line, exit 1", refusals)
+
+    def paused_quit():
+        g, sock = serve("api-paused-quit", ["--cpus", "2", "--kernel", halt])
+        try:
+            check(ctl_ok(sock, "pause")["state"] == "paused", "pause's reply")
+            st = ctl_ok(sock, "status")
+            check(st["state"] == "paused" and st["vcpus"] == 2, f"status: {st}")
+            quit_and_check(g, sock)
+        finally:
+            g.kill()
+    r.case("control socket: quit while both vCPUs are paused exits 0", paused_quit)
+
+    def confined_socket():
+        jail = os.path.join(TMP, "jail")
+        os.makedirs(jail, exist_ok=True)
+        # The socket's directory is the user's: it removes the socket as it ends.
+        d = tempfile.mkdtemp(prefix="api-user-", dir=TMP)
+        os.chown(d, 65534, 65534)
+        os.chmod(TMP, 0o755)
+        g, sock = serve("api-confined", ["--cpus", "2", "--kernel", halt, "--user", "65534:65534", "--jail", jail],
+                        sock_dir=d)
+        try:
+            check(ctl_ok(sock, "status")["state"] == "running", "status")
+            check(ctl_ok(sock, "pause")["state"] == "paused", "pause")
+            check(ctl_ok(sock, "resume")["state"] == "running", "resume")
+            quit_and_check(g, sock)
+        finally:
+            g.kill()
+    r.case("control socket: --user 65534:65534 --jail DIR, the path made before and removed after", confined_socket)

@@ -4,14 +4,16 @@ Each scenario creates its own network namespace; minivmm runs inside it, so
 its taps, their addresses and the host-side servers exist only there.
 Runs in the emulated outer host (a stock kernel needs VMX/SVM).
 """
+import json
 import os
 import re
 import signal
+import subprocess
 import tempfile
 import time
 
 from netns import BulkServer, Netns
-from vmtest import check, confined, minivmm, rss_outside_guest_mib, vmm_threads
+from vmtest import MINIVMM, check, confined, minivmm, rss_outside_guest_mib, vmm_threads
 
 BOOT_TIMEOUT = int(os.environ.get("MINIVMM_BOOT_TIMEOUT", "240"))
 BULK = 50 << 20  # the issue asks for at least 50 MB each way
@@ -172,10 +174,28 @@ def footprint(g, bound_mib=16):
     return f"{mib:.1f} MiB"
 
 
+def api_stats(sock, vhost):
+    """The control socket's stats after the transfers: per-queue counters,
+    non-zero where minivmm serves the queue (vhost-net's are not visible)."""
+    p = subprocess.run([MINIVMM, "ctl", sock, "stats"], capture_output=True, timeout=60)
+    check(p.returncode == 0, f"ctl stats: exit {p.returncode}: {p.stdout[-300:]!r} {p.stderr[-300:]!r}")
+    nic = json.loads(p.stdout)["nics"][0]
+    queues = {q["name"]: q for q in nic["queues"]}
+    check(nic["datapath"] == vhost and set(queues) == {"rx0", "tx0", "ctrl"}, f"stats: {nic}")
+    served = ["ctrl"] if vhost == "kernel" else ["rx0", "tx0", "ctrl"]
+    for name in served:
+        check(queues[name]["visible"] and queues[name]["packets"] > 0, f"{name}: {queues[name]}")
+    return ", ".join(f"{n} {queues[n]['packets']} packets" for n in served)
+
+
 def one_nic(r, vhost):
     ns = Netns(f"mvtest-{vhost}")
     tap = f"mvt{vhost}"
-    g = minivmm("--mem", "512M", "--cmdline", f"quiet guest.ip=eth0:{GUEST}/24",
+    # The control socket's directory is nobody's: minivmm, as nobody, removes it at exit.
+    api_dir = tempfile.mkdtemp(prefix="minivmm-api-")
+    os.chown(api_dir, NOBODY, NOBODY)
+    sock = os.path.join(api_dir, "api.sock")
+    g = minivmm("--mem", "512M", "--cmdline", f"quiet guest.ip=eth0:{GUEST}/24", "--api-sock", sock,
                 "--net", f"{tap},vhost={vhost}", *unprivileged(), wrap=ns.prefix(), log_name=f"net-{vhost}")
     try:
         r.case("boots with a NIC; missing tap is created and announced", lambda: (
@@ -191,6 +211,7 @@ def one_nic(r, vhost):
         r.case("50 MB guest to host, sha256 matches", lambda: bulk_to_host(g, ns, 5301))
         r.case("50 MB host to guest, sha256 matches", lambda: bulk_from_host(g, ns, 5302))
         r.case("guest's driver dropped no received frame", lambda: guest_rx_clean(g))
+        r.case("control socket's stats: per-queue counters after the transfers", lambda: api_stats(sock, vhost))
         r.case("minivmm's memory outside guest RAM under 16 MiB after the transfers", lambda: footprint(g))
         r.case("three driver reloads, traffic after each", lambda: reload_driver(g, 3))
         r.case("kicks exit to minivmm only with vhost=off (--stats counters)", lambda: kicks_bypass_minivmm(g, vhost))

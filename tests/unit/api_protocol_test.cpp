@@ -1,0 +1,150 @@
+// The control socket's request lines: every malformed one is an error reply
+// that names what is wrong, and a good one reaches the target.
+#include "vmm/api_protocol.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+using namespace minivmm;
+using json = nlohmann::ordered_json;
+
+namespace {
+
+struct FakeTarget : ApiTarget {
+    std::vector<std::string> calls;
+    std::string nic_asked;
+    bool fail_pause = false;
+    json status() override {
+        calls.push_back("status");
+        return {{"state", "running"}, {"vcpus", 1}};
+    }
+    json stats(const std::string& nic) override {
+        calls.push_back("stats");
+        nic_asked = nic;
+        return {{"nics", json::array()}};
+    }
+    json pause() override {
+        calls.push_back("pause");
+        if (fail_pause) throw ApiError("the VM is stopping");
+        return {{"state", "paused"}};
+    }
+    json resume() override {
+        calls.push_back("resume");
+        return {{"state", "running"}};
+    }
+    json quit() override {
+        calls.push_back("quit");
+        return {};
+    }
+};
+
+json reply(const std::string& line, FakeTarget& t) {
+    std::string out = api_handle_line(line, t);
+    EXPECT_FALSE(out.empty());
+    EXPECT_EQ(out.back(), '\n');
+    EXPECT_EQ(out.find('\n'), out.size() - 1) << "a reply is one line: " << out;
+    return json::parse(out);
+}
+
+}  // namespace
+
+TEST(ApiProtocol, MalformedLinesGetErrorRepliesNamingTheFault) {
+    struct Case {
+        std::string line, error_has;
+    };
+    const Case cases[] = {
+        {"", "not valid JSON"},
+        {"   ", "not valid JSON"},
+        {"{", "not valid JSON"},
+        {"{\"cmd\":\"status\"", "not valid JSON"},
+        {"{\"cmd\":\"status\"}}", "not valid JSON"},
+        {"{\"cmd\":\"status\"} {\"cmd\":\"pause\"}", "not valid JSON"},
+        {"status", "not valid JSON"},
+        {"\xff\xfe{}", "not valid JSON"},
+        {std::string("{\"cmd\":\"st\0atus\"}", 17), "not valid JSON"},
+        {"[\"status\"]", "JSON object"},
+        {"\"status\"", "JSON object"},
+        {"42", "JSON object"},
+        {"null", "JSON object"},
+        {"{}", "no \"cmd\""},
+        {"{\"command\":\"status\"}", "no \"cmd\""},
+        {"{\"cmd\":1}", "must be a string"},
+        {"{\"cmd\":null}", "must be a string"},
+        {"{\"cmd\":[\"status\"]}", "must be a string"},
+        {"{\"cmd\":{\"name\":\"status\"}}", "must be a string"},
+        {"{\"cmd\":\"\"}", "unknown command ''"},
+        {"{\"cmd\":\"STATUS\"}", "unknown command 'STATUS'"},
+        {"{\"cmd\":\"snapshot\"}", "unknown command 'snapshot'"},
+        {"{\"cmd\":\"migrate\"}", "unknown command 'migrate'"},
+        {"{\"cmd\":\"status\",\"verbose\":true}", "takes no argument 'verbose'"},
+        {"{\"cmd\":\"pause\",\"nic\":\"net0\"}", "takes no argument 'nic'"},
+        {"{\"cmd\":\"stats\",\"nic\":0}", "argument 'nic' must be a string"},
+        {"{\"cmd\":\"stats\",\"nic\":[\"net0\"]}", "argument 'nic' must be a string"},
+        {"{\"cmd\":\"stats\",\"nic\":null}", "argument 'nic' must be a string"},
+        {"{\"cmd\":\"stats\",\"queue\":\"rx0\"}", "takes no argument 'queue'"},
+    };
+    for (const Case& c : cases) {
+        SCOPED_TRACE(c.line);
+        FakeTarget t;
+        json r = reply(c.line, t);
+        EXPECT_EQ(r["ok"], false);
+        ASSERT_TRUE(r["error"].is_string());
+        EXPECT_NE(r["error"].get<std::string>().find(c.error_has), std::string::npos) << r.dump();
+        EXPECT_TRUE(t.calls.empty()) << "a bad request reached the target";
+    }
+}
+
+TEST(ApiProtocol, GoodRequestsReachTheTargetAndSayOk) {
+    FakeTarget t;
+    json r = reply("{\"cmd\":\"status\"}", t);
+    EXPECT_EQ(r, json::parse(R"({"ok":true,"state":"running","vcpus":1})"));
+    EXPECT_EQ(r.begin().key(), "ok");  // first, for a human reading it
+    EXPECT_EQ(reply(" { \"cmd\" : \"pause\" } ", t)["state"], "paused");
+    EXPECT_EQ(reply("{\"cmd\":\"resume\"}\r", t)["state"], "running");  // a CRLF client
+    EXPECT_EQ(reply("{\"cmd\":\"quit\"}", t), json::parse(R"({"ok":true})"));
+    EXPECT_EQ(reply("{\"cmd\":\"stats\",\"nic\":\"net1\"}", t)["ok"], true);
+    EXPECT_EQ(t.nic_asked, "net1");
+    EXPECT_EQ(reply("{\"cmd\":\"stats\"}", t)["ok"], true);
+    EXPECT_EQ(t.nic_asked, "");
+    EXPECT_EQ(t.calls, (std::vector<std::string>{"status", "pause", "resume", "quit", "stats", "stats"}));
+}
+
+TEST(ApiProtocol, TargetErrorsBecomeErrorReplies) {
+    FakeTarget t;
+    t.fail_pause = true;
+    json r = reply("{\"cmd\":\"pause\"}", t);
+    EXPECT_EQ(r, json::parse(R"({"ok":false,"error":"the VM is stopping"})"));
+}
+
+TEST(ApiProtocol, OverlongLineIsRefusedUnparsed) {
+    FakeTarget t;
+    std::string pad(kMaxRequestLine, ' ');
+    // Valid JSON, but over the limit: refused before parsing.
+    json r = reply("{\"cmd\":\"status\"}" + pad, t);
+    EXPECT_EQ(r["ok"], false);
+    EXPECT_NE(r["error"].get<std::string>().find("longer than 65536"), std::string::npos);
+    EXPECT_TRUE(t.calls.empty());
+    // At the limit: served.
+    std::string at = "{\"cmd\":\"status\"}";
+    at += std::string(kMaxRequestLine - at.size(), ' ');
+    EXPECT_EQ(reply(at, t)["ok"], true);
+}
+
+TEST(ApiProtocol, DeepNestingIsAnErrorNotACrash) {
+    FakeTarget t;
+    std::string deep = std::string(20000, '[') + std::string(20000, ']');
+    json r = reply(deep, t);
+    EXPECT_EQ(r["ok"], false);
+}
+
+TEST(ApiProtocol, ErrorEchoOfBadUtf8StaysOneValidLine) {
+    FakeTarget t;
+    // Valid JSON escapes that decode to a lone surrogate are refused by the
+    // parser; raw bytes that are not UTF-8 too; either way the reply is JSON.
+    for (std::string line : {std::string("{\"cmd\":\"\\ud800\"}"), std::string("{\"cmd\":\"\xc3\x28\"}")}) {
+        json r = reply(line, t);
+        EXPECT_EQ(r["ok"], false);
+    }
+}

@@ -1,0 +1,270 @@
+// The control socket's listening end and its server loop, without KVM: a
+// fake target behind a real unix socket in a temporary directory. The
+// served cases run the loop in a forked child under the API thread's
+// seccomp filter, so a call missing from its list fails them.
+#include "vmm/api_socket.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "vmm/api_protocol.hpp"
+#include "vmm/error.hpp"
+#include "vmm/fd.hpp"
+#include "vmm/seccomp.hpp"
+
+using namespace minivmm;
+using json = nlohmann::ordered_json;
+
+namespace {
+
+struct TempDir {
+    std::string path;
+    TempDir() {
+        char t[] = "/tmp/minivmm-api-XXXXXX";
+        if (!mkdtemp(t)) throw std::runtime_error("mkdtemp");
+        path = t;
+    }
+    ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
+};
+
+bool exists(const std::string& p) {
+    struct stat st;
+    return lstat(p.c_str(), &st) == 0;
+}
+
+Fd connect_to(const std::string& path) {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+    Fd s(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) return Fd();
+    return s;
+}
+
+void send_all(const Fd& s, const std::string& data) {
+    for (size_t off = 0; off < data.size();) {
+        ssize_t n = send(s.get(), data.data() + off, data.size() - off, MSG_NOSIGNAL);
+        if (n <= 0) throw std::runtime_error("send");
+        off += static_cast<size_t>(n);
+    }
+}
+
+// One reply line, or "" after 5 s.
+std::string read_line(const Fd& s) {
+    std::string line;
+    char c;
+    for (;;) {
+        pollfd p{s.get(), POLLIN, 0};
+        if (poll(&p, 1, 5000) != 1) return "";
+        if (read(s.get(), &c, 1) != 1) return line;
+        if (c == '\n') return line;
+        line += c;
+    }
+}
+
+// Answers status; quit writes the stop eventfd, as the Machine's stop does.
+struct FakeTarget : ApiTarget {
+    int stop_fd;
+    explicit FakeTarget(int fd) : stop_fd(fd) {}
+    json status() override { return {{"state", "running"}}; }
+    json stats(const std::string&) override { return {{"nics", json::array()}}; }
+    json pause() override { return {{"state", "paused"}}; }
+    json resume() override { return {{"state", "running"}}; }
+    json quit() override {
+        uint64_t one = 1;
+        [[maybe_unused]] ssize_t n = write(stop_fd, &one, sizeof one);
+        return {{"state", "stopping"}};
+    }
+};
+
+// Serves path in a forked child, on a thread under the API filter; returns
+// the child's pid. The child exits 0 when serve() returns.
+pid_t serve_in_child(const std::string& path) {
+    std::fflush(stderr);
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    try {
+        Fd stop(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        ApiSocket sock(path);
+        FakeTarget target(stop.get());
+        seccomp_prepare(SeccompMode::On);
+        std::thread t([&] {
+            enter_thread(ThreadKind::Api, "API");
+            sock.serve(stop.get(), target);
+        });
+        t.join();
+        _exit(0);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "child: %s\n", e.what());
+        _exit(3);
+    }
+}
+
+Fd wait_connect(const std::string& path) {
+    for (int i = 0; i < 500; i++) {
+        if (Fd s = connect_to(path)) return s;
+        usleep(10000);
+    }
+    return Fd();
+}
+
+int wait_child(pid_t pid) {
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+}  // namespace
+
+TEST(ApiSocket, CreatedOwnerOnlyAndRemoved) {
+    TempDir d;
+    std::string p = d.path + "/api.sock";
+    {
+        mode_t old = umask(0);  // a permissive umask must not leak into the socket's mode
+        ApiSocket s(p);
+        umask(old);
+        struct stat st;
+        ASSERT_EQ(lstat(p.c_str(), &st), 0);
+        EXPECT_TRUE(S_ISSOCK(st.st_mode));
+        EXPECT_EQ(st.st_mode & 0777, 0600u);
+        EXPECT_EQ(umask(old), old) << "the process umask was not restored";
+    }
+    EXPECT_FALSE(exists(p)) << "the socket outlived its ApiSocket";
+}
+
+TEST(ApiSocket, RefusesWhatIsNotAStaleSocket) {
+    TempDir d;
+    std::string file = d.path + "/file";
+    close(open(file.c_str(), O_CREAT | O_WRONLY, 0600));
+    EXPECT_THROW(
+        {
+            try {
+                ApiSocket s(file);
+            } catch (const UserError& e) {
+                EXPECT_NE(std::string(e.what()).find("exists and is not a socket"), std::string::npos) << e.what();
+                throw;
+            }
+        },
+        UserError);
+    EXPECT_TRUE(exists(file)) << "a refused path was removed";
+
+    std::string live = d.path + "/live";
+    ApiSocket first(live);
+    EXPECT_THROW(
+        {
+            try {
+                ApiSocket second(live);
+            } catch (const UserError& e) {
+                EXPECT_NE(std::string(e.what()).find("serves that socket"), std::string::npos) << e.what();
+                throw;
+            }
+        },
+        UserError);
+    EXPECT_TRUE(exists(live));
+
+    EXPECT_THROW(ApiSocket(d.path + "/" + std::string(120, 'x')), UserError);
+    EXPECT_THROW(ApiSocket(d.path + "/missing/dir/s"), UserError);
+    EXPECT_THROW(ApiSocket(d.path + "/"), UserError);
+}
+
+TEST(ApiSocket, StaleSocketIsReplaced) {
+    TempDir d;
+    std::string p = d.path + "/stale";
+    {
+        // A socket bound and closed, as a killed process leaves it.
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::strncpy(a.sun_path, p.c_str(), sizeof a.sun_path - 1);
+        Fd s(socket(AF_UNIX, SOCK_STREAM, 0));
+        ASSERT_EQ(bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    }
+    ASSERT_TRUE(exists(p));
+    ApiSocket s(p);
+    EXPECT_TRUE(connect_to(p));
+}
+
+TEST(ApiSocket, ServesUnderItsFilterAndRemovesThePathOnQuit) {
+    TempDir d;
+    std::string p = d.path + "/api.sock";
+    pid_t pid = serve_in_child(p);
+    Fd silent = wait_connect(p);  // connects and never sends
+    ASSERT_TRUE(silent);
+    Fd a = connect_to(p);
+    ASSERT_TRUE(a);
+    // Several requests in one write, then garbage: one reply each, in order.
+    send_all(a, "{\"cmd\":\"status\"}\n{\"cmd\":\"pause\"}\nnot json\n");
+    EXPECT_EQ(json::parse(read_line(a))["state"], "running");
+    EXPECT_EQ(json::parse(read_line(a))["state"], "paused");
+    EXPECT_EQ(json::parse(read_line(a))["ok"], false);
+    // A request split across writes.
+    send_all(a, "{\"cmd\":");
+    usleep(20000);
+    send_all(a, "\"resume\"}\n");
+    EXPECT_EQ(json::parse(read_line(a))["state"], "running");
+    // Over the limit: one error reply for the whole line, and the next line served.
+    send_all(a, std::string(3 * kMaxRequestLine, 'x') + "\n{\"cmd\":\"status\"}\n");
+    json over = json::parse(read_line(a));
+    EXPECT_EQ(over["ok"], false);
+    EXPECT_NE(over["error"].get<std::string>().find("longer than"), std::string::npos);
+    EXPECT_EQ(json::parse(read_line(a))["state"], "running");
+    // A client that closes its side after an unterminated request still gets the reply.
+    Fd b = connect_to(p);
+    send_all(b, "{\"cmd\":\"status\"}");
+    shutdown(b.get(), SHUT_WR);
+    EXPECT_EQ(json::parse(read_line(b))["ok"], true);
+    // A client that went away without reading its reply costs the server nothing.
+    {
+        Fd gone = connect_to(p);
+        send_all(gone, "{\"cmd\":\"status\"}\n");
+    }
+    // quit: the reply comes back, then the server ends and the path is gone.
+    Fd c = connect_to(p);
+    send_all(c, "{\"cmd\":\"quit\"}\n");
+    EXPECT_EQ(json::parse(read_line(c))["state"], "stopping");
+    EXPECT_EQ(wait_child(pid), 0) << "the server did not end cleanly (2: a call its filter lacks)";
+    EXPECT_FALSE(exists(p));
+}
+
+TEST(ApiSocket, ClientsBeyondTheLimitAreToldAndClosed) {
+    TempDir d;
+    std::string p = d.path + "/api.sock";
+    pid_t pid = serve_in_child(p);
+    std::vector<Fd> held;
+    held.push_back(wait_connect(p));
+    for (unsigned i = 1; i < ApiSocket::kMaxClients; i++) held.push_back(connect_to(p));
+    // Each held slot answers, so all are in the server's table.
+    for (auto& h : held) {
+        send_all(h, "{\"cmd\":\"status\"}\n");
+        EXPECT_EQ(json::parse(read_line(h))["ok"], true);
+    }
+    Fd extra = connect_to(p);
+    json busy = json::parse(read_line(extra));
+    EXPECT_EQ(busy["ok"], false);
+    EXPECT_NE(busy["error"].get<std::string>().find("too many clients"), std::string::npos);
+    held.pop_back();  // a slot freed: a new client is served once the server has seen it go
+    json reply;
+    for (int i = 0; i < 500; i++) {
+        Fd next = connect_to(p);
+        send_all(next, "{\"cmd\":\"quit\"}\n");
+        reply = json::parse(read_line(next));
+        if (reply["ok"] == true) break;
+        usleep(10000);
+    }
+    EXPECT_EQ(reply["ok"], true) << reply.dump();
+    if (reply["ok"] != true) kill(pid, SIGKILL);
+    EXPECT_EQ(wait_child(pid), 0);
+}

@@ -1,0 +1,45 @@
+// The control socket's protocol: one JSON object per line in, one per line
+// out. A request names its command in "cmd"; a reply is {"ok":true, ...} or
+// {"ok":false,"error":"..."}. Everything a client may get wrong (not JSON,
+// not an object, an unknown command or argument, a wrong type, a line over
+// kMaxRequestLine) is answered with an error reply: the VM runs on.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
+#include <string>
+#include <stdexcept>
+#include <string_view>
+
+namespace minivmm {
+
+// A request line's bound, newline excluded: every request is a few bytes.
+constexpr size_t kMaxRequestLine = 64 * 1024;
+
+// What the commands act on (the Machine; a fake in the unit tests). Each
+// returns the reply's fields besides "ok", or throws ApiError for an error
+// reply.
+class ApiTarget {
+public:
+    virtual ~ApiTarget() = default;
+    virtual nlohmann::ordered_json status() = 0;
+    // nic: only that NIC's counters ("net0"); empty: every device's.
+    virtual nlohmann::ordered_json stats(const std::string& nic) = 0;
+    virtual nlohmann::ordered_json pause() = 0;
+    virtual nlohmann::ordered_json resume() = 0;
+    // Asks the VM to stop (exit status 0); the reply still goes out.
+    virtual nlohmann::ordered_json quit() = 0;
+};
+
+struct ApiError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// One request line (without its newline) to one reply line (with it).
+std::string api_handle_line(std::string_view line, ApiTarget& target);
+// The reply to a line that was longer than kMaxRequestLine.
+std::string api_overlong_reply();
+// {"ok":false,"error":why} and its newline.
+std::string api_error_reply(const std::string& why);
+
+}  // namespace minivmm

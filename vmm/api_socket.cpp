@@ -1,0 +1,216 @@
+#include "vmm/api_socket.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "vmm/api_protocol.hpp"
+#include "vmm/error.hpp"
+
+namespace minivmm {
+
+namespace {
+
+sockaddr_un address(const std::string& path) {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (path.empty()) throw UserError("--api-sock: empty path");
+    if (path.size() >= sizeof a.sun_path)
+        throw UserError("--api-sock " + path + ": longer than the " + std::to_string(sizeof a.sun_path - 1) +
+                        " bytes a unix socket path may have");
+    std::memcpy(a.sun_path, path.data(), path.size());
+    return a;
+}
+
+// True if a process accepts connections on the socket at path.
+bool someone_listens(const sockaddr_un& a, const std::string& path) {
+    Fd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!s) throw internal_error("socket");
+    if (::connect(s.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0) return true;
+    if (errno == ECONNREFUSED) return false;
+    throw sys_error("--api-sock " + path + ": cannot check the socket there");
+}
+
+struct Client {
+    Fd fd;
+    std::string in, out;
+    bool discarding = false;  // the rest of an over-long line
+    bool closing = false;     // the client is done sending: close once out is written
+    std::chrono::steady_clock::time_point last;
+};
+
+// Writes what it can without blocking; false if the client is gone.
+bool flush(Client& c) {
+    while (!c.out.empty()) {
+        ssize_t n = ::send(c.fd.get(), c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) return errno == EAGAIN || errno == EINTR;
+        c.out.erase(0, static_cast<size_t>(n));
+    }
+    return true;
+}
+
+// Handles every complete line in c.in; bounds what is left.
+void take_lines(Client& c, ApiTarget& target) {
+    size_t start = 0;
+    for (size_t nl; (nl = c.in.find('\n', start)) != std::string::npos; start = nl + 1) {
+        if (c.discarding) {
+            c.discarding = false;  // the over-long line ends here; it was answered
+            continue;
+        }
+        c.out += api_handle_line(std::string_view(c.in).substr(start, nl - start), target);
+    }
+    c.in.erase(0, start);
+    if (c.in.size() > kMaxRequestLine) {
+        if (!c.discarding) c.out += api_overlong_reply();
+        c.discarding = true;
+        c.in.clear();
+    } else if (c.discarding) {
+        c.in.clear();
+    }
+}
+
+// Reads what is there; false once the client has closed its side (or failed).
+bool read_some(Client& c) {
+    char buf[16384];
+    for (;;) {
+        ssize_t n = ::read(c.fd.get(), buf, sizeof buf);
+        if (n > 0) {
+            c.in.append(buf, static_cast<size_t>(n));
+            if (c.in.size() > kMaxRequestLine) return true;  // handled before reading on
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+        return false;
+    }
+}
+
+}  // namespace
+
+ApiSocket::ApiSocket(const std::string& path) : path_(path) {
+    sockaddr_un a = address(path);
+    size_t slash = path.rfind('/');
+    std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    base_ = slash == std::string::npos ? path : path.substr(slash + 1);
+    if (base_.empty()) throw UserError("--api-sock " + path + ": names a directory, not a socket");
+    dir_ = Fd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!dir_) throw sys_error("--api-sock " + path + ": its directory " + dir);
+    struct stat st;
+    if (::fstatat(dir_.get(), base_.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (!S_ISSOCK(st.st_mode)) throw UserError("--api-sock " + path + ": exists and is not a socket");
+        if (someone_listens(a, path))
+            throw UserError("--api-sock " + path + ": a running process serves that socket");
+        // Left by a process that did not end cleanly: ours to replace.
+        if (::unlinkat(dir_.get(), base_.c_str(), 0) < 0 && errno != ENOENT)
+            throw sys_error("--api-sock " + path + ": cannot remove the stale socket");
+    } else if (errno != ENOENT) {
+        throw sys_error("--api-sock " + path);
+    }
+    listen_ = Fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!listen_) throw internal_error("socket");
+    // Owner-only from the moment it exists: bind creates the file with the
+    // umask applied. No other thread runs yet to be affected by the umask.
+    mode_t old = ::umask(0177);
+    int rc = ::bind(listen_.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a);
+    int err = errno;
+    ::umask(old);
+    if (rc < 0) throw sys_error("--api-sock " + path + ": cannot create the socket", err);
+    removed_ = false;
+    if (::fstatat(dir_.get(), base_.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        err = errno;
+        remove();
+        throw sys_error("--api-sock " + path, err);
+    }
+    dev_ = st.st_dev, ino_ = st.st_ino;
+    if (::listen(listen_.get(), static_cast<int>(kMaxClients)) < 0) {
+        err = errno;
+        remove();
+        throw internal_error("listen on " + path, err);
+    }
+}
+
+ApiSocket::~ApiSocket() { remove(); }
+
+void ApiSocket::remove() {
+    if (removed_ || !dir_) return;
+    removed_ = true;
+    // Not a file someone put in its place since.
+    struct stat st;
+    if (::fstatat(dir_.get(), base_.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_dev != dev_ ||
+        st.st_ino != ino_)
+        return;
+    if (::unlinkat(dir_.get(), base_.c_str(), 0) < 0)
+        std::fprintf(stderr, "\r\nminivmm: --api-sock %s: cannot remove it: %s\n", path_.c_str(), std::strerror(errno));
+}
+
+void ApiSocket::serve(int stop_fd, ApiTarget& target) {
+    using Clock = std::chrono::steady_clock;
+    std::vector<std::unique_ptr<Client>> clients;
+    std::vector<pollfd> fds;
+    for (;;) {
+        fds.clear();
+        fds.push_back({stop_fd, POLLIN, 0});
+        fds.push_back({listen_.get(), POLLIN, 0});
+        for (auto& c : clients)
+            // A client with a reply still to take is not read from: its
+            // requests wait in the socket, not in our memory.
+            fds.push_back({c->fd.get(), static_cast<short>(c->out.empty() ? POLLIN : POLLOUT), 0});
+        if (::poll(fds.data(), fds.size(), 1000) < 0 && errno != EINTR) throw internal_error("poll (API)");
+        if (fds[0].revents) break;
+        auto now = Clock::now();
+        for (size_t i = 0; i < clients.size(); i++) {
+            Client& c = *clients[i];
+            short ev = fds[i + 2].revents;
+            bool alive = true;
+            if (ev & (POLLIN | POLLHUP | POLLERR)) {
+                c.last = now;
+                if (!read_some(c)) c.closing = true;
+                take_lines(c, target);
+                // The last line of a client that closed its side unterminated.
+                if (c.closing && !c.in.empty() && !c.discarding) {
+                    c.out += api_handle_line(c.in, target);
+                    c.in.clear();
+                }
+            }
+            if (!c.out.empty()) {
+                size_t before = c.out.size();
+                alive = flush(c);
+                // Only a client that takes its replies is active: one that
+                // sends and never reads is idle, and loses its slot.
+                if (c.out.size() < before) c.last = now;
+            }
+            bool idle = now - c.last > std::chrono::milliseconds(kIdleLimitMs);
+            if (!alive || (c.closing && c.out.empty()) || idle) clients[i].reset();
+        }
+        std::erase(clients, nullptr);
+        if (fds[1].revents & POLLIN) {
+            for (;;) {
+                Fd s(::accept4(listen_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+                if (!s) break;
+                if (clients.size() >= kMaxClients) {
+                    std::string busy = api_error_reply("too many clients (" + std::to_string(kMaxClients) + ")");
+                    [[maybe_unused]] ssize_t n = ::send(s.get(), busy.data(), busy.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+                    continue;
+                }
+                auto c = std::make_unique<Client>();
+                c->fd = std::move(s);
+                c->last = now;
+                clients.push_back(std::move(c));
+            }
+        }
+    }
+    // Stopping: the replies that are ready (quit's own) go out if they can.
+    for (auto& c : clients) flush(*c);
+    clients.clear();
+    remove();
+}
+
+}  // namespace minivmm

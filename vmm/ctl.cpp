@@ -1,0 +1,100 @@
+#include "vmm/ctl.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "vmm/api_protocol.hpp"
+#include "vmm/error.hpp"
+#include "vmm/fd.hpp"
+
+namespace minivmm {
+
+using json = nlohmann::ordered_json;
+
+namespace {
+// Longer than the server's own limit on pause (10 s) with room to spare.
+constexpr int kReplyTimeoutMs = 30'000;
+
+Fd connect_to(const std::string& path) {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (path.empty() || path.size() >= sizeof a.sun_path) throw UserError("ctl: bad socket path '" + path + "'");
+    std::memcpy(a.sun_path, path.data(), path.size());
+    Fd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!s) throw sys_error("ctl: socket");
+    if (::connect(s.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) < 0) {
+        int err = errno;
+        if (err == ENOENT) throw UserError("ctl: " + path + ": no such socket (is minivmm running with --api-sock?)");
+        if (err == ECONNREFUSED) throw UserError("ctl: " + path + ": connection refused (nothing serves it)");
+        throw sys_error("ctl: " + path, err);
+    }
+    return s;
+}
+
+std::string exchange(const Fd& s, const std::string& path, const std::string& line) {
+    for (size_t off = 0; off < line.size();) {
+        ssize_t n = ::send(s.get(), line.data() + off, line.size() - off, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw sys_error("ctl: " + path + ": sending the request");
+        }
+        off += static_cast<size_t>(n);
+    }
+    std::string reply;
+    char buf[4096];
+    while (reply.find('\n') == std::string::npos) {
+        pollfd p{s.get(), POLLIN, 0};
+        int r = ::poll(&p, 1, kReplyTimeoutMs);
+        if (r == 0) throw UserError("ctl: " + path + ": no reply within " + std::to_string(kReplyTimeoutMs / 1000) + " s");
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            throw sys_error("ctl: poll");
+        }
+        ssize_t n = ::read(s.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw sys_error("ctl: " + path + ": reading the reply");
+        if (n == 0) throw UserError("ctl: " + path + ": the connection closed without a reply");
+        reply.append(buf, static_cast<size_t>(n));
+    }
+    return reply.substr(0, reply.find('\n'));
+}
+}  // namespace
+
+json ctl_request(const std::vector<std::string>& args) {
+    if (args.empty() || args[0].empty()) throw UserError("ctl: no command (usage: minivmm ctl PATH COMMAND [KEY=VALUE...])");
+    json req = {{"cmd", args[0]}};
+    for (size_t i = 1; i < args.size(); i++) {
+        size_t eq = args[i].find('=');
+        if (eq == std::string::npos || eq == 0)
+            throw UserError("ctl: expected KEY=VALUE, got '" + args[i] + "'");
+        std::string key = args[i].substr(0, eq);
+        if (key == "cmd" || req.contains(key)) throw UserError("ctl: argument '" + key + "' given twice");
+        req[key] = args[i].substr(eq + 1);
+    }
+    return req;
+}
+
+int run_ctl(int argc, char** argv) {
+    try {
+        if (argc < 2) throw UserError("ctl: expected a socket path and a command (usage: minivmm ctl PATH COMMAND [KEY=VALUE...])");
+        std::string path = argv[0];
+        json req = ctl_request(std::vector<std::string>(argv + 1, argv + argc));
+        Fd s = connect_to(path);
+        std::string line = exchange(s, path, req.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+        json reply = json::parse(line, nullptr, false);
+        if (reply.is_discarded() || !reply.is_object() || !reply.contains("ok") || !reply["ok"].is_boolean())
+            throw UserError("ctl: " + path + ": the reply is not a control socket's: " + line.substr(0, 200));
+        std::printf("%s\n", reply.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+        return reply["ok"].get<bool>() ? 0 : 1;
+    } catch (const UserError& e) {
+        std::fprintf(stderr, "minivmm: %s\n", e.what());
+        return 1;
+    }
+}
+
+}  // namespace minivmm
