@@ -3,7 +3,7 @@
 #include <linux/if_tun.h>
 
 #include "vhost/net_backends.hpp"
-#include "virtio/uapi_compat.hpp"
+#include "vmm/uapi_compat.hpp"
 #include "virtio/net_features.hpp"
 #include "vmm/error.hpp"
 

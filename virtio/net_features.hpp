@@ -4,7 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "virtio/uapi_compat.hpp"
+#include "vmm/uapi_compat.hpp"
 
 namespace minivmm::net {
 

@@ -25,7 +25,7 @@
 #include "vhost/ports/tap.hpp"
 #include "virtio/net.hpp"
 #include "virtio/net_datapath.hpp"
-#include "virtio/uapi_compat.hpp"
+#include "vmm/uapi_compat.hpp"
 #include "vmm/bytes.hpp"
 #include "vmm/cli.hpp"
 #include "vmm/error.hpp"

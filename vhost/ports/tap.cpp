@@ -14,7 +14,7 @@
 #include <cstring>
 
 #include "vhost/ports/link_mtu.hpp"
-#include "virtio/uapi_compat.hpp"
+#include "vmm/uapi_compat.hpp"
 #include "vmm/error.hpp"
 
 namespace minivmm {
