@@ -100,6 +100,7 @@ def udp_gso_to_host(g, ns, tap, vhost):
         tx = sigusr1_stats(g)[0]["tx0"][0] - stats0["tx0"][0]
         check(tx <= DATAGRAMS // 2, f"minivmm sent {tx} frames for {DATAGRAMS} datagrams")
         note += f", {tx} sent by minivmm"
+    print(f"  {note}", flush=True)
     return note
 
 
@@ -117,6 +118,7 @@ def udp_gso_to_guest(g, ns):
     # whole (the guest acked GUEST_USO4/6) and the guest's stack split them.
     frames = guest_rx_packets(g) - rx0
     check(frames <= DATAGRAMS // 2, f"the guest received {frames} frames for {DATAGRAMS} datagrams (no USO)")
+    print(f"  {DATAGRAMS} datagrams in {frames} frames at the guest's NIC", flush=True)
     return f"{DATAGRAMS} datagrams in {frames} frames"
 
 
