@@ -37,18 +37,23 @@ $(BUILD)/unit-tests: $(UNIT_OBJS) $(BUILD)/libminivmm.a
 deps:
 	@tools/install-deps.sh
 
+# The integration tests' UDP GSO sender and receiver; static, for the busybox guest.
+$(BUILD)/udp_gso: tests/support/udp_gso.cpp
+	@mkdir -p $(@D)
+	$(CXX) -std=c++20 -O2 -Wall -Wextra -static -o $@ $<
+
 images:
 	@guest-images/build.sh $(IMAGES)
 
 unit: $(BUILD)/unit-tests
 	$(BUILD)/unit-tests
 
-integration: minivmm images
+integration: minivmm images $(BUILD)/udp_gso
 	@tests/run-integration.sh
 
 # Everything, with one summary line at the end (tests/run-all.sh).
 test: deps
-	@$(MAKE) --no-print-directory all $(BUILD)/unit-tests images fuzz-build
+	@$(MAKE) --no-print-directory all $(BUILD)/unit-tests images fuzz-build $(BUILD)/udp_gso
 	@tests/run-all.sh
 
 # libFuzzer targets, compiled by clang straight from the sources they

@@ -3,6 +3,7 @@
 #include <linux/if_tun.h>
 
 #include "vhost/net_backends.hpp"
+#include "vmm/uapi_compat.hpp"
 #include "virtio/net_features.hpp"
 #include "vmm/error.hpp"
 
@@ -21,6 +22,9 @@ void PortBackend::set_offloads(uint64_t features) {
         if (features & net::kGuestTso4) off |= TUN_F_TSO4;
         if (features & net::kGuestTso6) off |= TUN_F_TSO6;
         if (features & net::kGuestEcn) off |= TUN_F_TSO_ECN;
+        // The kernel takes the two only together: a driver that acked one
+        // gets UDP GSO frames segmented by the tap instead.
+        if ((features & net::kGuestUso4) && (features & net::kGuestUso6)) off |= TUN_F_USO4 | TUN_F_USO6;
     }
     port_->set_offload(off);
 }

@@ -18,6 +18,8 @@ public:
     std::string describe() const override { return port_->describe(); }
     unsigned pairs() const override { return port_->queues(); }
     bool vnet_header() const override { return port_->vnet_header(); }
+    bool uso() const override { return port_->vnet_header() && port_->uso(); }
+    unsigned mtu() const override { return port_->mtu(); }
 
 protected:
     void set_offloads(uint64_t features);

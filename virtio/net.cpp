@@ -16,7 +16,7 @@ namespace minivmm {
 
 VirtioNet::VirtioNet(const GuestMemory& mem, std::unique_ptr<NetBackend> backend, const Mac& mac,
                      const std::string& label)
-    : mem_(mem), backend_(std::move(backend)), label_(label), mac_(mac) {
+    : mem_(mem), backend_(std::move(backend)), label_(label), mtu_(backend_->mtu()), mac_(mac) {
     if (pairs() < 1 || pairs() > kMaxPairs) throw UserError("--net: bad number of queue pairs");
     ctrl_wake_ = Fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!ctrl_wake_) throw internal_error("eventfd");
@@ -56,18 +56,26 @@ uint64_t VirtioNet::features() const {
     // not be described to the other side.
     if (backend_->vnet_header())
         f |= kCsum | kGuestCsum | kGuestTso4 | kGuestTso6 | kGuestEcn | kHostTso4 | kHostTso6 | kHostEcn;
+    // UDP GSO frames pass only a port that takes them (a tap of Linux 6.2
+    // or later): with another the tap would refuse the guest's, and could
+    // not hand any over.
+    if (backend_->vnet_header() && backend_->uso()) f |= kHostUso | kGuestUso4 | kGuestUso6;
+    // The link's MTU, so the guest's matches the host side's (a guest
+    // sending larger frames would have them dropped there).
+    if (mtu_ >= kMinMtu && mtu_ <= kMaxMtu) f |= kMtu;
     return pairs() > 1 ? f | kMq : f;
 }
 
 void VirtioNet::config_read(uint64_t off, uint8_t* data, uint32_t size) {
-    // mac[6], status (link up), max_virtqueue_pairs.
-    uint8_t cfg[10] = {};
+    // mac[6], status (link up), max_virtqueue_pairs, mtu.
+    uint8_t cfg[12] = {};
     {
         auto g = lock_ctrl();
         std::memcpy(cfg, mac_.data(), 6);
     }
     le_store(cfg + 6, 2, 1);
     le_store(cfg + 8, 2, pairs());
+    if (features() & net::kMtu) le_store(cfg + 10, 2, mtu_);
     for (uint32_t i = 0; i < size; i++) data[i] = off + i < sizeof cfg ? cfg[off + i] : 0;
 }
 

@@ -60,6 +60,7 @@ public:
 
     const char* datapath() const { return backend_->datapath(); }
     unsigned pairs() const { return backend_->pairs(); }
+    unsigned mtu() const { return mtu_; }
     using VirtioDevice::print_stats;
     void print_stats(std::FILE* f, const std::string& label) const;
 
@@ -82,6 +83,9 @@ private:
     const GuestMemory& mem_;
     std::unique_ptr<NetBackend> backend_;
     std::string label_;
+    // The port's link MTU as the NIC was built: the config space's, fixed
+    // while a driver may have read it.
+    const unsigned mtu_;
 
     // Device state set at activation and cleared at reset, under ctrl_lock_.
     std::atomic<bool> active_{false};

@@ -51,6 +51,10 @@ public:
     // Frames at the port carry a virtio-net header: the offloads it
     // describes can be offered.
     virtual bool vnet_header() const = 0;
+    // The port takes UDP segmentation offload both ways (with vnet_header).
+    virtual bool uso() const = 0;
+    // The port's link MTU, for the config space (VIRTIO_NET_F_MTU); 0 unknown.
+    virtual unsigned mtu() const = 0;
 
     // DRIVER_OK. False: it failed, and said why through Device::needs_reset.
     virtual bool activate(const Rings& rings) = 0;

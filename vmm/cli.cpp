@@ -30,7 +30,8 @@ const char* usage() {
            "                        (default 512M)\n"
            "  -p, --cpus N          number of vCPUs (default 1)\n"
            "  -n, --net SPEC        a NIC: TAP[,mac=52:54:00:xx:xx:xx][,vhost=off|worker|kernel]\n"
-           "                        [,queues=N] (queue pairs, 1-16; default 1); repeat for\n"
+           "                        [,queues=N] (queue pairs, 1-16; default 1)[,mtu=N] (68-65535;\n"
+           "                        default: the link's own; sets the link's); repeat for\n"
            "                        more NICs. Instead of TAP: raw=IFNAME (a packet socket\n"
            "                        on that interface; no offloads) or macvtap=IFNAME\n"
            "  -v, --verbose         show the memory layout, final command line and boot\n"
@@ -129,6 +130,13 @@ NetSpec parse_net(const std::string& s) {
             if (n.queues > kMaxQueuePairs)
                 throw UserError("--net " + n.ifname + ": queues=" + v + " is more than the " +
                                 std::to_string(kMaxQueuePairs) + " queue pairs a NIC may have");
+        } else if (k == "mtu") {
+            static const std::regex mtu(R"([1-9][0-9]{0,5})");
+            unsigned long m = std::regex_match(v, mtu) ? std::stoul(v) : 0;
+            if (m < net::kMinMtu || m > net::kMaxMtu)
+                throw UserError("--net: mtu must be a number from " + std::to_string(net::kMinMtu) + " to " +
+                                std::to_string(net::kMaxMtu) + ", not '" + v + "'");
+            n.mtu = static_cast<unsigned>(m);
         } else {
             throw UserError("--net: unknown option '" + k + "'");
         }

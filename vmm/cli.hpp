@@ -20,6 +20,7 @@ struct NetSpec {
     std::string ifname;
     std::optional<std::array<uint8_t, 6>> mac;  // none: a default (or a macvtap's own)
     unsigned queues = 1;                        // queue pairs
+    std::optional<unsigned> mtu;                // none: the link's own
 };
 
 struct Options {

@@ -32,14 +32,22 @@ std::array<uint8_t, 6> interface_mac(const std::string& ifname) {
     return m;
 }
 
+// --net mtu= sets the link's MTU before the device reads it (VIRTIO_NET_F_MTU).
 std::unique_ptr<NetPort> open_port(const NetSpec& spec, NicHost& h) {
-    switch (spec.kind) {
-        case NetSpec::Kind::Raw: return std::make_unique<RawSocket>(spec.ifname);
-        case NetSpec::Kind::Macvtap: return Tap::macvtap(spec.ifname, spec.queues);
-        case NetSpec::Kind::Tap: break;
+    if (spec.kind == NetSpec::Kind::Raw) {
+        auto raw = std::make_unique<RawSocket>(spec.ifname);
+        if (spec.mtu) raw->set_mtu(*spec.mtu);
+        return raw;
     }
-    auto tap = std::make_unique<Tap>(spec.ifname, spec.queues);
-    h.notes.push_back(tap->created_note());
+    std::unique_ptr<Tap> tap;
+    if (spec.kind == NetSpec::Kind::Macvtap) {
+        tap = Tap::macvtap(spec.ifname, spec.queues);
+    } else {
+        tap = std::make_unique<Tap>(spec.ifname, spec.queues);
+        h.notes.push_back(tap->created_note());
+    }
+    if (spec.mtu) tap->set_mtu(*spec.mtu);
+    h.notes.push_back(tap->offload_note());
     return tap;
 }
 

@@ -146,6 +146,12 @@ def scenario_bad_input(r):
     r.case("--jail on a missing directory", lambda: one_line_error(["--kernel", good, "--jail", TMP + "/nosuch"],
                                                                    "No such file"))
     r.case("--jail on a file", lambda: one_line_error(["--kernel", good, "--jail", good], "not a directory"))
+    for bad in ("67", "65536", "0", "9k", ""):
+        r.case(f"--net mtu={bad}", lambda bad=bad: one_line_error(
+            ["--kernel", good, "--net", f"tap0,mtu={bad}"], "mtu must be a number from 68 to 65535"))
+    # Within the option's range, but more than a tap takes (65535 less its Ethernet header).
+    r.case("mtu a tap refuses", lambda: one_line_error(
+        ["--kernel", good, "--net", "mqt0,vhost=off,mtu=65535"], "refuses", wrap=netns))
     r.case("raw= on a missing interface", lambda: one_line_error(
         ["--kernel", good, "--net", "raw=nosuch0,vhost=off"], "no such interface", wrap=netns))
     r.case("raw= with queues=2", lambda: one_line_error(

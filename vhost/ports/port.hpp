@@ -18,6 +18,12 @@ public:
     // offers no offloads and the datapath adds and strips the header (what
     // vhost-net calls VHOST_NET_F_VIRTIO_NET_HDR).
     virtual bool vnet_header() const = 0;
+    // The port takes and hands over UDP segmentation offload (a tap whose
+    // kernel accepts TUN_F_USO4|TUN_F_USO6, Linux 6.2 or later): probed
+    // when it is opened.
+    virtual bool uso() const { return false; }
+    // The link's MTU when the port was set up (after --net mtu=); 0 unknown.
+    virtual unsigned mtu() const { return 0; }
     // Offloads the guest can take (TUN_F_* flags), where the port has them.
     virtual void set_offload(unsigned tun_flags) { (void)tun_flags; }
     // A detached queue gets no frames; queue 0 is never detached.

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 
+#include "vhost/ports/link_mtu.hpp"
 #include "vmm/error.hpp"
 
 namespace minivmm {
@@ -38,6 +39,13 @@ RawSocket::RawSocket(const std::string& ifname) : name_(ifname) {
     int one = 1;
     if (::setsockopt(fd_.get(), SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one) < 0)
         throw sys_error(what + ": PACKET_IGNORE_OUTGOING (Linux 4.20 or later needed)");
+    mtu_ = link_mtu(ifname, what);
+}
+
+void RawSocket::set_mtu(unsigned mtu) {
+    std::string what = "--net raw=" + name_;
+    set_link_mtu(name_, mtu, what);
+    mtu_ = link_mtu(name_, what);
 }
 
 }  // namespace minivmm

@@ -20,10 +20,14 @@ public:
     unsigned queues() const override { return 1; }
     int fd(unsigned) const override { return fd_.get(); }
     bool vnet_header() const override { return false; }
+    unsigned mtu() const override { return mtu_; }
+    // --net mtu=: the interface's MTU (SIOCSIFMTU). Throws UserError if refused.
+    void set_mtu(unsigned mtu);
 
 private:
     std::string name_;
     Fd fd_;
+    unsigned mtu_ = 0;
 };
 
 }  // namespace minivmm

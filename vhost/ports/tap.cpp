@@ -13,6 +13,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "vhost/ports/link_mtu.hpp"
+#include "vmm/uapi_compat.hpp"
 #include "vmm/error.hpp"
 
 namespace minivmm {
@@ -87,6 +89,27 @@ Tap::Tap(const std::string& name, unsigned queues) : name_(name) {
     }
     // With VERSION_1 the header always has num_buffers: 12 bytes both ways.
     set_vnet_header_size(12);
+    probe();
+}
+
+// What the tap can do, asked once: the device's offer depends on it and
+// cannot change while a driver uses it. A kernel before 6.2 refuses the
+// USO flags (EINVAL for any flag it does not know), which is how they are
+// told apart; the kernel takes USO4 and USO6 only together, with CSUM. The
+// offloads go back to none: the guest's acked features set them.
+void Tap::probe() {
+    mtu_ = link_mtu(name_, describe());
+    unsigned long uso = TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6;
+    uso_ = ioctl(fd(0), TUNSETOFFLOAD, uso) == 0;
+    if (!uso_)
+        offload_note_ = describe() + " refuses UDP segmentation offload (TUN_F_USO4/6, Linux 6.2 or later): " +
+                        "USO not offered";
+    ioctl(fd(0), TUNSETOFFLOAD, 0ul);
+}
+
+void Tap::set_mtu(unsigned mtu) {
+    set_link_mtu(name_, mtu, "--net " + name_);
+    mtu_ = link_mtu(name_, "--net " + name_);
 }
 
 namespace {
@@ -145,6 +168,7 @@ std::unique_ptr<Tap> Tap::macvtap(const std::string& name, unsigned queues) {
         t->fds_.push_back(std::move(fd));
     }
     t->set_vnet_header_size(12);
+    t->probe();
     return t;
 }
 

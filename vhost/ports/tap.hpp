@@ -27,9 +27,15 @@ public:
     // For the user, once the VM is built: "created tap ..." when minivmm
     // made it (it goes away with minivmm), else empty.
     const std::string& created_note() const { return created_; }
+    // For the user: why an offload the device could offer is not, else empty.
+    const std::string& offload_note() const { return offload_note_; }
     unsigned queues() const override { return static_cast<unsigned>(fds_.size()); }
     int fd(unsigned queue = 0) const override { return fds_[queue].get(); }
     bool vnet_header() const override { return true; }
+    bool uso() const override { return uso_; }
+    unsigned mtu() const override { return mtu_; }
+    // --net mtu=: the link's MTU (SIOCSIFMTU). Throws UserError if refused.
+    void set_mtu(unsigned mtu);
     void set_offload(unsigned tun_flags) override;
     void set_queue_attached(unsigned queue, bool attached) override;
     const std::string& name() const { return name_; }
@@ -39,9 +45,13 @@ public:
 private:
     Tap() = default;
     Fd open_queue(bool multi_queue, bool existed);
+    void probe();
     std::vector<Fd> fds_;
     std::string name_, device_;  // device_: /dev/tapN of a macvtap
     std::string created_;
+    std::string offload_note_;
+    bool uso_ = false;
+    unsigned mtu_ = 0;
 };
 
 }  // namespace minivmm

@@ -1,0 +1,182 @@
+"""virtio-net with a 6.12 guest on a 6.12 outer host: UDP segmentation
+offload (USO) both ways and jumbo frames (mtu=9000), on each datapath.
+
+Needs MINIVMM_KERNEL=6.12 (tests/run-integration.sh runs it so, in one outer
+host): a 6.1 host's tap refuses USO and a 6.1 guest does not ask for it.
+One boot per datapath; each scenario has its own network namespace.
+"""
+import os
+import re
+
+from netns import Netns
+from test_net import BOOT_TIMEOUT, GUEST, HOST, guest_rx_clean, sigusr1_stats, unprivileged
+from vmtest import KERNEL_SERIES, REPO, check, minivmm
+
+UDP_GSO = os.path.join(REPO, "build", "udp_gso")  # make builds it (tests/support/udp_gso.cpp)
+MTU = 9000
+SEG = 8000  # each segment a jumbo frame; 8 of them in one send, one GSO frame
+STREAM = 500 * SEG
+DATAGRAMS = STREAM // SEG
+FETCH_PORT, TO_HOST_PORT, TO_GUEST_PORT = 5400, 5401, 5402
+
+
+def snmp_ip(text):
+    """The Ip: counters of /proc/net/snmp as {name: value}."""
+    rows = [ln.split()[1:] for ln in text.splitlines() if ln.startswith("Ip:")]
+    check(len(rows) == 2, f"no Ip: rows in /proc/net/snmp: {text[:300]!r}")
+    return dict(zip(rows[0], (int(x) for x in rows[1])))
+
+
+def guest_snmp(g):
+    rc, out = g.run("cat /proc/net/snmp")
+    check(rc == 0, f"/proc/net/snmp: {out!r}")
+    return snmp_ip(out)
+
+
+def guest_rx_packets(g):
+    rc, out = g.run("cat /sys/class/net/eth0/statistics/rx_packets")
+    check(rc == 0 and out.strip().isdigit(), f"guest rx_packets: {out!r}")
+    return int(out)
+
+
+def tap_counter(ns, tap, name):
+    return int(ns.sh(f"cat /sys/class/net/{tap}/statistics/{name}").stdout)
+
+
+def jumbo_ping(g, ns):
+    """8972 bytes of ICMP payload: a 9000-byte IP packet each way, which
+    fits the MTU whole. Linux sets DF on what fits its path MTU; busybox's
+    ping has no -M, so the IP counters say nothing was fragmented or
+    reassembled on either side."""
+    host0, guest0 = snmp_ip(ns.sh("cat /proc/net/snmp").stdout), guest_snmp(g)
+    rc, out = g.run(f"ping -c 5 -i 0.3 -W 5 -s 8972 {HOST}", timeout=120)
+    check(rc == 0 and re.search(r"\b0% packet loss", out) and "8980 bytes from" in out, f"ping: {out.strip()[-300:]}")
+    host1, guest1 = snmp_ip(ns.sh("cat /proc/net/snmp").stdout), guest_snmp(g)
+    for side, a, b in (("host", host0, host1), ("guest", guest0, guest1)):
+        moved = {k: b[k] - a[k] for k in ("FragCreates", "ReasmReqds", "FragFails") if b[k] != a[k]}
+        check(not moved, f"{side} fragmented or reassembled: {moved}")
+    return "5 of 5 replies, no fragments"
+
+
+def fetch_tool(g, ns):
+    """The guest has no UDP GSO sender of its own: it takes minivmm's test
+    tool from the host side of its NIC."""
+    size = os.path.getsize(UDP_GSO)
+    srv = ns.popen(f"python3 -c \"import socket,sys; s=socket.create_server(('{HOST}', {FETCH_PORT})); "
+                   f"print('listening', flush=True); c,_=s.accept(); c.sendall(open('{UDP_GSO}','rb').read()); "
+                   "c.close()\"")
+    try:
+        line = srv.stdout.readline()
+        check(line.strip() == "listening", f"file server did not start: {line!r}")
+        rc, out = g.run(f"nc {HOST} {FETCH_PORT} > /tmp/udp_gso; chmod +x /tmp/udp_gso; wc -c < /tmp/udp_gso",
+                        timeout=180)
+        check(rc == 0 and out.strip() == str(size), f"guest got {out.strip()!r} bytes of {size}")
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def udp_gso_to_host(g, ns, tap, vhost):
+    srv = ns.popen(f"{UDP_GSO} recv {HOST} {TO_HOST_PORT} {STREAM} 30")
+    try:
+        line = srv.stdout.readline()
+        check(line.strip() == "listening", f"receiver did not start: {line!r}")
+        tap0 = tap_counter(ns, tap, "rx_packets")
+        stats0 = sigusr1_stats(g)[0] if vhost != "kernel" else None
+        rc, out = g.run(f"/tmp/udp_gso send {HOST} {TO_HOST_PORT} {STREAM} {SEG}", timeout=180)
+        check(rc == 0 and out.split()[:3] == ["sent", str(STREAM), str(DATAGRAMS)], f"guest sender: {out!r}")
+        got, _ = srv.communicate(timeout=120)
+    finally:
+        srv.kill()
+    check(srv.returncode == 0 and got.split() == ["received", str(STREAM), str(DATAGRAMS), "0"],
+          f"host receiver: {got!r}")
+    # The tap counts what was written into it: GSO frames whole, 8
+    # datagrams each, when the guest's segmentation was left to the host.
+    frames = tap_counter(ns, tap, "rx_packets") - tap0
+    check(frames <= DATAGRAMS // 2, f"{frames} frames reached the tap for {DATAGRAMS} datagrams: not segmented "
+                                    "by the host (no USO)")
+    note = f"{DATAGRAMS} datagrams in {frames} frames at the tap"
+    if stats0 is not None:
+        tx = sigusr1_stats(g)[0]["tx0"][0] - stats0["tx0"][0]
+        check(tx <= DATAGRAMS // 2, f"minivmm sent {tx} frames for {DATAGRAMS} datagrams")
+        note += f", {tx} sent by minivmm"
+    print(f"  {note}", flush=True)
+    return note
+
+
+def udp_gso_to_guest(g, ns):
+    rc, out = g.run(f"/tmp/udp_gso recv {GUEST} {TO_GUEST_PORT} {STREAM} 30 > /tmp/urecv 2>&1 & "
+                    "n=0; until grep -q listening /tmp/urecv || [ $n -gt 50 ]; do sleep 0.2; n=$((n+1)); done; "
+                    "cat /tmp/urecv")
+    check("listening" in out, f"guest receiver did not start: {out!r}")
+    rx0 = guest_rx_packets(g)
+    r = ns.sh(f"{UDP_GSO} send {GUEST} {TO_GUEST_PORT} {STREAM} {SEG}", check=False, timeout=180)
+    check(r.returncode == 0, f"host sender: {r.stdout}{r.stderr}")
+    rc, out = g.run("wait; cat /tmp/urecv", timeout=120)
+    check(rc == 0 and f"received {STREAM} {DATAGRAMS} 0" in out, f"guest receiver: {out!r}")
+    # The guest's driver counts a GSO frame once: the tap handed them over
+    # whole (the guest acked GUEST_USO4/6) and the guest's stack split them.
+    frames = guest_rx_packets(g) - rx0
+    check(frames <= DATAGRAMS // 2, f"the guest received {frames} frames for {DATAGRAMS} datagrams (no USO)")
+    print(f"  {DATAGRAMS} datagrams in {frames} frames at the guest's NIC", flush=True)
+    return f"{DATAGRAMS} datagrams in {frames} frames"
+
+
+def uso_mtu(r, vhost):
+    check(KERNEL_SERIES == "6.12", f"needs MINIVMM_KERNEL=6.12 (this run has {KERNEL_SERIES})")
+    check(os.access(UDP_GSO, os.X_OK), f"{UDP_GSO} missing: make build/udp_gso")
+    ns = Netns(f"mvt612-{vhost}")
+    tap = f"mvu{vhost}"
+    g = minivmm("--mem", "512M", "--cmdline", f"quiet guest.ip=eth0:{GUEST}/24",
+                "--net", f"{tap},vhost={vhost},mtu={MTU}", *unprivileged(), wrap=ns.prefix(),
+                log_name=f"net612-{vhost}")
+    try:
+        def boots():
+            g.boot(BOOT_TIMEOUT)
+            check(f"created tap {tap}" in g.out, "no 'created tap' line")
+            check("refuses UDP segmentation offload" not in g.out, "the 6.12 tap refused USO")
+        r.case("boots a 6.12 guest with mtu=9000; the tap takes USO (no refusal said)", boots)
+
+        def host_side():
+            ns.sh(f"ip addr add {HOST}/24 dev {tap} && ip link set {tap} up")
+            mtu = ns.sh(f"cat /sys/class/net/{tap}/mtu").stdout.strip()
+            check(mtu == str(MTU), f"tap MTU {mtu}")
+        r.case("tap's MTU set to 9000; host side configured", host_side)
+
+        def guest_mtu():
+            rc, out = g.run("cat /sys/class/net/eth0/mtu")
+            check(out.strip() == str(MTU), f"guest eth0 MTU {out.strip()!r} (config space mtu)")
+        r.case("guest's eth0 takes MTU 9000 from the device (VIRTIO_NET_F_MTU)", guest_mtu)
+
+        def uso_on():
+            # Offered (HOST_USO), the feature is the guest's to switch: 6.12's
+            # driver leaves it off at first (later kernels turn it on), and
+            # "[fixed]" would mean the device did not offer it.
+            rc, out = g.run("ethtool -k eth0 | grep tx-udp-segmentation")
+            check(re.search(r"tx-udp-segmentation: (on|off)\s*$", out, re.M), f"not offered: {out!r}")
+            rc, out = g.run("ethtool -K eth0 tx-udp-segmentation on && ethtool -k eth0 | grep tx-udp-segmentation")
+            check(rc == 0 and re.search(r"tx-udp-segmentation: on\s*$", out, re.M), f"ethtool -K: {out!r}")
+            return out.strip()
+        r.case("ethtool: tx-udp-segmentation offered (not fixed) and on once asked", uso_on)
+        r.case("ping -s 8972 (9000-byte packets), nothing fragmented", lambda: jumbo_ping(g, ns))
+        r.case("guest fetches the UDP GSO tool", lambda: fetch_tool(g, ns))
+        r.case("UDP GSO stream guest to host: every byte arrives, segmented after the guest",
+               lambda: udp_gso_to_host(g, ns, tap, vhost))
+        r.case("UDP GSO stream host to guest: every byte arrives, as GSO frames", lambda: udp_gso_to_guest(g, ns))
+        r.case("guest's driver dropped no received frame", lambda: guest_rx_clean(g))
+        r.case("guest poweroff exits 0", lambda: (g.send("poweroff -f\n"), check(g.wait_exit(120) == 0, "exit")))
+    finally:
+        g.kill()
+        ns.close()
+
+
+def scenario_uso_mtu_kernel(r):
+    uso_mtu(r, "kernel")
+
+
+def scenario_uso_mtu_worker(r):
+    uso_mtu(r, "worker")
+
+
+def scenario_uso_mtu_off(r):
+    uso_mtu(r, "off")
