@@ -39,10 +39,20 @@ void print_seccomp(minivmm::SeccompMode mode) {
     }
     std::fputc('\n', stderr);
 }
+// glibc raises its mmap threshold to the size of any mmapped block freed,
+// so after the kernel image's copy goes the initrd and the rest land in the
+// heap, which stays megabytes long once they are freed (trimmed, not
+// shrunk). With transparent huge pages "always", one page touched again in
+// such a hole, or khugepaged, makes 2 MiB of it resident. A fixed threshold
+// keeps large buffers in mappings of their own that go when freed.
+void keep_heap_small() {
+    mallopt(M_MMAP_THRESHOLD, 128 << 10);  // glibc's initial value, now never raised
+}
 }  // namespace
 
 int main(int argc, char** argv) {
     using namespace minivmm;
+    keep_heap_small();
     try {
         Options opts = parse_cli(argc, argv);
         if (opts.help) {
