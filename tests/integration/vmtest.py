@@ -346,10 +346,13 @@ def rss_breakdown(pid, guest_mib):
     guest_mib or more) is made of: [(what, Rss KiB)], largest first. Files
     are named with their part (text, read-only data, data: relocated and
     writable); anonymous memory as the heap, a thread's stack (named by the
-    thread whose stack pointer is in it), a malloc arena, or by its size."""
+    thread whose stack pointer is in it, when it is blocked in a call), a
+    malloc arena, or by its size."""
     sps = _thread_stack_pointers(pid)
     parts = {}
+    below = None
     for m in smaps(pid):
+        guarded, below = below is not None and below["end"] == m["start"] and below["perms"] == "---p", m
         rss = m.get("Rss", 0)
         if m.get("Size", 0) >= guest_mib * 1024 or not rss:
             continue
@@ -363,6 +366,8 @@ def rss_breakdown(pid, guest_mib):
             owner = [n for sp, n in sps.items() if m["start"] <= sp < m["end"]]
             if owner:
                 what = f"stack of {owner[0]}"
+            elif guarded and m["start"] % ARENA_ALIGN:  # glibc's guard page below: a thread's stack
+                what = "stack of a thread not in a system call"
             elif m["start"] % ARENA_ALIGN == 0:
                 what = "malloc arena"
             else:
