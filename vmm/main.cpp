@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "minivmm: internal error: %s\n", e.what());
         return 2;
     } catch (const std::system_error& e) {
-        // std::thread says only EAGAIN when the process limit is reached:
+        // A thread that cannot start says only EAGAIN at the process limit:
         // with --user, every thread counts against that user's RLIMIT_NPROC.
         bool limit = e.code() == std::errc::resource_unavailable_try_again;
         std::fprintf(stderr, "minivmm: internal error: %s%s\n", e.what(),

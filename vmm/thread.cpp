@@ -1,5 +1,6 @@
 #include "vmm/thread.hpp"
 
+#include <cerrno>
 #include <exception>
 #include <memory>
 #include <system_error>
