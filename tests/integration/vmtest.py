@@ -347,7 +347,8 @@ def rss_breakdown(pid, guest_mib):
     are named with their part (text, read-only data, data: relocated and
     writable); anonymous memory as the heap, a thread's stack (named by the
     thread whose stack pointer is in it, when it is blocked in a call), a
-    malloc arena, or by its size."""
+    malloc arena, or by its size; marked when transparent huge pages back
+    it."""
     sps = _thread_stack_pointers(pid)
     parts = {}
     below = None
@@ -372,6 +373,8 @@ def rss_breakdown(pid, guest_mib):
                 what = "malloc arena"
             else:
                 what = f"anonymous {m['Size']} KiB mapping"
+            if m.get("AnonHugePages"):  # the first suspect when a part is 2 MiB
+                what += " (transparent huge pages)"
         parts[what] = parts.get(what, 0) + rss
     return sorted(parts.items(), key=lambda t: -t[1])
 
