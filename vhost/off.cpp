@@ -9,7 +9,6 @@
 #include <mutex>
 #include <optional>
 #include <system_error>
-#include <thread>
 
 #include "vhost/port_backend.hpp"
 #include "virtio/net_datapath.hpp"
@@ -17,6 +16,7 @@
 #include "vmm/fd.hpp"
 #include "vmm/guest_memory.hpp"
 #include "vmm/seccomp.hpp"
+#include "vmm/thread.hpp"
 #include "vmm/thread_guard.hpp"
 
 namespace minivmm {
@@ -46,7 +46,7 @@ private:
         bool enabled = false;                // in use (VQ_PAIRS_SET)
         std::atomic<bool> tx_kicked{false};  // a TX kick for the thread
         Fd wake;                             // eventfd: kicks, (de)activation, shutdown
-        std::thread thread;
+        Thread thread;
     };
     bool running() const { return device_ && device_->running(); }
     void io_loop(unsigned k);
@@ -75,7 +75,7 @@ OffBackend::OffBackend(std::unique_ptr<NetPort> port, const std::string& label) 
     try {
         for (unsigned k = 0; k < pairs_.size(); k++) {
             name = label + "-io" + std::to_string(k);
-            pairs_[k]->thread = std::thread([this, k, name] {
+            pairs_[k]->thread = Thread([this, k, name] {
                 guarded(name, [&] {
                     enter_thread(ThreadKind::NetIo, name);  // also names it, for ps -L and top -H
                     io_loop(k);

@@ -11,7 +11,6 @@
 #include <atomic>
 #include <mutex>
 #include <optional>
-#include <thread>
 
 #include "vhost/dirty_log.hpp"
 #include "vhost/vhost.hpp"
@@ -21,6 +20,7 @@
 #include "vmm/guest_memory.hpp"
 #include "vmm/fd.hpp"
 #include "vmm/seccomp.hpp"
+#include "vmm/thread.hpp"
 #include "vmm/thread_guard.hpp"
 
 namespace minivmm {
@@ -151,7 +151,7 @@ private:
         int kick = -1, call = -1, err = -1, tap = -1;
         Fd stop_fd{eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
         std::atomic<bool> stopping{false};
-        std::thread thread;
+        Thread thread;
         std::optional<SplitQueue> q;  // only the ring's thread touches it while running
         NetRx rx;
         // Dirty logging as vhost-net does it: the used ring (entries, index and
@@ -220,7 +220,7 @@ private:
         std::string tname = "vhost-" + label_ + (rx ? "-rx" : "-tx") + std::to_string(i / 2);
         // The thread names itself (enter_thread): the vCPU thread that
         // starts it may not open /proc, which naming another thread takes.
-        r.thread = std::thread([this, &r, rx, tname] {
+        r.thread = Thread([this, &r, rx, tname] {
             guarded(tname, [&] {
                 enter_thread(ThreadKind::VhostWorker, tname);
                 rx ? rx_loop(r) : tx_loop(r);

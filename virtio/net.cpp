@@ -22,7 +22,7 @@ VirtioNet::VirtioNet(const GuestMemory& mem, std::unique_ptr<NetBackend> backend
     if (!ctrl_wake_) throw internal_error("eventfd");
     std::string name = label_ + "-ctrl";
     try {
-        ctrl_thread_ = std::thread([this, name] {
+        ctrl_thread_ = Thread([this, name] {
             guarded(name, [&] {
                 enter_thread(ThreadKind::NetCtrl, name);  // also names it, for ps -L and top -H
                 ctrl_loop();

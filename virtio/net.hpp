@@ -19,7 +19,6 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "virtio/device.hpp"
@@ -28,6 +27,7 @@
 #include "virtio/queue_stats.hpp"
 #include "virtio/virtqueue.hpp"
 #include "vmm/fd.hpp"
+#include "vmm/thread.hpp"
 
 namespace minivmm {
 
@@ -100,7 +100,7 @@ private:
     mutable std::mutex ctrl_lock_;
     mutable std::atomic<unsigned> ctrl_waiters_{0};
     Fd ctrl_wake_;             // eventfd: a kick left commands, or shutdown
-    std::thread ctrl_thread_;
+    Thread ctrl_thread_;
     Mac mac_;
     std::optional<SplitQueue> ctrl_;
     static constexpr uint16_t kNoCtrl = 0xffff;

@@ -71,6 +71,7 @@ void NetRx::release(SplitQueue& q) {
 
 void NetRx::drop() {
     pending_len_ = 0;
+    pending_.reset();  // a reset: the next driver may never need it
     forget_spares();
 }
 
@@ -156,7 +157,7 @@ NetRx::Delivery NetRx::deliver_pending(SplitQueue& q, const MemView& mem, const 
         st.errors++;
         return Delivery::Dropped;
     }
-    publish_frame(q, mem, chains_for(pending_len_), pending_len_, pending_.data(), true, st, opt.log);
+    publish_frame(q, mem, chains_for(pending_len_), pending_len_, pending_.get(), true, st, opt.log);
     return Delivery::Delivered;
 }
 
@@ -184,8 +185,9 @@ Work NetRx::run(SplitQueue& q, const MemView& mem, int fd, const RxOptions& opt,
             }
             // Too few buffers for the largest frame: read it here, deliver
             // it when it fits.
-            pending_len_ = length_with_header(::read(fd, pending_.data() + hdr, pending_.size() - hdr), hdr,
-                                              pending_.data());
+            if (!pending_) pending_ = std::make_unique_for_overwrite<uint8_t[]>(net::kMaxFrame);
+            pending_len_ = length_with_header(::read(fd, pending_.get() + hdr, net::kMaxFrame - hdr), hdr,
+                                              pending_.get());
             if (!pending_len_) return Work::Idle;
         }
         Delivery r = deliver_pending(q, mem, opt, st, why);

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -51,7 +52,6 @@ struct RxOptions {
 // the next frame; release() gives them back before the ring changes hands.
 class NetRx {
 public:
-    NetRx() : pending_(net::kMaxFrame) {}
     Work run(SplitQueue& q, const MemView& mem, int fd, const RxOptions& opt, QueueStats& st, std::string& why);
     // Before the ring's position is read (a vhost backend stops): the
     // buffers taken ahead go back, to be taken again from the ring.
@@ -73,7 +73,10 @@ private:
     std::deque<Chain> spare_;  // taken from the ring, oldest first, none filled yet
     uint64_t spare_room_ = 0;
     std::vector<iovec> iov_;
-    std::vector<uint8_t> pending_;  // a frame read before there was room for it
+    // A frame read before there was room for it. Made at the first such
+    // frame, and left unwritten: its pages are resident only once a frame
+    // is read into them (most rings never need it; a TX ring's NetRx never).
+    std::unique_ptr<uint8_t[]> pending_;
     size_t pending_len_ = 0;
 };
 

@@ -64,7 +64,7 @@ VirtioPci::VirtioPci(std::unique_ptr<VirtioDevice> dev, Msix::Deliver deliver, c
             for (uint16_t q = 0; q < fds_.size(); q++)
                 if (vectors_[q] == v) refresh_irqfd(q);
         });
-        watcher_ = std::thread([this] {
+        watcher_ = Thread([this] {
             guarded("MSI-X watcher", [this] {
                 enter_thread(ThreadKind::MsixWatcher, "MSI-X watcher");
                 watch();

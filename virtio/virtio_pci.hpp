@@ -6,13 +6,13 @@
 #include <exception>
 #include <memory>
 #include <mutex>
-#include <thread>
 
 #include "virtio/device.hpp"
 #include "vmm/kvm.hpp"
 #include "vmm/kvm_bypass.hpp"
 #include "vmm/msix.hpp"
 #include "vmm/pci.hpp"
+#include "vmm/thread.hpp"
 
 namespace minivmm {
 
@@ -89,7 +89,7 @@ private:
     uint64_t generation_ = 0;  // bumped when fds close
     Fd watch_fd_;
     std::atomic<bool> quit_{false};
-    std::thread watcher_;
+    Thread watcher_;
 
     std::unique_ptr<VirtioDevice> dev_;
     Msix msix_;

@@ -26,12 +26,12 @@ json nic_fields(const DeviceStats& s) {
 }
 }  // namespace
 
-std::thread Machine::start_api(const std::function<void()>& wait_filtered) {
+Thread Machine::start_api(const std::function<void()>& wait_filtered) {
     started_ = std::chrono::steady_clock::now();
     for (auto& v : vcpus_) v->attach_pause(&pause_);
     if (!api_) return {};
     try {
-        return std::thread([this, wait_filtered] {
+        return Thread([this, wait_filtered] {
             guarded("API", [&] {
                 enter_thread(ThreadKind::Api, "API");
                 wait_filtered();

@@ -25,7 +25,7 @@ Console::Console(Serial& serial, int stop_fd) : serial_(serial), stop_fd_(stop_f
         if (restore_) trap_restores_terminal(STDIN_FILENO, &saved_);
     }
     try {
-        thread_ = std::thread([this] {
+        thread_ = Thread([this] {
             guarded("console", [this] {
                 enter_thread(ThreadKind::Console, "console");
                 reader();

@@ -3,7 +3,7 @@
 #pragma once
 #include <termios.h>
 
-#include <thread>
+#include "vmm/thread.hpp"
 
 namespace minivmm {
 
@@ -22,7 +22,7 @@ private:
     int stop_fd_;
     bool restore_ = false;
     termios saved_{};
-    std::thread thread_;
+    Thread thread_;
 };
 
 }  // namespace minivmm

@@ -12,7 +12,6 @@
 #include <cstring>
 #include <mutex>
 #include <system_error>
-#include <thread>
 
 #include <cpuid.h>
 
@@ -23,6 +22,7 @@
 #include "vmm/layout.hpp"
 #include "vmm/nic.hpp"
 #include "vmm/seccomp.hpp"
+#include "vmm/thread.hpp"
 #include "vmm/thread_guard.hpp"
 #include "virtio/net.hpp"
 #include "virtio/virtio_pci.hpp"
@@ -212,11 +212,11 @@ int Machine::run() {
         // The guest's first instruction waits for every thread's filter,
         // this one's included (installed once the threads are started).
         Gate filtered;
-        std::vector<std::thread> threads;
+        std::vector<Thread> threads;
         // Set as a vCPU thread ends, however it ends (its filter refused too).
         std::unique_ptr<std::atomic<bool>[]> ended(new std::atomic<bool>[vcpus_.size()]{});
-        std::thread nudger;
-        std::thread api = start_api([&filtered] { filtered.wait(); });
+        Thread nudger;
+        Thread api = start_api([&filtered] { filtered.wait(); });
         try {
             for (size_t i = 0; i < vcpus_.size(); i++)
                 threads.emplace_back([this, i, &filtered, &ended] {
@@ -230,7 +230,7 @@ int Machine::run() {
                     ended[i] = true;
                 });
             if (nested_host())
-                nudger = std::thread([this] {
+                nudger = Thread([this] {
                     guarded("vCPU nudger", [this] {
                         enter_thread(ThreadKind::Nudger, "vCPU nudger");
                         nudge_vcpus();

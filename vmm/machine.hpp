@@ -5,7 +5,6 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "vmm/acpi_pm.hpp"
@@ -22,6 +21,7 @@
 #include "vmm/privileges.hpp"
 #include "vmm/serial.hpp"
 #include "vmm/stop.hpp"
+#include "vmm/thread.hpp"
 #include "vmm/thread_guard.hpp"
 #include "vmm/vcpu.hpp"
 #include "vmm/vcpu_pause.hpp"
@@ -59,7 +59,7 @@ private:
     // The control socket (api_machine.cpp). start_api() runs as the guest
     // starts, before the vCPU threads: the API thread waits for
     // wait_filtered() as they do.
-    std::thread start_api(const std::function<void()>& wait_filtered);
+    Thread start_api(const std::function<void()>& wait_filtered);
     nlohmann::ordered_json status() override;
     nlohmann::ordered_json stats(const std::string& nic) override;
     nlohmann::ordered_json pause() override;

@@ -41,12 +41,22 @@ void print_seccomp(minivmm::SeccompMode mode) {
     }
     std::fputc('\n', stderr);
 }
+// glibc raises its mmap threshold to the size of any mmapped block freed,
+// so after the kernel image's copy goes the initrd and the rest land in the
+// heap, which stays megabytes long once they are freed (trimmed, not
+// shrunk). With transparent huge pages "always", one page touched again in
+// such a hole, or khugepaged, makes 2 MiB of it resident. A fixed threshold
+// keeps large buffers in mappings of their own that go when freed.
+void keep_heap_small() {
+    mallopt(M_MMAP_THRESHOLD, 128 << 10);  // glibc's initial value, now never raised
+}
 }  // namespace
 
 int main(int argc, char** argv) {
     using namespace minivmm;
     // The control socket's client: no VM, no KVM.
     if (argc >= 2 && std::string(argv[1]) == "ctl") return run_ctl(argc - 2, argv + 2);
+    keep_heap_small();
     try {
         Options opts = parse_cli(argc, argv);
         if (opts.help) {
@@ -84,7 +94,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "minivmm: internal error: %s\n", e.what());
         return 2;
     } catch (const std::system_error& e) {
-        // std::thread says only EAGAIN when the process limit is reached:
+        // A thread that cannot start says only EAGAIN at the process limit:
         // with --user, every thread counts against that user's RLIMIT_NPROC.
         bool limit = e.code() == std::errc::resource_unavailable_try_again;
         std::fprintf(stderr, "minivmm: internal error: %s%s\n", e.what(),

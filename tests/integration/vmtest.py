@@ -306,22 +306,95 @@ def confined(pid, uid=0, gid=0):
     return f"{len(threads)} threads as {uid}:{gid}, no capabilities"
 
 
+def smaps(pid):
+    """minivmm's mappings from /proc/PID/smaps: [dict(start, end, perms,
+    path, Size, Rss, ...)], sizes in KiB."""
+    maps, cur = [], None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$", line)
+            if m:
+                cur = {"start": int(m.group(1), 16), "end": int(m.group(2), 16), "perms": m.group(3),
+                       "path": m.group(4).strip()}
+                maps.append(cur)
+                continue
+            m = re.match(r"^(\w+):\s+(\d+) kB", line)
+            if m and cur is not None:
+                cur[m.group(1)] = int(m.group(2))
+    return maps
+
+
+def _thread_stack_pointers(pid):
+    """{stack pointer: thread name} of minivmm's threads, from each one's
+    /proc/PID/task/TID/syscall (a thread blocked in a call shows its sp)."""
+    sps = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+                fields = f.read().split()
+        except OSError:
+            continue
+        if len(fields) >= 8:
+            sps[int(fields[-2], 16)] = name
+    return sps
+
+
+ARENA_ALIGN = 64 << 20  # glibc's per-thread malloc heaps sit at multiples of HEAP_MAX_SIZE
+
+
+def rss_breakdown(pid, guest_mib):
+    """What minivmm's resident memory outside guest RAM (the mappings of
+    guest_mib or more) is made of: [(what, Rss KiB)], largest first. Files
+    are named with their part (text, read-only data, data: relocated and
+    writable); anonymous memory as the heap, a thread's stack (named by the
+    thread whose stack pointer is in it, when it is blocked in a call), a
+    malloc arena, or by its size; marked when transparent huge pages back
+    it."""
+    sps = _thread_stack_pointers(pid)
+    parts = {}
+    below = None
+    for m in smaps(pid):
+        guarded, below = below is not None and below["end"] == m["start"] and below["perms"] == "---p", m
+        rss = m.get("Rss", 0)
+        if m.get("Size", 0) >= guest_mib * 1024 or not rss:
+            continue
+        path, perms = m["path"], m["perms"]
+        if path.startswith("/"):
+            kind = "text" if "x" in perms else "data" if "w" in perms else "read-only"
+            what = f"{os.path.basename(path)} {kind}"
+        elif path:
+            what = path  # [heap], [stack], [vdso], ...
+        else:
+            owner = [n for sp, n in sps.items() if m["start"] <= sp < m["end"]]
+            if owner:
+                what = f"stack of {owner[0]}"
+            elif guarded and m["start"] % ARENA_ALIGN:  # glibc's guard page below: a thread's stack
+                what = "stack of a thread not in a system call"
+            elif m["start"] % ARENA_ALIGN == 0:
+                what = "malloc arena"
+            else:
+                what = f"anonymous {m['Size']} KiB mapping"
+            if m.get("AnonHugePages"):  # the first suspect when a part is 2 MiB
+                what += " (transparent huge pages)"
+        parts[what] = parts.get(what, 0) + rss
+    return sorted(parts.items(), key=lambda t: -t[1])
+
+
+def format_breakdown(parts, top=12):
+    """One line per part, the largest `top` first, in KiB."""
+    lines = [f"{kib:6d} KiB  {what}" for what, kib in parts[:top]]
+    rest = sum(kib for _, kib in parts[top:])
+    if rest:
+        lines.append(f"{rest:6d} KiB  {len(parts) - top} more")
+    return "\n".join(lines)
+
+
 def rss_outside_guest_mib(pid, guest_mib):
     """Resident memory of minivmm outside the guest's RAM (the mappings of
     guest_mib or more), from /proc/PID/smaps: what the VMM itself costs."""
-    total = guest = 0
-    size = 0
-    with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            m = re.match(r"^(Size|Rss):\s+(\d+) kB", line)
-            if not m:
-                continue
-            if m.group(1) == "Size":
-                size = int(m.group(2))
-            else:
-                total += int(m.group(2))
-                guest += int(m.group(2)) if size >= guest_mib * 1024 else 0
-    return (total - guest) / 1024
+    return sum(kib for _, kib in rss_breakdown(pid, guest_mib)) / 1024
 
 
 def symbolize(rips, text_at):
