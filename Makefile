@@ -72,7 +72,7 @@ FUZZ_FLAGS   := -std=c++20 -g -O1 -Wall -Wextra -I. -pthread -fsanitize=fuzzer,a
 FUZZ_SECONDS ?= 120
 FUZZERS      := $(BUILD)/fuzz/fuzz_virtqueue $(BUILD)/fuzz/fuzz_pci $(BUILD)/fuzz/fuzz_net_rx $(BUILD)/fuzz/fuzz_net_tx \
                 $(BUILD)/fuzz/fuzz_net_ctrl $(BUILD)/fuzz/fuzz_device $(BUILD)/fuzz/fuzz_kernel_image
-FUZZ_HDRS    := $(wildcard vmm/*.hpp virtio/*.hpp tests/support/*.hpp)
+FUZZ_HDRS    := $(wildcard vmm/*.hpp virtio/*.hpp tests/support/*.hpp) tests/fuzz/fuzz_check.hpp
 # The device as every datapath runs it: make_net_backend and its backends.
 FUZZ_NET_BACKENDS := vhost/port_backend.cpp vhost/off.cpp vhost/vhost_rings.cpp $(wildcard vhost/*.hpp vhost/ports/*.hpp)
 

@@ -10,6 +10,7 @@
 #include <optional>
 #include <vector>
 
+#include "tests/fuzz/fuzz_check.hpp"
 #include "vmm/bzimage.hpp"
 #include "vmm/error.hpp"
 #include "vmm/guest_memory.hpp"
@@ -18,10 +19,6 @@
 using namespace minivmm;
 
 namespace {
-#define CHECK(cond)                    \
-    do {                               \
-        if (!(cond)) __builtin_trap(); \
-    } while (0)
 
 constexpr uint64_t kRam = 64u << 20;
 // A payload may state at most this much, so one input cannot take seconds.

@@ -9,15 +9,12 @@
 #include <memory>
 #include <vector>
 
+#include "tests/fuzz/fuzz_check.hpp"
 #include "virtio/virtio_pci.hpp"
 
 using namespace minivmm;
 
 namespace {
-#define CHECK(cond)                    \
-    do {                               \
-        if (!(cond)) __builtin_trap(); \
-    } while (0)
 
 struct FakeDevice : VirtioDevice {
     uint16_t queues;

@@ -19,23 +19,12 @@
 #include <string>
 #include <vector>
 
+#include "tests/fuzz/fuzz_check.hpp"
 #include "tests/support/guest_ring.hpp"
 #include "vhost/ports/port.hpp"
 #include "vmm/guest_memory.hpp"
 
 namespace minivmm::fuzz {
-
-// A failed check names itself on the sanitizers' report fd, which
-// -close_fd_mask=2 leaves open, and stops like a crash.
-#define FUZZ_STR2(x) #x
-#define FUZZ_STR(x) FUZZ_STR2(x)
-#define CHECK(cond)                                                                                 \
-    do {                                                                                            \
-        if (!(cond)) {                                                                              \
-            __sanitizer_report_error_summary("CHECK failed at " __FILE__ ":" FUZZ_STR(__LINE__) ": " #cond); \
-            __builtin_trap();                                                                       \
-        }                                                                                           \
-    } while (0)
 
 // FUZZ_TRACE=1 in the environment: each step said on stderr, to follow
 // one input (run it without -close_fd_mask).

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/fuzz/fuzz_check.hpp"
 #include "tests/support/guest_ring.hpp"
 #include "virtio/virtqueue.hpp"
 #include "vmm/guest_memory.hpp"
@@ -21,10 +22,6 @@ namespace {
 // tables in the high one; small enough to clear for every input.
 constexpr uint64_t kRam = 2ull << 20, kBufs = 1ull << 20, kPage = 4096;
 
-#define CHECK(cond)                    \
-    do {                               \
-        if (!(cond)) __builtin_trap(); \
-    } while (0)
 
 // ASan does not watch mmap'd guest RAM, so an access escaping GuestMemory's
 // checks would go unnoticed; inaccessible pages either side make it fault.

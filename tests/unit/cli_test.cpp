@@ -2,19 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/unit/cli_args.hpp"
 #include "vmm/error.hpp"
 
 using namespace minivmm;
-
-namespace {
-Options parse(std::vector<std::string> args) {
-    args.insert(args.begin(), "minivmm");
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    return parse_cli(static_cast<int>(args.size()), argv.data());
-}
-}  // namespace
+using minivmm::testing::parse;
 
 TEST(Cli, Defaults) {
     auto o = parse({"--kernel", "bz"});

@@ -4,26 +4,18 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/unit/cli_args.hpp"
 #include "vmm/cli.hpp"
 #include "vmm/error.hpp"
 
 using namespace minivmm;
+using minivmm::testing::parse;
 using json = nlohmann::ordered_json;
 
 namespace {
-Options parse(std::vector<std::string> args) {
-    args.insert(args.begin(), "minivmm");
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    return parse_cli(static_cast<int>(args.size()), argv.data());
-}
-
+// run_ctl takes the words after "minivmm ctl".
 int ctl(std::vector<std::string> args) {
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    return run_ctl(static_cast<int>(args.size()), argv.data());
+    return minivmm::testing::with_argv(std::move(args), [](int argc, char** argv) { return run_ctl(argc - 1, argv + 1); });
 }
 }  // namespace
 

@@ -15,14 +15,6 @@ using namespace minivmm;
 using namespace minivmm::testing;
 
 namespace {
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const UserError& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
 
 // Compressible but not trivially so, like a kernel.
 std::vector<uint8_t> sample(size_t n) {

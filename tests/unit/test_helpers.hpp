@@ -6,10 +6,23 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "vmm/error.hpp"
+
 namespace minivmm::testing {
+
+// The UserError f throws, or "(no error)".
+inline std::string error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const UserError& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
 
 // Boot sector + one setup sector + payload, with the header fields the
 // loader checks. Fields are poked at their boot-protocol offsets.
