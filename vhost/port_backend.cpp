@@ -21,7 +21,9 @@ void PortBackend::set_offloads(uint64_t features) {
         off |= TUN_F_CSUM;
         if (features & net::kGuestTso4) off |= TUN_F_TSO4;
         if (features & net::kGuestTso6) off |= TUN_F_TSO6;
-        if (features & net::kGuestEcn) off |= TUN_F_TSO_ECN;
+        // ECN only qualifies TSO: the tap refuses it alone (and a driver
+        // acking GUEST_ECN without GUEST_TSO4/6 breaks the spec's rule).
+        if ((features & net::kGuestEcn) && (off & (TUN_F_TSO4 | TUN_F_TSO6))) off |= TUN_F_TSO_ECN;
         // The kernel takes the two only together: a driver that acked one
         // gets UDP GSO frames segmented by the tap instead.
         if ((features & net::kGuestUso4) && (features & net::kGuestUso6)) off |= TUN_F_USO4 | TUN_F_USO6;

@@ -27,6 +27,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -189,6 +190,32 @@ TEST(Seccomp, EveryKindTrapsSocketWithOneLine) {
                            open_socket();
                        }),
                        k.name, "socket");
+    }
+}
+
+// glibc opens /proc/sys/vm/overcommit_memory the first time a thread's
+// arena shrinks: under every kind's list that open fails instead of ending
+// minivmm, and an arena grows and shrinks on a thread of every kind.
+TEST(Seccomp, EveryKindRefusesOpenAndShrinksItsArena) {
+    for (const Kind& k : kKinds) {
+        SCOPED_TRACE(k.name);
+        expect_clean(in_child([&] {
+            seccomp_prepare(SeccompMode::On);
+            std::thread t([&] {
+                enter_thread(k.kind, k.name);
+                errno = 0;
+                int fd = open("/proc/sys/vm/overcommit_memory", O_RDONLY | O_CLOEXEC);
+                must(fd < 0 && errno == EACCES, "open refused with EACCES");
+                // Many small blocks, then one past the consolidation
+                // threshold: freeing them all trims the top of the arena.
+                std::vector<std::unique_ptr<char[]>> small;
+                for (int i = 0; i < 60000; i++) small.emplace_back(new char[32]);
+                auto big = std::make_unique<char[]>(70 << 10);
+                small.clear();
+                big.reset();
+            });
+            t.join();
+        }));
     }
 }
 

@@ -185,9 +185,11 @@ void Tap::set_vnet_header_size(int bytes) {
 void Tap::set_offload(unsigned flags) {
     // Failure is not fatal (an older kernel lacking a flag): the tap then
     // finishes checksums and segments itself, which is slower but correct.
-    if (ioctl(fd(0), TUNSETOFFLOAD, static_cast<unsigned long>(flags)) < 0)
-        std::fprintf(stderr, "minivmm: tap %s: TUNSETOFFLOAD %#x failed: %s\n", name_.c_str(), flags,
+    if (ioctl(fd(0), TUNSETOFFLOAD, static_cast<unsigned long>(flags)) < 0 && !offload_refused_) {
+        offload_refused_ = true;
+        std::fprintf(stderr, "minivmm: tap %s: TUNSETOFFLOAD %#x failed: %s (said once)\n", name_.c_str(), flags,
                      std::strerror(errno));
+    }
 }
 
 void Tap::set_queue_attached(unsigned queue, bool attached) {

@@ -52,6 +52,7 @@ private:
     std::string offload_note_;
     bool uso_ = false;
     unsigned mtu_ = 0;
+    bool offload_refused_ = false;  // said once: a guest can reset its NIC in a loop
 };
 
 }  // namespace minivmm
