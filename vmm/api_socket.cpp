@@ -58,10 +58,13 @@ bool flush(Client& c) {
     return true;
 }
 
-// Handles every complete line in c.in; bounds what is left.
+// Handles the complete lines in c.in until the replies reach their bound;
+// bounds what is left.
 void take_lines(Client& c, ApiTarget& target) {
     size_t start = 0;
-    for (size_t nl; (nl = c.in.find('\n', start)) != std::string::npos; start = nl + 1) {
+    for (size_t nl; c.out.size() < ApiSocket::kMaxPendingReplies &&
+                    (nl = c.in.find('\n', start)) != std::string::npos;
+         start = nl + 1) {
         if (c.discarding) {
             c.discarding = false;  // the over-long line ends here; it was answered
             continue;
@@ -69,6 +72,12 @@ void take_lines(Client& c, ApiTarget& target) {
         c.out += api_handle_line(std::string_view(c.in).substr(start, nl - start), target);
     }
     c.in.erase(0, start);
+    if (c.in.find('\n') != std::string::npos) return;  // lines held back for their replies
+    // The last line of a client that closed its side unterminated.
+    if (c.closing && !c.in.empty() && !c.discarding && c.in.size() <= kMaxRequestLine) {
+        c.out += api_handle_line(c.in, target);
+        c.in.clear();
+    }
     if (c.in.size() > kMaxRequestLine) {
         if (!c.discarding) c.out += api_overlong_reply();
         c.discarding = true;
@@ -174,11 +183,6 @@ void ApiSocket::serve(int stop_fd, ApiTarget& target) {
                 c.last = now;
                 if (!read_some(c)) c.closing = true;
                 take_lines(c, target);
-                // The last line of a client that closed its side unterminated.
-                if (c.closing && !c.in.empty() && !c.discarding) {
-                    c.out += api_handle_line(c.in, target);
-                    c.in.clear();
-                }
             }
             if (!c.out.empty()) {
                 size_t before = c.out.size();
@@ -186,6 +190,8 @@ void ApiSocket::serve(int stop_fd, ApiTarget& target) {
                 // Only a client that takes its replies is active: one that
                 // sends and never reads is idle, and loses its slot.
                 if (c.out.size() < before) c.last = now;
+                // Replies taken: the lines held back for them go on.
+                if (c.out.empty() && !c.in.empty()) take_lines(c, target);
             }
             bool idle = now - c.last > std::chrono::milliseconds(kIdleLimitMs);
             if (!alive || (c.closing && c.out.empty()) || idle) clients[i].reset();

@@ -19,6 +19,9 @@ class ApiSocket {
 public:
     static constexpr unsigned kMaxClients = 8;
     static constexpr int kIdleLimitMs = 60'000;
+    // Replies waiting for one client: past this, its further lines wait
+    // unread until it takes them (one read can hold thousands of requests).
+    static constexpr size_t kMaxPendingReplies = 1 << 20;
 
     // Creates and listens on path, owner-only (mode 0600). A stale socket
     // there (nothing listening) is replaced; anything else is refused with a

@@ -81,7 +81,12 @@ struct FakeTarget : ApiTarget {
     int stop_fd;
     explicit FakeTarget(int fd) : stop_fd(fd) {}
     json status() override { return {{"state", "running"}}; }
-    json stats(const std::string&) override { return {{"nics", json::array()}}; }
+    // "big": a 2 KiB reply, so a few hundred requests pass the server's
+    // bound on replies waiting for one client.
+    json stats(const std::string& nic) override {
+        if (nic == "big") return {{"nics", json::array()}, {"pad", std::string(2048, 'p')}};
+        return {{"nics", json::array()}};
+    }
     json pause() override { return {{"state", "paused"}}; }
     json resume() override { return {{"state", "running"}}; }
     json quit() override {
@@ -237,6 +242,34 @@ TEST(ApiSocket, ServesUnderItsFilterAndRemovesThePathOnQuit) {
     EXPECT_EQ(json::parse(read_line(c))["state"], "stopping");
     EXPECT_EQ(wait_child(pid), 0) << "the server did not end cleanly (2: a call its filter lacks)";
     EXPECT_FALSE(exists(p));
+}
+
+// Requests whose replies pass the bound on what waits for one client: the
+// rest wait in the socket, and every one is answered in order, the
+// unterminated last one of a client that closed its side included.
+TEST(ApiSocket, RepliesBeyondTheBoundAllArrive) {
+    TempDir d;
+    std::string p = d.path + "/api.sock";
+    pid_t pid = serve_in_child(p);
+    Fd a = wait_connect(p);
+    ASSERT_TRUE(a);
+    const int n = 1000;  // 2 MB of replies to 28 KB of requests
+    std::string reqs;
+    for (int i = 0; i < n; i++) reqs += "{\"cmd\":\"stats\",\"nic\":\"big\"}\n";
+    send_all(a, reqs + "{\"cmd\":\"status\"}");
+    shutdown(a.get(), SHUT_WR);
+    int big = 0;
+    for (int i = 0; i < n; i++) {
+        std::string line = read_line(a);
+        if (line.empty()) break;
+        big += json::parse(line).contains("pad");
+    }
+    EXPECT_EQ(big, n);
+    EXPECT_EQ(json::parse(read_line(a))["state"], "running");
+    Fd q = connect_to(p);
+    send_all(q, "{\"cmd\":\"quit\"}\n");
+    EXPECT_EQ(json::parse(read_line(q))["state"], "stopping");
+    EXPECT_EQ(wait_child(pid), 0);
 }
 
 TEST(ApiSocket, ClientsBeyondTheLimitAreToldAndClosed) {
