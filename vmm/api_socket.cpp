@@ -33,9 +33,11 @@ sockaddr_un address(const std::string& path) {
 
 // True if a process accepts connections on the socket at path.
 bool someone_listens(const sockaddr_un& a, const std::string& path) {
-    Fd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    // Non-blocking: a server whose backlog is full would hold a blocking
+    // connect until it accepts, and it is listening all the same (EAGAIN).
+    Fd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!s) throw internal_error("socket");
-    if (::connect(s.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0) return true;
+    if (::connect(s.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0 || errno == EAGAIN) return true;
     if (errno == ECONNREFUSED) return false;
     throw sys_error("--api-sock " + path + ": cannot check the socket there");
 }

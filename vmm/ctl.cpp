@@ -19,6 +19,7 @@ using json = nlohmann::ordered_json;
 namespace {
 // Longer than the server's own limit on pause (10 s) with room to spare.
 constexpr int kReplyTimeoutMs = 30'000;
+constexpr size_t kMaxReply = 16u << 20;
 
 Fd connect_to(const std::string& path) {
     sockaddr_un a{};
@@ -60,6 +61,11 @@ std::string exchange(const Fd& s, const std::string& path, const std::string& li
         if (n < 0) throw sys_error("ctl: " + path + ": reading the reply");
         if (n == 0) throw UserError("ctl: " + path + ": the connection closed without a reply");
         reply.append(buf, static_cast<size_t>(n));
+        // A control socket's reply is kilobytes; a peer streaming without
+        // a newline is not one.
+        if (reply.size() > kMaxReply && reply.find('\n') == std::string::npos)
+            throw UserError("ctl: " + path + ": no end of line in the first " + std::to_string(kMaxReply >> 20) +
+                            " MiB of the reply: not a control socket");
     }
     return reply.substr(0, reply.find('\n'));
 }
