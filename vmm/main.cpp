@@ -6,9 +6,14 @@
 // stock kernel at speed; run it until the guest powers off or resets.
 // Anything the user can fix ends here as one line on stderr and exit status
 // 1; a failure of ours or the host's (a KVM ioctl) as one line and status 2.
+#include <link.h>
 #include <malloc.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <system_error>
@@ -50,6 +55,28 @@ void print_seccomp(minivmm::SeccompMode mode) {
 void keep_heap_small() {
     mallopt(M_MMAP_THRESHOLD, 128 << 10);  // glibc's initial value, now never raised
 }
+
+// Much of the code that runs does so only while the machine is built:
+// option parsing, the kernel's decompression (a whole decompressor, linked
+// in) and ELF loading, the tables, and what they use of glibc. Its pages,
+// and the neighbours the kernel maps around each page faulted in, would
+// stay resident for the VM's lifetime. Executable segments are never
+// written (no object here is both writable and executable), so dropping
+// their pages loses nothing: the code the running VM uses comes back on
+// first use from the page cache. The vDSO is the kernel's and stays.
+int drop_code_pages(dl_phdr_info* info, size_t, void*) {
+    if (std::strstr(info->dlpi_name, "linux-vdso")) return 0;
+    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+        if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X) || (ph.p_flags & PF_W)) continue;
+        uintptr_t lo = (info->dlpi_addr + ph.p_vaddr) & ~(page - 1);
+        uintptr_t hi = (info->dlpi_addr + ph.p_vaddr + ph.p_memsz + page - 1) & ~(page - 1);
+        [[maybe_unused]] int rc = madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+    }
+    return 0;
+}
+void drop_setup_code() { dl_iterate_phdr(drop_code_pages, nullptr); }
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -81,6 +108,7 @@ int main(int argc, char** argv) {
         // for as long as the guest runs.
         files.reset();
         malloc_trim(0);  // and give their pages back, wherever malloc put them
+        drop_setup_code();
         // After the machine is built, so bad input still gets exactly one line.
         if (no_hw_virt)
             std::fprintf(stderr,
