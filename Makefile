@@ -73,22 +73,26 @@ FUZZ_SECONDS ?= 120
 FUZZERS      := $(BUILD)/fuzz/fuzz_virtqueue $(BUILD)/fuzz/fuzz_pci $(BUILD)/fuzz/fuzz_net_rx $(BUILD)/fuzz/fuzz_net_tx \
                 $(BUILD)/fuzz/fuzz_net_ctrl $(BUILD)/fuzz/fuzz_device $(BUILD)/fuzz/fuzz_kernel_image
 FUZZ_HDRS    := $(wildcard vmm/*.hpp virtio/*.hpp tests/support/*.hpp) tests/fuzz/fuzz_check.hpp
+# Saved state of the PCI function, its MSI-X table and the virtio-pci transport.
+DEVICE_STATE_SRCS := vmm/pci_state.cpp vmm/msix_state.cpp virtio/virtio_pci_state.cpp
 # The device as every datapath runs it: make_net_backend and its backends.
 FUZZ_NET_BACKENDS := vhost/port_backend.cpp vhost/off.cpp vhost/vhost_rings.cpp $(wildcard vhost/*.hpp vhost/ports/*.hpp)
 
 $(BUILD)/fuzz/fuzz_virtqueue: tests/fuzz/fuzz_virtqueue.cpp virtio/virtqueue.cpp vmm/guest_memory.cpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_pci: tests/fuzz/fuzz_pci.cpp vmm/thread_guard.cpp vmm/thread.cpp vmm/pci.cpp vmm/msix.cpp virtio/virtio_pci.cpp vmm/kvm.cpp vmm/gsi_router.cpp \
+                        $(DEVICE_STATE_SRCS) virtio/virtqueue.cpp \
                         vmm/seccomp.cpp vmm/seccomp_policy.cpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_net_rx: tests/fuzz/fuzz_net_rx.cpp virtio/net_datapath.cpp virtio/virtqueue.cpp \
                            tests/fuzz/net_driver.hpp tests/fuzz/fuzz_support.hpp vhost/ports/port.hpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_net_tx: tests/fuzz/fuzz_net_tx.cpp virtio/net_datapath.cpp virtio/virtqueue.cpp \
                            tests/fuzz/net_driver.hpp tests/fuzz/fuzz_support.hpp vhost/ports/port.hpp $(FUZZ_HDRS)
-$(BUILD)/fuzz/fuzz_net_ctrl: tests/fuzz/fuzz_net_ctrl.cpp virtio/net.cpp virtio/net_ctrl.cpp virtio/net_datapath.cpp \
+$(BUILD)/fuzz/fuzz_net_ctrl: tests/fuzz/fuzz_net_ctrl.cpp virtio/net.cpp virtio/net_ctrl.cpp virtio/net_state.cpp virtio/net_datapath.cpp \
                              virtio/queue_stats.cpp virtio/virtqueue.cpp vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/thread.cpp vmm/kvm.cpp \
                              vmm/seccomp.cpp vmm/seccomp_policy.cpp $(FUZZ_NET_BACKENDS) \
                              tests/fuzz/fuzz_support.hpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_device: tests/fuzz/fuzz_device.cpp virtio/virtio_pci.cpp vmm/pci.cpp vmm/msix.cpp vmm/gsi_router.cpp \
-                           virtio/net.cpp virtio/net_ctrl.cpp virtio/net_datapath.cpp virtio/queue_stats.cpp \
+                           virtio/net.cpp virtio/net_ctrl.cpp virtio/net_state.cpp virtio/net_datapath.cpp virtio/queue_stats.cpp \
+                           $(DEVICE_STATE_SRCS) \
                            virtio/virtqueue.cpp vhost/worker.cpp $(FUZZ_NET_BACKENDS) \
                            vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/thread.cpp vmm/kvm.cpp vmm/seccomp.cpp vmm/seccomp_policy.cpp \
                            tests/fuzz/fuzz_support.hpp $(FUZZ_HDRS)

@@ -35,6 +35,8 @@ public:
     void set_pairs_in_use(unsigned n) override;
     void notify(uint16_t queue) override;
     void reset() override;
+    std::vector<uint16_t> quiesce() override;
+    void resume() override;
     const QueueStats* stats(unsigned queue) const override;
 
 private:
@@ -48,7 +50,7 @@ private:
         Fd wake;                             // eventfd: kicks, (de)activation, shutdown
         Thread thread;
     };
-    bool running() const { return device_ && device_->running(); }
+    bool running() const { return device_ && device_->running() && !quiesced_; }
     void io_loop(unsigned k);
     bool tx_some(Pair& p, uint16_t q);  // true: more to send
     void interrupt(std::optional<SplitQueue>& q, uint16_t index, QueueStats& st);
@@ -61,6 +63,7 @@ private:
     uint64_t features_ = 0;
     VirtioTransport* transport_ = nullptr;
     Device* device_ = nullptr;
+    bool quiesced_ = false;  // set and read with every pair's lock held, or the pair's own
     std::atomic<bool> quit_{false};
 };
 
@@ -117,6 +120,12 @@ bool OffBackend::activate(const Rings& rings) {
             auto& sq = i % 2 ? p.tx : p.rx;
             sq.emplace(*mem_, q.size, q.desc, q.driver, q.device);
             sq->set_event_idx(features_ & virtio::kFEventIdx);
+            // A loaded ring: what the driver queued before is looked at
+            // without waiting for a kick it may have made already.
+            if (rings.positions) {
+                sq->resume((*rings.positions)[i]);
+                p.tx_kicked = true;
+            }
         }
     }
     set_offloads(features_);
@@ -162,7 +171,37 @@ void OffBackend::reset() {
     }
     transport_ = nullptr;
     features_ = 0;
+    quiesced_ = false;
     clear_offloads();
+}
+
+// With every pair's lock, no thread is inside a ring; with quiesced_ set,
+// none goes back in. A frame waiting for buffers stays for resume().
+std::vector<uint16_t> OffBackend::quiesce() {
+    std::vector<std::unique_lock<std::mutex>> locks;
+    for (auto& p : pairs_) locks.emplace_back(p->lock);
+    quiesced_ = true;
+    std::vector<uint16_t> at(2 * pairs_.size(), 0);
+    for (unsigned k = 0; k < pairs_.size(); k++) {
+        Pair& p = *pairs_[k];
+        if (p.rx) {
+            p.receiver.release(*p.rx);  // buffers taken ahead are not used yet
+            at[2 * k] = p.rx->last_avail();
+        }
+        if (p.tx) at[2 * k + 1] = p.tx->last_avail();
+    }
+    return at;
+}
+
+void OffBackend::resume() {
+    std::vector<std::unique_lock<std::mutex>> locks;
+    for (auto& p : pairs_) locks.emplace_back(p->lock);
+    quiesced_ = false;
+    // Whatever was kicked meanwhile: each thread looks at its rings again.
+    for (auto& p : pairs_) {
+        p->tx_kicked = true;
+        wake(*p);
+    }
 }
 
 const QueueStats* OffBackend::stats(unsigned i) const {

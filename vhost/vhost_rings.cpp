@@ -30,6 +30,8 @@ public:
     void set_pairs_in_use(unsigned n) override;
     void notify(uint16_t queue) override;
     void reset() override;
+    std::vector<uint16_t> quiesce() override;
+    void resume() override;
     const QueueStats* stats(unsigned queue) const override { return vhost_->stats(queue); }
 
 private:
@@ -40,6 +42,7 @@ private:
         // Per ring, as a failure may leave one of the two attached: reset
         // must still detach it, or the ring keeps writing into guest memory.
         bool has_backend[2] = {};
+        uint16_t stopped_at[2] = {};  // quiesce(): each ring's next avail entry
     };
     void hand_over(unsigned k, const Rings& rings);
 
@@ -49,7 +52,19 @@ private:
     // Set at activation with every pair's lock held.
     VirtioTransport* transport_ = nullptr;
     Device* device_ = nullptr;
+    bool quiesced_ = false;  // with every pair's lock held
+    // Rings that go on from a saved position (a loaded state) are kicked
+    // once they have a backend: the driver may have kicked for entries the
+    // old device never took, and will not kick again for them.
+    bool kick_when_attached_ = false;
+    void kick(unsigned i);
 };
+
+void VhostRings::kick(unsigned i) {
+    int fd = transport_ ? transport_->kick_eventfd(static_cast<uint16_t>(i)) : -1;
+    uint64_t one = 1;
+    if (fd >= 0) [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
+}
 
 bool VhostRings::activate(const Rings& rings) {
     {
@@ -60,6 +75,7 @@ bool VhostRings::activate(const Rings& rings) {
         for (unsigned k = 0; k < rings.usable_pairs; k++)
             for (unsigned j : {0u, 1u}) pairs_[k]->configured[j] = rings.queues[2 * k + j].enabled;
         set_offloads(rings.features);
+        kick_when_attached_ = rings.positions != nullptr;
     }
     try {
         uint64_t want = rings.features & kVhostFeatures;
@@ -90,7 +106,7 @@ void VhostRings::hand_over(unsigned k, const Rings& rings) {
         int kick = transport_->kick_eventfd(qi), call = transport_->call_eventfd(qi), err = transport_->error_eventfd(qi);
         if (kick < 0 || call < 0 || err < 0) throw InternalError("the transport has no KVM eventfds for vhost");
         vhost_->set_vring_num(i, q.size);
-        vhost_->set_vring_base(i, 0);
+        vhost_->set_vring_base(i, rings.positions ? (*rings.positions)[i] : 0);
         // Ring placement was checked before activation (SplitQueue::valid).
         auto hva = [&](uint64_t gpa) { return reinterpret_cast<uint64_t>(rings.mem.ptr(gpa, 1)); };
         vhost_->set_vring_addr(i, {hva(q.desc), hva(q.driver), hva(q.device), q.device, false});
@@ -105,7 +121,7 @@ void VhostRings::set_pairs_in_use(unsigned n) {
     for (unsigned k = 0; k < pairs_.size(); k++) {
         Pair& p = *pairs_[k];
         std::lock_guard g(p.lock);
-        bool on = k < n && device_ && device_->running();
+        bool on = k < n && device_ && device_->running() && !quiesced_;
         if (on) attach_queue(k);
         if (p.serving != on) {
             try {
@@ -113,6 +129,7 @@ void VhostRings::set_pairs_in_use(unsigned n) {
                     if (!p.configured[i % 2] || p.has_backend[i % 2] == on) continue;
                     vhost_->set_backend(i, on ? port_->fd(k) : -1);
                     p.has_backend[i % 2] = on;
+                    if (on && kick_when_attached_) kick(i);
                 }
                 p.serving = on;
             } catch (const std::exception& e) {
@@ -157,7 +174,53 @@ void VhostRings::reset() {
         p.has_backend[0] = p.has_backend[1] = false;
     }
     transport_ = nullptr;
+    quiesced_ = kick_when_attached_ = false;
     clear_offloads();
+}
+
+// As reset() stops them, but keeping everything else: without a backend a
+// ring moves nothing, and GET_VRING_BASE says where it stopped.
+std::vector<uint16_t> VhostRings::quiesce() {
+    std::vector<std::unique_lock<std::mutex>> locks;
+    for (auto& p : pairs_) locks.emplace_back(p->lock);
+    std::vector<uint16_t> at(2 * pairs_.size(), 0);
+    if (quiesced_) throw InternalError(label_ + ": quiesced twice");
+    for (unsigned k = 0; k < pairs_.size(); k++) {
+        Pair& p = *pairs_[k];
+        for (unsigned i : {2 * k, 2 * k + 1}) {
+            if (!p.configured[i % 2]) continue;
+            // A ring that may still run cannot be saved: this throws.
+            if (p.has_backend[i % 2]) vhost_->set_backend(i, -1);
+            p.has_backend[i % 2] = false;
+            p.stopped_at[i % 2] = at[i] = static_cast<uint16_t>(vhost_->get_vring_base(i));
+        }
+    }
+    quiesced_ = true;
+    return at;
+}
+
+// Each ring goes on at the entry it stopped at (its used index is in guest
+// RAM, which vhost reads when the backend comes back).
+void VhostRings::resume() {
+    std::vector<std::unique_lock<std::mutex>> locks;
+    for (auto& p : pairs_) locks.emplace_back(p->lock);
+    if (!quiesced_) return;
+    quiesced_ = false;
+    try {
+        for (unsigned k = 0; k < pairs_.size(); k++) {
+            Pair& p = *pairs_[k];
+            for (unsigned i : {2 * k, 2 * k + 1}) {
+                if (!p.configured[i % 2]) continue;
+                vhost_->set_vring_base(i, p.stopped_at[i % 2]);
+                if (!p.serving) continue;
+                vhost_->set_backend(i, port_->fd(k));
+                p.has_backend[i % 2] = true;
+                kick(i);
+            }
+        }
+    } catch (const std::exception& e) {
+        if (device_) device_->needs_reset(std::string("vhost: resuming: ") + e.what());
+    }
 }
 }  // namespace
 

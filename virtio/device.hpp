@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "virtio/queue_stats.hpp"
+#include "vmm/state_stream.hpp"
 
 namespace minivmm {
 
@@ -47,6 +48,16 @@ public:
     virtual int error_eventfd(uint16_t queue) { (void)queue; return -1; }
 };
 
+// What VirtioPci::load() hands the device: the transport's registers as
+// loaded, each already checked (rings of enabled queues inside RAM, sizes,
+// vectors, features a subset of the offer, a status the driver could set).
+struct LoadedTransport {
+    uint64_t features;                       // the driver's (negotiated once FEATURES_OK)
+    const std::vector<QueueConfig>& queues;
+    bool driver_ok;  // the driver had started the device
+    bool broken;     // and the device had stopped since (DEVICE_NEEDS_RESET)
+};
+
 class VirtioDevice {
 public:
     virtual ~VirtioDevice() = default;
@@ -75,6 +86,31 @@ public:
     virtual void reset() = 0;
     // The driver kicked this queue (only between activate and reset).
     virtual void notify(uint16_t queue) = 0;
+
+    // Snapshots and migration, with the vCPUs paused. quiesce(): every
+    // datapath stops where it is; when it returns nothing of the device
+    // touches guest memory or raises interrupts, and each queue's position
+    // is known. resume(): they carry on from exactly there. Kicks that come
+    // in between are kept for resume(). A device that does no work on
+    // threads of its own (or runs nothing) needs neither.
+    virtual void quiesce() {}
+    virtual void resume() {}
+    // The device's own state: its config space, what the driver set through
+    // it, and each queue's position in virtio's terms (the next avail entry
+    // it takes; the used index is in guest RAM), whatever serves the queue.
+    // Only while quiesced, or not started.
+    virtual void save(state::Writer& w) const {
+        (void)w;
+        throw state::Error(label() + ": this device's state cannot be saved");
+    }
+    // Into a device fresh from construction (same configuration), with guest
+    // RAM already loaded. t.driver_ok && !t.broken: start as activate()
+    // would, but with every queue at its saved position. Throws state::Error,
+    // naming the field, for anything the guest could not have brought about.
+    virtual void load(state::Reader& r, const LoadedTransport& t, VirtioTransport& transport) {
+        (void)t, (void)transport;
+        r.fail(label() + ": this device's state cannot be loaded");
+    }
 };
 
 }  // namespace minivmm

@@ -93,6 +93,11 @@ bool VirtioNet::rings_valid(const std::vector<QueueConfig>& queues, unsigned usa
 
 void VirtioNet::activate(uint64_t features, const std::vector<QueueConfig>& queues, VirtioTransport& t) {
     auto c = lock_ctrl();
+    start(features, queues, t, nullptr);
+}
+
+void VirtioNet::start(uint64_t features, const std::vector<QueueConfig>& queues, VirtioTransport& t,
+                      const std::vector<uint16_t>* positions) {
     // Without MQ the device has one pair and the control queue follows it (5.1.2).
     bool mq = features & net::kMq;
     unsigned usable = mq ? pairs() : 1;
@@ -107,10 +112,11 @@ void VirtioNet::activate(uint64_t features, const std::vector<QueueConfig>& queu
         ctrl_.emplace(mem_, q.size, q.desc, q.driver, q.device);
         ctrl_->set_event_idx(features & virtio::kFEventIdx);
         if (!ctrl_->valid()) return needs_reset("control queue: bad size or ring address");
+        if (positions) ctrl_->resume((*positions)[ctrl_index]);
         ctrl_index_ = ctrl_index;
     }
     active_ = true;
-    if (!backend_->activate({mem_, features, config_, usable, t, *this})) return;
+    if (!backend_->activate({mem_, features, config_, usable, t, *this, positions})) return;
     // Until the driver sets the number of pairs, it uses the first (5.1.6.5.5).
     set_pairs_in_use(1);
 }
@@ -132,6 +138,8 @@ void VirtioNet::reset() {
     usable_pairs_ = 0;
     in_use_ = 1;
     promisc_ = allmulti_ = false;
+    quiesced_ = false;
+    positions_.clear();
 }
 
 void VirtioNet::needs_reset(const std::string& why) {

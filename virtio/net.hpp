@@ -57,6 +57,12 @@ public:
     void activate(uint64_t features, const std::vector<QueueConfig>& queues, VirtioTransport& t) override;
     void reset() override;
     void notify(uint16_t queue) override;
+    // Saved state (net_state.cpp): the MAC, what the driver set through the
+    // control queue, the negotiated features and every queue's position.
+    void quiesce() override;
+    void resume() override;
+    void save(state::Writer& w) const override;
+    void load(state::Reader& r, const LoadedTransport& t, VirtioTransport& transport) override;
 
     const char* datapath() const { return backend_->datapath(); }
     unsigned pairs() const { return backend_->pairs(); }
@@ -68,6 +74,10 @@ private:
     bool running() const override { return active_; }
     void needs_reset(const std::string& why) override;
     bool rings_valid(const std::vector<QueueConfig>& queues, unsigned usable);
+    // activate(), with ctrl_lock_ held; positions: where each queue goes on
+    // (a loaded state), or null for rings the driver just set up.
+    void start(uint64_t features, const std::vector<QueueConfig>& queues, VirtioTransport& t,
+               const std::vector<uint16_t>* positions);
     void set_pairs_in_use(unsigned n);
     void interrupt(std::optional<SplitQueue>& q, uint16_t index, QueueStats& st);
 
@@ -107,6 +117,10 @@ private:
     std::atomic<uint16_t> ctrl_index_{kNoCtrl};  // read by kicks without the lock
     std::atomic<unsigned> in_use_{1};
     bool promisc_ = false, allmulti_ = false;
+    // Snapshots and migration: the datapaths stopped (quiesce()), and each
+    // queue's next avail entry, by queue number, as they stopped or as loaded.
+    bool quiesced_ = false;
+    std::vector<uint16_t> positions_;
     QueueStats ctrl_stats_;
     std::atomic<bool> quit_{false};
 };

@@ -40,6 +40,9 @@ public:
         unsigned usable_pairs;                   // all of them with MQ, else 1
         VirtioTransport& transport;
         Device& device;
+        // A loaded state's: ring i goes on at avail entry (*positions)[i]
+        // (its used index is in guest RAM). Null: the driver's new rings.
+        const std::vector<uint16_t>* positions = nullptr;
     };
 
     virtual ~NetBackend() = default;
@@ -65,6 +68,14 @@ public:
     // Returns only when nothing of the backend touches guest memory or
     // raises interrupts any more.
     virtual void reset() = 0;
+    // Snapshots and migration. quiesce(): every ring stops where it is; when
+    // it returns nothing of the backend touches guest memory or raises
+    // interrupts. Returns, for each ring of the pairs (2k, 2k+1), the next
+    // avail entry it would take (0 for a ring it does not serve), in
+    // virtio's terms: the same from every datapath. resume(): the rings
+    // carry on from there; kicks that came in between are not lost.
+    virtual std::vector<uint16_t> quiesce() = 0;
+    virtual void resume() = 0;
     // Counters of a ring, or null where they are not visible (vhost-net).
     virtual const QueueStats* stats(unsigned queue) const = 0;
 };

@@ -96,7 +96,7 @@ void VirtioNet::ctrl_loop() {
 
 // Called with ctrl_lock_ held.
 bool VirtioNet::ctrl_batch() {
-    if (!active_ || !ctrl_) return false;
+    if (!active_ || !ctrl_ || quiesced_) return false;
     bool more = true;
     for (unsigned served = 0; served < kCtrlBudget;) {
         Chain c;

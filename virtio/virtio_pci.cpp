@@ -338,6 +338,7 @@ void VirtioPci::capability_reading(uint32_t reg) {
 
 void VirtioPci::reset_locked() {
     dev_->reset();
+    quiesced_ = false;
     if (kvm_) teardown_fds();
     status_ = 0;
     isr_ = 0;

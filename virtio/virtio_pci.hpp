@@ -16,6 +16,8 @@
 
 namespace minivmm {
 
+class MemView;
+
 class VirtioPci : public PciDevice, public VirtioTransport {
 public:
     // With kvm, the transport can hand vhost backends KVM ioeventfds and
@@ -49,8 +51,28 @@ public:
     // irqfds and MSI routes KVM refused (their interrupts go through the watcher).
     uint64_t irqfd_failures() const { return irqfd_failures_; }
 
+    // Snapshots and migration (virtio_pci_state.cpp), with the vCPUs paused.
+    // quiesce(): the device's datapaths stop where they are (nothing touches
+    // guest memory or raises interrupts; an interrupt a backend raised
+    // meanwhile is in the MSI-X pending bits). resume(): they carry on from
+    // exactly there, as for a snapshot the VM outlives or a failed migration.
+    void quiesce();
+    void resume();
+    bool quiesced() const;
+    // The function's whole state: config space, MSI-X, the common
+    // configuration, then the device's. Only while quiesced, or before the
+    // driver set DRIVER_OK.
+    void save(state::Writer& w) const;
+    // Into a function fresh from construction (same device and queues),
+    // after guest RAM (ram: where enabled queues' rings must lie). A device
+    // the driver had started runs again at once, each queue at its saved
+    // position; one not yet started stays configured but inactive. Throws
+    // state::Error, naming the device and field, for a bad field.
+    void load(state::Reader& r, const MemView& ram);
+
 protected:
     bool capability_writable(uint32_t reg) const override;
+    bool capability_loadable(uint32_t reg, uint32_t v) const override;
     void capability_written(uint32_t reg) override;
     void capability_reading(uint32_t reg) override;
     void decoding_changed() override;
@@ -79,6 +101,7 @@ private:
     void detach_irqfd(uint16_t q);
     void irqfd_refused(uint16_t q, const std::exception& e);
     void teardown_fds();
+    void collect_calls();  // quiesce(): calls the watcher has not raised yet
     void watch();                    // thread: errors, and calls while masked
     void poke_watcher();
     std::unique_ptr<KvmHooks> kvm_;
@@ -104,6 +127,7 @@ private:
     std::atomic<uint16_t> config_vector_{Msix::kNoVector};
     std::vector<QueueConfig> queues_;
     std::unique_ptr<std::atomic<uint16_t>[]> vectors_;  // queues_[i].msix_vector, for the datapath
+    bool quiesced_ = false;  // under lock_
     uint8_t msix_cap_ = 0, pci_cfg_cap_ = 0;
 };
 

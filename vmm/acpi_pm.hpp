@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "vmm/io_bus.hpp"
+#include "vmm/state_stream.hpp"
 #include "vmm/stop.hpp"
 
 namespace minivmm {
@@ -13,6 +14,9 @@ public:
     explicit AcpiPm(Stop& stop) : stop_(stop) {}
     void read(uint64_t offset, uint8_t* data, uint32_t size) override;
     void write(uint64_t offset, const uint8_t* data, uint32_t size) override;
+    // Saved state (acpi_pm_state.cpp), loaded into a fresh AcpiPm.
+    void save(state::Writer& w) const;
+    void load(state::Reader& r);
 
 private:
     Stop& stop_;

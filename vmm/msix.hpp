@@ -6,6 +6,8 @@
 #include <mutex>
 #include <vector>
 
+#include "vmm/state_stream.hpp"
+
 namespace minivmm {
 
 struct MsiMessage {
@@ -52,6 +54,13 @@ public:
     bool enabled() const;
     bool masked(uint16_t vector) const;
     bool pending(uint16_t vector) const;
+
+    // Saved state (msix_state.cpp): enable, function mask, every entry and
+    // its pending bit. load() is for a table fresh from construction, of the
+    // same size; it delivers nothing, and then tells the observer of every
+    // vector, so irqfd routes follow the loaded table. `who` names the device.
+    void save(state::Writer& w) const;
+    void load(state::Reader& r, const std::string& who);
 
 private:
     struct Entry {

@@ -9,9 +9,6 @@ namespace minivmm {
 namespace {
 constexpr uint32_t kCommand = 0x04, kStatus = 0x06, kBar0 = 0x10, kCapPtr = 0x34, kIntLine = 0x3c;
 constexpr uint16_t kStatusCapList = 1u << 4;
-// Memory space, bus master, and INTx disable: the command bits a virtio
-// device can honour. I/O space stays off, there are no I/O BARs.
-constexpr uint16_t kCommandWritable = (1u << 1) | (1u << 2) | (1u << 10);
 
 uint32_t get32(const uint8_t* p) {
     uint32_t v;

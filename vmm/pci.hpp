@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "vmm/io_bus.hpp"
+#include "vmm/state_stream.hpp"
 
 namespace minivmm {
 
@@ -39,10 +40,21 @@ public:
     // Appends a capability; returns its offset. body excludes the ID and next bytes.
     uint8_t add_capability(uint8_t id, const std::vector<uint8_t>& body);
 
+    // Saved state (pci_state.cpp): the configuration space as the guest left
+    // it. load_config() is for a function fresh from construction, of the
+    // same configuration: what the guest cannot write must match, what it
+    // can must be a value it could have written. BARs decode where the guest
+    // put them, as after its own config writes. `who` names the function.
+    void save_config(state::Writer& w) const;
+    void load_config(state::Reader& r, const std::string& who);
+
     virtual void bar_read(int bar, uint64_t offset, uint8_t* data, uint32_t size) = 0;
     virtual void bar_write(int bar, uint64_t offset, const uint8_t* data, uint32_t size) = 0;
 
 protected:
+    // Memory space, bus master, and INTx disable: the command bits a virtio
+    // device can honour. I/O space stays off, there are no I/O BARs.
+    static constexpr uint16_t kCommandWritable = (1u << 1) | (1u << 2) | (1u << 10);
     // Called after the guest wrote to a capability dword the subclass owns.
     virtual bool capability_writable(uint32_t reg) const { (void)reg; return false; }
     virtual void capability_written(uint32_t reg) { (void)reg; }
@@ -53,6 +65,9 @@ protected:
     // set_bar_address: decoded_address() may have changed. Under the bus's
     // lock, so no other config write moves the BARs meanwhile.
     virtual void decoding_changed() {}
+    // load_config(): whether a capability dword the guest may write could
+    // hold v; the subclass restores what it stands for itself.
+    virtual bool capability_loadable(uint32_t reg, uint32_t v) const { (void)reg, (void)v; return true; }
     std::array<uint8_t, 256> cfg_{};
 
 private:
@@ -74,6 +89,10 @@ public:
     void read(uint64_t offset, uint8_t* data, uint32_t size) override;
     void write(uint64_t offset, const uint8_t* data, uint32_t size) override;
     IoDevice& mmio() { return mmio_; }
+    // Saved state (pci_state.cpp): the configuration address register and
+    // the host bridge's config space; the other functions save their own.
+    void save(state::Writer& w);
+    void load(state::Reader& r);
 
 private:
     class Mmio : public IoDevice {

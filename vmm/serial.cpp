@@ -16,7 +16,6 @@ constexpr uint8_t kLcrDlab = 0x80;
 constexpr uint8_t kMcrLoop = 0x10;
 constexpr uint8_t kLsrDataReady = 0x01, kLsrThrEmpty = 0x20, kLsrIdle = 0x40;
 constexpr uint8_t kMsrDcd = 0x80, kMsrDsr = 0x20, kMsrCts = 0x10;
-constexpr size_t kRxLimit = 4096;
 }  // namespace
 
 Serial::Serial(std::function<void(bool)> irq, int out_fd) : irq_(std::move(irq)), out_fd_(out_fd) {}

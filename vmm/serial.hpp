@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "vmm/io_bus.hpp"
+#include "vmm/state_stream.hpp"
 
 namespace minivmm {
 
@@ -30,6 +31,12 @@ public:
     void receive(const uint8_t* data, size_t len);
     void shutdown();  // wakes a blocked receive() for exit
 
+    // Saved state (serial_state.cpp): the registers and the bytes the guest
+    // has not read yet. load() is for a UART fresh from construction, before
+    // the guest runs; it raises the interrupt line again if one was pending.
+    void save(state::Writer& w) const;
+    void load(state::Reader& r);
+
 private:
     uint8_t read_reg(unsigned reg);
     void write_reg(unsigned reg, uint8_t v);
@@ -37,7 +44,9 @@ private:
     uint8_t pending_iir() const;
     void update_irq();
 
-    std::mutex mu_;
+    // Receive buffer bound: what a 16550 FIFO-less guest may leave unread.
+    static constexpr size_t kRxLimit = 4096;
+    mutable std::mutex mu_;
     std::condition_variable space_;
     std::function<void(bool)> irq_;
     std::function<void()> on_output_;

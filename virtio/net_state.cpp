@@ -1,0 +1,117 @@
+// virtio-net's saved state and stopping its datapaths in place. The state
+// says where each queue is in virtio's terms, so that it loads into any
+// datapath (off, worker, kernel) of a NIC with as many queue pairs.
+#include <unistd.h>
+
+#include <cstring>
+
+#include "virtio/net.hpp"
+#include "vmm/error.hpp"
+#include "vmm/guest_memory.hpp"
+
+namespace minivmm {
+
+namespace {
+constexpr uint16_t kLinkUp = 1;  // VIRTIO_NET_S_LINK_UP: the only status this device shows
+}
+
+void VirtioNet::quiesce() {
+    auto c = lock_ctrl();
+    if (quiesced_) return;
+    // The control queue first: with quiesced_ set, kicks and the control
+    // thread leave it alone (ctrl_batch), so its position holds still.
+    quiesced_ = true;
+    std::vector<uint16_t> rings = backend_->quiesce();
+    positions_.assign(num_queues(), 0);
+    for (unsigned i = 0; i < 2 * usable_pairs_ && i < rings.size(); i++) positions_[i] = rings[i];
+    if (ctrl_) positions_[ctrl_index_] = ctrl_->last_avail();
+}
+
+void VirtioNet::resume() {
+    auto c = lock_ctrl();
+    if (!quiesced_) return;
+    quiesced_ = false;
+    positions_.clear();
+    backend_->resume();
+    // Commands the driver queued meanwhile: the control thread serves them,
+    // as their kick found the queue stopped.
+    uint64_t one = 1;
+    if (ctrl_) [[maybe_unused]] ssize_t n = ::write(ctrl_wake_.get(), &one, sizeof one);
+}
+
+void VirtioNet::save(state::Writer& w) const {
+    auto c = lock_ctrl();
+    if (active_ && !quiesced_) throw InternalError(label_ + ": state saved while the device runs (quiesce it first)");
+    w.bytes(mac_.data(), mac_.size());
+    w.u16(kLinkUp);
+    w.u64(features_);
+    w.u32(in_use_);
+    w.boolean(promisc_);
+    w.boolean(allmulti_);
+    std::vector<uint16_t> pos = positions_;
+    pos.resize(num_queues(), 0);
+    w.u16(num_queues());
+    for (uint16_t p : pos) w.u16(p);
+}
+
+void VirtioNet::load(state::Reader& r, const LoadedTransport& t, VirtioTransport& transport) {
+    auto c = lock_ctrl();
+    const std::string who = label_ + " ";
+    Mac mac;
+    r.bytes(mac.data(), mac.size());
+    uint16_t link = r.u16();
+    uint64_t features = r.u64();
+    uint32_t in_use = r.u32();
+    bool promisc = r.boolean(), allmulti = r.boolean();
+    uint16_t n = r.u16();
+    if (n != num_queues())
+        r.fail(who + "queues: " + std::to_string(n) + " saved, this NIC has " + std::to_string(num_queues()) +
+               " (queue pairs differ)");
+    std::vector<uint16_t> pos(n);
+    for (uint16_t& p : pos) p = r.u16();
+
+    // As CTRL_MAC_ADDR_SET takes it: a unicast address.
+    if (mac[0] & 1) r.fail(who + "MAC: a multicast address");
+    if (link != kLinkUp) r.fail(who + "link status: not the link-up this device shows");
+    // The device takes the driver's features at DRIVER_OK and drops them at reset.
+    if (features != (t.driver_ok ? t.features : 0)) r.fail(who + "features: not what the driver negotiated");
+    bool mq = features & net::kMq;
+    unsigned usable = mq ? pairs() : 1;
+    uint16_t ctrl_index = static_cast<uint16_t>(mq ? 2 * pairs() : 2);
+    // Pairs in use: one until the driver sets more (VQ_PAIRS_SET, which
+    // takes only pairs whose queues are both set up).
+    if (in_use < 1 || in_use > usable) r.fail(who + "queue pairs in use: " + std::to_string(in_use) + " of " +
+                                              std::to_string(usable) + " usable");
+    if (in_use > 1)
+        for (unsigned k = 0; k < in_use; k++)
+            if (!t.queues[2 * k].enabled || !t.queues[2 * k + 1].enabled)
+                r.fail(who + "queue pairs in use: pair " + std::to_string(k) + " is not set up");
+    if ((promisc || allmulti) && !(features & net::kCtrlRx)) r.fail(who + "rx mode: set without VIRTIO_NET_F_CTRL_RX");
+    // Only queues the device serves have moved; every other is at its start.
+    for (uint16_t i = 0; i < n; i++) {
+        bool served = t.queues[i].enabled && (i < 2 * usable || (i == ctrl_index && (features & net::kCtrlVq)));
+        if (pos[i] && !(t.driver_ok && served))
+            r.fail(who + "queue " + std::to_string(i) + " position: moved, but the device does not serve it");
+    }
+
+    mac_ = mac;
+    if (!t.driver_ok) return;
+    if (t.broken) {
+        // Stopped until the driver resets it: kept as it was, never started.
+        features_ = features;
+        transport_ = &transport;
+        config_ = t.queues;
+        usable_pairs_ = usable;
+        in_use_ = in_use;
+        promisc_ = promisc, allmulti_ = allmulti;
+        positions_ = pos;
+        return;
+    }
+    start(features, t.queues, transport, &pos);
+    // The rings were checked: only the host can fail here (vhost refusing).
+    if (!active_) r.fail(who + "the datapath could not start the saved rings");
+    if (in_use != 1) set_pairs_in_use(in_use);
+    promisc_ = promisc, allmulti_ = allmulti;
+}
+
+}  // namespace minivmm
