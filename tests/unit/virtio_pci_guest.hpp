@@ -36,6 +36,8 @@ struct FakeDevice : VirtioDevice {
         std::vector<std::pair<uint64_t, uint64_t>> config_writes;
         bool takes_kicks = false;  // as a vhost backend: the kick eventfds at activation
         std::vector<int> kicks;
+        int quiesces = 0, resumes = 0, loads = 0;
+        uint32_t token = 0;  // the device's own saved state: what save() writes, load() reads
     };
     explicit FakeDevice(State& st) : s(st) {}
     uint16_t device_id() const override { return 4; }
@@ -60,6 +62,14 @@ struct FakeDevice : VirtioDevice {
         s.kicks.clear();
     }
     void notify(uint16_t q) override { s.notified.push_back(q); }
+    void quiesce() override { s.quiesces++; }
+    void resume() override { s.resumes++; }
+    void save(state::Writer& w) const override { w.u32(s.token); }
+    void load(state::Reader& r, const LoadedTransport& t, VirtioTransport& transport) override {
+        s.loads++;
+        s.token = r.u32();
+        if (t.driver_ok && !t.broken) activate(t.features, t.queues, transport);
+    }
     State& s;
 };
 
