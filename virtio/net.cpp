@@ -96,7 +96,7 @@ void VirtioNet::activate(uint64_t features, const std::vector<QueueConfig>& queu
     start(features, queues, t, nullptr);
 }
 
-void VirtioNet::start(uint64_t features, const std::vector<QueueConfig>& queues, VirtioTransport& t,
+bool VirtioNet::start(uint64_t features, const std::vector<QueueConfig>& queues, VirtioTransport& t,
                       const std::vector<uint16_t>* positions) {
     // Without MQ the device has one pair and the control queue follows it (5.1.2).
     bool mq = features & net::kMq;
@@ -106,19 +106,21 @@ void VirtioNet::start(uint64_t features, const std::vector<QueueConfig>& queues,
     transport_ = &t;
     config_ = queues;
     usable_pairs_ = usable;
-    if (!rings_valid(queues, usable)) return;
+    if (!rings_valid(queues, usable)) return false;
     if ((features & net::kCtrlVq) && queues[ctrl_index].enabled) {
         const QueueConfig& q = queues[ctrl_index];
         ctrl_.emplace(mem_, q.size, q.desc, q.driver, q.device);
         ctrl_->set_event_idx(features & virtio::kFEventIdx);
-        if (!ctrl_->valid()) return needs_reset("control queue: bad size or ring address");
+        if (!ctrl_->valid()) return needs_reset("control queue: bad size or ring address"), false;
         if (positions) ctrl_->resume((*positions)[ctrl_index]);
         ctrl_index_ = ctrl_index;
     }
     active_ = true;
-    if (!backend_->activate({mem_, features, config_, usable, t, *this, positions})) return;
+    backend_started_ = true;  // even if it fails: its rings may have been handed over
+    if (!backend_->activate({mem_, features, config_, usable, t, *this, positions})) return false;
     // Until the driver sets the number of pairs, it uses the first (5.1.6.5.5).
     set_pairs_in_use(1);
+    return true;
 }
 
 void VirtioNet::set_pairs_in_use(unsigned n) {
@@ -138,7 +140,7 @@ void VirtioNet::reset() {
     usable_pairs_ = 0;
     in_use_ = 1;
     promisc_ = allmulti_ = false;
-    quiesced_ = false;
+    quiesced_ = backend_started_ = false;
     positions_.clear();
 }
 

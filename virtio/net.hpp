@@ -75,8 +75,9 @@ private:
     void needs_reset(const std::string& why) override;
     bool rings_valid(const std::vector<QueueConfig>& queues, unsigned usable);
     // activate(), with ctrl_lock_ held; positions: where each queue goes on
-    // (a loaded state), or null for rings the driver just set up.
-    void start(uint64_t features, const std::vector<QueueConfig>& queues, VirtioTransport& t,
+    // (a loaded state), or null for rings the driver just set up. False:
+    // it failed, and said why through needs_reset().
+    bool start(uint64_t features, const std::vector<QueueConfig>& queues, VirtioTransport& t,
                const std::vector<uint16_t>* positions);
     void set_pairs_in_use(unsigned n);
     void interrupt(std::optional<SplitQueue>& q, uint16_t index, QueueStats& st);
@@ -120,6 +121,7 @@ private:
     // Snapshots and migration: the datapaths stopped (quiesce()), and each
     // queue's next avail entry, by queue number, as they stopped or as loaded.
     bool quiesced_ = false;
+    bool backend_started_ = false;  // else positions_ are a loaded state's, kept
     std::vector<uint16_t> positions_;
     QueueStats ctrl_stats_;
     std::atomic<bool> quit_{false};

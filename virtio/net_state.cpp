@@ -22,6 +22,9 @@ void VirtioNet::quiesce() {
     // thread leave it alone (ctrl_batch), so its position holds still.
     quiesced_ = true;
     std::vector<uint16_t> rings = backend_->quiesce();
+    // A device loaded stopped (DEVICE_NEEDS_RESET) keeps the positions it
+    // was loaded with: its backend never had the rings.
+    if (!backend_started_) return;
     positions_.assign(num_queues(), 0);
     for (unsigned i = 0; i < 2 * usable_pairs_ && i < rings.size(); i++) positions_[i] = rings[i];
     if (ctrl_) positions_[ctrl_index_] = ctrl_->last_avail();
@@ -31,7 +34,7 @@ void VirtioNet::resume() {
     auto c = lock_ctrl();
     if (!quiesced_) return;
     quiesced_ = false;
-    positions_.clear();
+    if (backend_started_) positions_.clear();
     backend_->resume();
     // Commands the driver queued meanwhile: the control thread serves them,
     // as their kick found the queue stopped.
@@ -107,9 +110,10 @@ void VirtioNet::load(state::Reader& r, const LoadedTransport& t, VirtioTransport
         positions_ = pos;
         return;
     }
-    start(features, t.queues, transport, &pos);
     // The rings were checked: only the host can fail here (vhost refusing).
-    if (!active_) r.fail(who + "the datapath could not start the saved rings");
+    // (Once started, the guest's rings may still break the device, as
+    // they could have before it was saved.)
+    if (!start(features, t.queues, transport, &pos)) r.fail(who + "the datapath could not start the saved rings");
     if (in_use != 1) set_pairs_in_use(in_use);
     promisc_ = promisc, allmulti_ = allmulti;
 }

@@ -63,7 +63,7 @@ public:
     Reader(std::span<const uint8_t> in, std::string what) : in_(in), what_(std::move(what)) {}
     void bytes(void* p, size_t n) {
         if (n > in_.size() - pos_) throw Error(what_ + ": truncated state");
-        std::memcpy(p, in_.data() + pos_, n);
+        if (n) std::memcpy(p, in_.data() + pos_, n);  // an empty blob's data() may be null
         pos_ += n;
     }
     template <class T>
