@@ -337,3 +337,70 @@ TEST(NetState, HostileFieldsAreRefused) {
         refused(good, "st0 config", 2);
     });
 }
+
+// Two queue pairs, both put in use by the driver: the pairs in use and the
+// second pair's positions move across datapaths too.
+TEST_P(NetStateAcross, PairsInUseCarryOver) {
+    auto [from, to] = GetParam();
+    in_netns([from = std::string(from), to = std::string(to)] {
+        GuestMemory mem(16ull << 20);
+        Driver d(mem);
+        d.ctrl.at = RingLayout::paged(0x50000);
+        GuestRing tx1{mem, kRing, RingLayout::paged(0x40000), true};
+        auto start = [&](Nic& n) {
+            ASSERT_TRUE(n.g.negotiate(kFeatures | net::kMq) & virtio::kFeaturesOk);
+            n.g.setup_queue(0, kRing, kRxBase);
+            n.g.setup_queue(1, kRing, kTxBase);
+            n.g.setup_queue(2, kRing, 0x38000);
+            n.g.setup_queue(3, kRing, 0x40000);
+            n.g.setup_queue(4, kRing, 0x50000);
+            n.g.set_status(kOkStatus);
+        };
+        auto send1 = [&](Nic& n, uint16_t head, const std::vector<uint8_t>& frame) {
+            std::vector<uint8_t> b(net::kHeaderLen, 0);
+            b.insert(b.end(), frame.begin(), frame.end());
+            uint64_t at = 0x280000 + 0x1000ull * head;
+            std::memcpy(mem.ptr(at, b.size()), b.data(), b.size());
+            tx1.desc(head, at, static_cast<uint32_t>(b.size()), 0);
+            uint16_t old = tx1.avail_idx;
+            tx1.add(head);
+            if (tx1.publish_since(old)) n.kick(3);
+        };
+        std::vector<uint8_t> bytes;
+        {
+            Nic a(mem, from, 2);
+            start(a);
+            // The control queue is queue 4 now: Driver::command kicks queue 2.
+            auto command4 = [&](uint8_t cls, uint8_t cmd, std::vector<uint8_t> data) {
+                std::vector<uint8_t> b = {cls, cmd};
+                b.insert(b.end(), data.begin(), data.end());
+                std::memcpy(mem.ptr(kCmd, b.size()), b.data(), b.size());
+                d.ctrl.desc(0, kCmd, static_cast<uint32_t>(b.size()), kNext, 1);
+                d.ctrl.desc(1, kAck, 1, kWrite);
+                uint16_t old = d.ctrl.avail_idx;
+                d.ctrl.add(0);
+                if (d.ctrl.publish_since(old)) a.kick(4);
+                return d.ctrl.wait_used(static_cast<uint16_t>(old + 1)) ? *mem.ptr(kAck, 1) : -1;
+            };
+            ASSERT_EQ(command4(4, 0, {2, 0}), 0);  // VQ_PAIRS_SET 2
+            Wire w;
+            auto t1 = make_frame(150, 7);
+            send1(a, 0, t1);
+            EXPECT_EQ(w.recv(), t1);
+            ASSERT_TRUE(tx1.wait_used(1));
+            a.g.pci->quiesce();
+            bytes = a.save();
+        }
+        Nic b(mem, to, 2);
+        b.load(bytes, mem);
+        b.g.pci->quiesce();
+        EXPECT_EQ(b.save(), bytes);
+        b.g.pci->resume();
+        Wire w;
+        auto t2 = make_frame(160, 8);
+        send1(b, 1, t2);
+        EXPECT_EQ(w.recv(), t2) << "the second pair is still in use";
+        ASSERT_TRUE(tx1.wait_used(2));
+        EXPECT_EQ(tx1.used_elem(1).first, 1u);
+    });
+}
