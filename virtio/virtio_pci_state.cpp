@@ -85,6 +85,7 @@ void VirtioPci::save(state::Writer& w) const {
 void VirtioPci::load(state::Reader& r, const MemView& ram) {
     std::lock_guard g(lock_);
     const std::string who = dev_->label();
+    if (status_ || quiesced_) throw InternalError(who + ": state loaded into a device already in use");
     load_config(r, who);
     msix_.load(r, who);
     // Message Control in config space is a view of the table's state.

@@ -122,6 +122,8 @@ TEST(VirtioPciState, UnstartedFunctionLoadsConfiguredButInactive) {
     EXPECT_EQ(b.dev.queues[0].size, 64);
     EXPECT_EQ(b.dev.queues[0].desc, 0x10000u);
     EXPECT_EQ(b.dev.features, virtio::kFVersion1);
+    state::Reader again(bytes, "test");
+    EXPECT_THROW(b.pci->load(again, ram), InternalError) << "only a fresh function takes a state";
 }
 
 // With KVM, the loaded function's kicks bypass minivmm at the moved BAR,
