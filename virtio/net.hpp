@@ -80,6 +80,7 @@ private:
     bool start(uint64_t features, const std::vector<QueueConfig>& queues, VirtioTransport& t,
                const std::vector<uint16_t>* positions);
     void set_pairs_in_use(unsigned n);
+    uint16_t shown_mtu() const;
     void interrupt(std::optional<SplitQueue>& q, uint16_t index, QueueStats& st);
 
     // The control queue (net_ctrl.cpp): served on the vCPU that kicks it,

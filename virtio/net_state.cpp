@@ -55,7 +55,12 @@ void VirtioNet::save(state::Writer& w) const {
     pos.resize(num_queues(), 0);
     w.u16(num_queues());
     for (uint16_t p : pos) w.u16(p);
+    w.u16(shown_mtu());
 }
+
+// The MTU the config space shows (0: none offered). The driver read it
+// once, at probe: a NIC whose port has another would leave it wrong.
+uint16_t VirtioNet::shown_mtu() const { return features() & net::kMtu ? static_cast<uint16_t>(mtu_) : 0; }
 
 void VirtioNet::load(state::Reader& r, const LoadedTransport& t, VirtioTransport& transport) {
     auto c = lock_ctrl();
@@ -72,6 +77,10 @@ void VirtioNet::load(state::Reader& r, const LoadedTransport& t, VirtioTransport
                " (queue pairs differ)");
     std::vector<uint16_t> pos(n);
     for (uint16_t& p : pos) p = r.u16();
+    uint16_t mtu = r.u16();
+    if (mtu != shown_mtu())
+        r.fail(who + "MTU: the driver was shown " + std::to_string(mtu) + ", this NIC's port has " +
+               std::to_string(shown_mtu()));
 
     // As CTRL_MAC_ADDR_SET takes it: a unicast address.
     if (mac[0] & 1) r.fail(who + "MAC: a multicast address");

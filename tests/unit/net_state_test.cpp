@@ -312,6 +312,7 @@ TEST(NetState, HostileFieldsAreRefused) {
         refused(with(kInUseAt, {2}), "st0 queue pairs in use: 2 of 1");
         refused(with(kPromiscAt, {2}), "neither 0 nor 1");
         refused(with(kPositionsAt - 2, {4}), "st0 queues: 4 saved");
+        refused(with(kPositionsAt + 6, {0x10}), "st0 MTU: the driver was shown");
         // Not started: nothing has moved, and no rx mode is set.
         size_t status_at = 256 + 4 + 17 * 4;
         auto unstarted = with(status_at, {virtio::kAcknowledge | virtio::kDriver | virtio::kFeaturesOk});
