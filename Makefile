@@ -96,12 +96,12 @@ $(BUILD)/fuzz/fuzz_net_rx: tests/fuzz/fuzz_net_rx.cpp virtio/net_datapath.cpp vi
                            tests/fuzz/net_driver.hpp tests/fuzz/fuzz_support.hpp vhost/ports/port.hpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_net_tx: tests/fuzz/fuzz_net_tx.cpp virtio/net_datapath.cpp virtio/virtqueue.cpp \
                            tests/fuzz/net_driver.hpp tests/fuzz/fuzz_support.hpp vhost/ports/port.hpp $(FUZZ_HDRS)
-$(BUILD)/fuzz/fuzz_net_ctrl: tests/fuzz/fuzz_net_ctrl.cpp virtio/net.cpp virtio/net_ctrl.cpp virtio/net_datapath.cpp \
+$(BUILD)/fuzz/fuzz_net_ctrl: tests/fuzz/fuzz_net_ctrl.cpp virtio/net.cpp virtio/net_ctrl.cpp virtio/net_rss.cpp virtio/net_datapath.cpp \
                              virtio/queue_stats.cpp virtio/virtqueue.cpp vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/thread.cpp vmm/kvm.cpp \
                              vmm/seccomp.cpp vmm/seccomp_policy.cpp $(FUZZ_NET_BACKENDS) \
                              tests/fuzz/fuzz_support.hpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_device: tests/fuzz/fuzz_device.cpp virtio/virtio_pci.cpp vmm/pci.cpp vmm/msix.cpp vmm/gsi_router.cpp \
-                           virtio/net.cpp virtio/net_ctrl.cpp virtio/net_datapath.cpp virtio/queue_stats.cpp \
+                           virtio/net.cpp virtio/net_ctrl.cpp virtio/net_rss.cpp virtio/net_datapath.cpp virtio/queue_stats.cpp \
                            virtio/virtqueue.cpp vhost/worker.cpp $(FUZZ_NET_BACKENDS) \
                            vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/thread.cpp vmm/kvm.cpp vmm/seccomp.cpp vmm/seccomp_policy.cpp \
                            tests/fuzz/fuzz_support.hpp $(FUZZ_HDRS)
