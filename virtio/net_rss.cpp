@@ -23,8 +23,10 @@ std::optional<RssConfig> parse_rss_config(std::span<const uint8_t> d, unsigned m
     c.pairs = static_cast<uint16_t>(le_load(&d[at], 2));
     size_t key_len = d[at + 2];
     at += 3;
-    if (key_len > kRssMaxKey || d.size() - at != key_len) return std::nullopt;
-    c.key.assign(d.begin() + at, d.end());
+    // Bytes after the key are ignored: Linux's driver sends its trailer
+    // struct whole, with the padding after the key (one byte for 40).
+    if (key_len > kRssMaxKey || d.size() - at < key_len) return std::nullopt;
+    c.key.assign(d.begin() + at, d.begin() + at + key_len);
     if (c.pairs < 1 || c.pairs > max_pairs || c.unclassified >= c.pairs) return std::nullopt;
     for (uint16_t q : c.table)
         if (q >= c.pairs) return std::nullopt;

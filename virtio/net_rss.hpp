@@ -35,7 +35,8 @@ struct RssConfig {
 
 // struct virtio_net_rss_config: hash_types, indirection_table_mask,
 // unclassified_queue, indirection_table[mask + 1], max_tx_vq,
-// hash_key_length, hash_key_data, little-endian, filling `data` exactly.
+// hash_key_length, hash_key_data, little-endian (bytes after the key, as
+// Linux's driver pads its trailer, are ignored).
 // nullopt unless: the table's length is a power of two up to kRssMaxTable,
 // max_tx_vq is 1 to `max_pairs`, every queue named (table and
 // unclassified) is below max_tx_vq, the key is at most kRssMaxKey bytes,

@@ -158,7 +158,9 @@ def rss(g, ns):
     are not hashed and go to the unclassified queue (0): a few allowed."""
     sent = RSS_FLOWS * RSS_PER_FLOW
     rc, out = g.run("ethtool -L eth0 combined 2 && ethtool -X eth0 equal 2")
-    check(rc == 0, f"ethtool -L/-X: {out!r}")
+    if rc != 0:
+        _, why = g.run("cat /sys/class/net/eth0/device/features; dmesg | grep -i -E 'virtio|rss' | tail -5")
+        check(False, f"ethtool -L/-X: {out!r}; device features and driver messages: {why!r}")
     table = indirection_table(g)
     check(len(table) == 128 and set(table) == {0, 1}, f"table after 'equal 2': {table}")
     rc, out = g.run("ethtool -X eth0 weight 0 1")

@@ -53,6 +53,13 @@ TEST(NetRssParse, AcceptsWhatLinuxSends) {
     EXPECT_EQ(c->table, spread(128, 4));
     EXPECT_EQ(c->pairs, 4);
     EXPECT_EQ(c->key, kKey);
+    // Linux 6.12's driver sends its trailer struct whole: a byte of padding
+    // after the 40-byte key. Ignored.
+    Bytes padded = rss_command(net::kRssHashTypes, spread(128, 1), 0, 1, kKey);
+    padded.push_back(0);
+    c = net::parse_rss_config(padded, 2);
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->key, kKey);
     // One entry, no key, no hash type: legal, if pointless.
     c = net::parse_rss_config(rss_command(0, {1}, 1, 2, {}), 2);
     ASSERT_TRUE(c);
@@ -72,9 +79,7 @@ TEST(NetRssParse, RefusesWhatBreaksTheLimits) {
     EXPECT_TRUE(bad(rss_command(net::kRssHashTypes, spread(128, 1), 0, 0, kKey))) << "max_tx_vq 0";
     EXPECT_TRUE(bad(rss_command(net::kRssHashTypes, spread(128, 4), 0, 5, kKey))) << "more pairs than the device";
     Bytes b = rss_command(net::kRssHashTypes, spread(128, 4), 0, 4, kKey);
-    b.push_back(0);
-    EXPECT_TRUE(bad(b)) << "a byte past the key";
-    b.resize(b.size() - 2);
+    b.resize(b.size() - 1);
     EXPECT_TRUE(bad(b)) << "the key cut short";
     // A mask claiming more entries than were sent: no read past the data.
     EXPECT_TRUE(bad(rss_command(net::kRssHashTypes, spread(4, 4), 0, 4, kKey, 4)));
