@@ -38,9 +38,9 @@ int keep_last_line(enum libbpf_print_level level, const char* fmt, va_list ap) {
     return 0;
 }
 
-std::runtime_error failure(const std::string& what, int err) {
+std::runtime_error failure(const std::string& what, int err, bool bpf_call = true) {
     std::string why = what + ": " + std::strerror(err);
-    if (err == EPERM || err == EACCES) why += " (loading BPF needs CAP_BPF or CAP_SYS_ADMIN)";
+    if (bpf_call && (err == EPERM || err == EACCES)) why += " (loading BPF needs CAP_BPF or CAP_SYS_ADMIN)";
     else if (!last_libbpf_line.empty()) why += " (" + last_libbpf_line + ")";
     return std::runtime_error(why);
 }
@@ -82,7 +82,7 @@ TapSteering::TapSteering() {
     if (mem == MAP_FAILED) {
         int err = errno;
         bpf_object__close(obj_);
-        throw failure("mapping the steering program's map (BPF_F_MMAPABLE, Linux 5.5 or later)", err);
+        throw failure("mapping the steering program's map (BPF_F_MMAPABLE, Linux 5.5 or later)", err, false);
     }
     map_ = static_cast<rss_steering*>(mem);
     clear();
@@ -99,7 +99,7 @@ TapSteering::~TapSteering() {
 
 void TapSteering::attach(int tap_fd) {
     int fd = prog_fd_;
-    if (ioctl(tap_fd, TUNSETSTEERINGEBPF, &fd) < 0) throw failure("TUNSETSTEERINGEBPF", errno);
+    if (ioctl(tap_fd, TUNSETSTEERINGEBPF, &fd) < 0) throw failure("TUNSETSTEERINGEBPF", errno, false);
     tap_fd_ = tap_fd;
 }
 
