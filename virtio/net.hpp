@@ -79,6 +79,8 @@ private:
     void stop_ctrl_thread();
     std::unique_lock<std::mutex> lock_ctrl() const;
     uint8_t ctrl_command(uint8_t cls, uint8_t cmd, const std::vector<uint8_t>& data);
+    bool pairs_ready(unsigned n) const;
+    uint8_t ctrl_rss(const std::vector<uint8_t>& data);  // net_rss.cpp
 
     const GuestMemory& mem_;
     std::unique_ptr<NetBackend> backend_;
