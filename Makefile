@@ -3,15 +3,16 @@ CXX      ?= g++
 CXXFLAGS ?= -O2 -g
 CXXFLAGS += -std=c++20 -Wall -Wextra -Wshadow -Werror=return-type -I. -MMD -MP -pthread
 LDFLAGS  += -pthread
-LDLIBS   := -lseccomp -lcap-ng -lz -llzma -llz4 -lzstd
+LDLIBS   := -lseccomp -lcap-ng -lbpf -lelf -lz -llzma -llz4 -lzstd
 # minivmm itself: what it runs is resident for as long as the guest runs, so
 # it links the C++ runtime and its two small libraries in (only the parts it
 # uses: --gc-sections) and maps no shared library but glibc's. Shared, they
 # were 2 MiB of its 4.5 resident (vmm/README.md, Footprint). glibc stays
 # shared: a static one cannot look --user NAME up through NSS reliably.
-# The decompressors (direct boot) are linked in for the same reason.
+# The decompressors (direct boot) are linked in for the same reason, and
+# libbpf (with its libelf), which loads the tap's steering program once.
 VMM_LDFLAGS := -static-libstdc++ -static-libgcc -Wl,--gc-sections -Wl,--as-needed
-VMM_LDLIBS  := -Wl,-Bstatic -lseccomp -lcap-ng -lz -llzma -llz4 -lzstd -Wl,-Bdynamic
+VMM_LDLIBS  := -Wl,-Bstatic -lseccomp -lcap-ng -lbpf -lelf -lz -llzma -llz4 -lzstd -Wl,-Bdynamic
 BUILD    := build
 # The guests' (and outer host's) Debian kernel series: 6.1 or 6.12. The rig
 # reads the same variable (guest-images/build.sh, tests/rig/outer-run.sh,
@@ -21,7 +22,11 @@ export MINIVMM_KERNEL
 IMAGES   := $(BUILD)/images$(if $(filter-out 6.1,$(MINIVMM_KERNEL)),-$(MINIVMM_KERNEL))
 
 VMM_SRCS := $(filter-out vmm/main.cpp,$(wildcard vmm/*.cpp virtio/*.cpp vhost/*.cpp vhost/ports/*.cpp))
-VMM_OBJS := $(VMM_SRCS:%.cpp=$(BUILD)/obj/%.o)
+# The tap's RSS steering program (vhost/ports/bpf/), built by clang's BPF
+# target and linked in as data for tap_steering.cpp to load.
+BPF_CLANG ?= clang
+BPF_OBJ  := $(BUILD)/bpf/rss_steering.bpf.o
+VMM_OBJS := $(VMM_SRCS:%.cpp=$(BUILD)/obj/%.o) $(BUILD)/bpf/rss_steering_blob.o
 UNIT_SRCS := $(wildcard tests/unit/*.cpp)
 UNIT_OBJS := $(UNIT_SRCS:%.cpp=$(BUILD)/obj/%.o)
 
@@ -38,6 +43,14 @@ $(BUILD)/libminivmm.a: $(VMM_OBJS)
 $(BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) -c -o $@ $<
+
+$(BPF_OBJ): vhost/ports/bpf/rss_steering.bpf.c vhost/ports/bpf/rss_steering.h
+	@mkdir -p $(@D)
+	$(BPF_CLANG) -O2 -g -target bpf -Wall -Werror -I. -I/usr/include/$(shell $(CXX) -dumpmachine) -c -o $@ $<
+
+# Its symbols are named after the file: _binary_rss_steering_bpf_o_start/_end.
+$(BUILD)/bpf/rss_steering_blob.o: $(BPF_OBJ)
+	cd $(@D) && $(LD) -r -b binary -z noexecstack -o $(@F) $(<F)
 
 $(BUILD)/unit-tests: $(UNIT_OBJS) $(BUILD)/libminivmm.a
 	$(CXX) $(LDFLAGS) -o $@ $^ -lgtest -lgtest_main $(LDLIBS)
@@ -86,20 +99,21 @@ $(BUILD)/fuzz/fuzz_net_rx: tests/fuzz/fuzz_net_rx.cpp virtio/net_datapath.cpp vi
                            tests/fuzz/net_driver.hpp tests/fuzz/fuzz_support.hpp vhost/ports/port.hpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_net_tx: tests/fuzz/fuzz_net_tx.cpp virtio/net_datapath.cpp virtio/virtqueue.cpp \
                            tests/fuzz/net_driver.hpp tests/fuzz/fuzz_support.hpp vhost/ports/port.hpp $(FUZZ_HDRS)
-$(BUILD)/fuzz/fuzz_net_ctrl: tests/fuzz/fuzz_net_ctrl.cpp virtio/net.cpp virtio/net_ctrl.cpp virtio/net_state.cpp virtio/net_datapath.cpp \
+$(BUILD)/fuzz/fuzz_net_ctrl: tests/fuzz/fuzz_net_ctrl.cpp virtio/net.cpp virtio/net_ctrl.cpp virtio/net_rss.cpp virtio/net_state.cpp \
+                             virtio/net_datapath.cpp \
                              virtio/queue_stats.cpp virtio/virtqueue.cpp vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/thread.cpp vmm/kvm.cpp \
                              vmm/seccomp.cpp vmm/seccomp_policy.cpp $(FUZZ_NET_BACKENDS) \
                              tests/fuzz/fuzz_support.hpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_device: tests/fuzz/fuzz_device.cpp virtio/virtio_pci.cpp vmm/pci.cpp vmm/msix.cpp vmm/gsi_router.cpp \
-                           virtio/net.cpp virtio/net_ctrl.cpp virtio/net_state.cpp virtio/net_datapath.cpp virtio/queue_stats.cpp \
-                           $(DEVICE_STATE_SRCS) \
+                           virtio/net.cpp virtio/net_ctrl.cpp virtio/net_rss.cpp virtio/net_state.cpp virtio/net_datapath.cpp \
+                           virtio/queue_stats.cpp $(DEVICE_STATE_SRCS) \
                            virtio/virtqueue.cpp vhost/worker.cpp $(FUZZ_NET_BACKENDS) \
                            vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/thread.cpp vmm/kvm.cpp vmm/seccomp.cpp vmm/seccomp_policy.cpp \
                            tests/fuzz/fuzz_support.hpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_state: tests/fuzz/fuzz_state.cpp vmm/serial.cpp vmm/serial_state.cpp vmm/acpi_pm.cpp vmm/acpi_pm_state.cpp \
                          virtio/virtio_pci.cpp vmm/pci.cpp vmm/msix.cpp $(DEVICE_STATE_SRCS) \
-                         virtio/net.cpp virtio/net_ctrl.cpp virtio/net_state.cpp virtio/net_datapath.cpp virtio/queue_stats.cpp \
-                         virtio/virtqueue.cpp $(FUZZ_NET_BACKENDS) vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/thread.cpp \
+                         virtio/net.cpp virtio/net_ctrl.cpp virtio/net_rss.cpp virtio/net_state.cpp virtio/net_datapath.cpp \
+                         virtio/queue_stats.cpp virtio/virtqueue.cpp $(FUZZ_NET_BACKENDS) vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/thread.cpp \
                          vmm/kvm.cpp vmm/seccomp.cpp vmm/seccomp_policy.cpp tests/fuzz/fuzz_support.hpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_kernel_image: tests/fuzz/fuzz_kernel_image.cpp vmm/kernel_image.cpp vmm/kernel_payload.cpp \
                                  vmm/elf_kernel.cpp vmm/bzimage.cpp vmm/e820.cpp vmm/guest_memory.cpp $(FUZZ_HDRS)

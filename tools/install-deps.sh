@@ -7,8 +7,9 @@ pkgs=(
     libseccomp-dev                                # each thread's system call filter
     nlohmann-json3-dev                            # the control socket's JSON (--api-sock, minivmm ctl)
     libcap-ng-dev                                 # dropping capabilities, --user
+    libbpf-dev libelf-dev                         # loading the tap's RSS steering program (static)
     zlib1g-dev liblzma-dev liblz4-dev libzstd-dev  # decompressing a bzImage's kernel (--boot=direct)
-    clang libclang-rt-dev                         # fuzzing (libFuzzer, sanitizers)
+    clang libclang-rt-dev                         # fuzzing (libFuzzer, sanitizers); the BPF steering program
     python3 util-linux iproute2                   # test driver, unshare/setpriv, netns
     qemu-system-x86 busybox-static cpio           # outer host and guest images
     iperf3 sockperf ethtool                       # tools copied into the guest image

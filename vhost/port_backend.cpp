@@ -31,6 +31,13 @@ void PortBackend::set_offloads(uint64_t features) {
     port_->set_offload(off);
 }
 
+void PortBackend::set_rss(const net::RssConfig* c) {
+    PortSteering* s = port_->steering();
+    if (!s) return;
+    if (c) s->set(c->hash_types, c->key, c->table, c->unclassified);
+    else s->clear();
+}
+
 // Recorded only once the port did it: a refused attach is tried again at
 // the next change of pairs in use.
 void PortBackend::attach_queue(unsigned k) {

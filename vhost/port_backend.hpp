@@ -20,6 +20,8 @@ public:
     bool vnet_header() const override { return port_->vnet_header(); }
     bool uso() const override { return port_->vnet_header() && port_->uso(); }
     unsigned mtu() const override { return port_->mtu(); }
+    bool rss() const override { return port_->steering() != nullptr; }
+    void set_rss(const net::RssConfig* c) override;
 
 protected:
     void set_offloads(uint64_t features);

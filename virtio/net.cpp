@@ -63,12 +63,15 @@ uint64_t VirtioNet::features() const {
     // The link's MTU, so the guest's matches the host side's (a guest
     // sending larger frames would have them dropped there).
     if (mtu_ >= kMinMtu && mtu_ <= kMaxMtu) f |= kMtu;
+    // RSS only with pairs to steer between (the port steers only then).
+    if (pairs() > 1 && backend_->rss()) f |= kRss;
     return pairs() > 1 ? f | kMq : f;
 }
 
 void VirtioNet::config_read(uint64_t off, uint8_t* data, uint32_t size) {
-    // mac[6], status (link up), max_virtqueue_pairs, mtu.
-    uint8_t cfg[12] = {};
+    // mac[6], status (link up), max_virtqueue_pairs, mtu, then RSS's
+    // fields after speed and duplex (net_rss.hpp).
+    uint8_t cfg[net::kConfigSizeWithRss] = {};
     {
         auto g = lock_ctrl();
         std::memcpy(cfg, mac_.data(), 6);
@@ -76,6 +79,7 @@ void VirtioNet::config_read(uint64_t off, uint8_t* data, uint32_t size) {
     le_store(cfg + 6, 2, 1);
     le_store(cfg + 8, 2, pairs());
     if (features() & net::kMtu) le_store(cfg + 10, 2, mtu_);
+    if (features() & net::kRss) net::put_rss_config_space(cfg);
     for (uint32_t i = 0; i < size; i++) data[i] = off + i < sizeof cfg ? cfg[off + i] : 0;
 }
 
@@ -139,7 +143,9 @@ void VirtioNet::reset() {
     config_.clear();
     usable_pairs_ = 0;
     in_use_ = 1;
+    backend_->set_rss(nullptr);
     promisc_ = allmulti_ = false;
+    rss_command_.clear();
     quiesced_ = backend_started_ = false;
     positions_.clear();
 }

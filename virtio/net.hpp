@@ -91,6 +91,8 @@ private:
     void stop_ctrl_thread();
     std::unique_lock<std::mutex> lock_ctrl() const;
     uint8_t ctrl_command(uint8_t cls, uint8_t cmd, const std::vector<uint8_t>& data);
+    bool pairs_ready(unsigned n) const;
+    uint8_t ctrl_rss(const std::vector<uint8_t>& data);  // net_rss.cpp
 
     const GuestMemory& mem_;
     std::unique_ptr<NetBackend> backend_;
@@ -119,6 +121,7 @@ private:
     std::atomic<uint16_t> ctrl_index_{kNoCtrl};  // read by kicks without the lock
     std::atomic<unsigned> in_use_{1};
     bool promisc_ = false, allmulti_ = false;
+    std::vector<uint8_t> rss_command_;  // the RSS_CONFIG in force, as the driver sent it; empty: none
     // Snapshots and migration: the datapaths stopped (quiesce()), and each
     // queue's next avail entry, by queue number, as they stopped or as loaded.
     bool quiesced_ = false;

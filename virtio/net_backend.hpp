@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "virtio/device.hpp"
+#include "virtio/net_rss.hpp"
 
 namespace minivmm {
 
@@ -58,6 +59,12 @@ public:
     virtual bool uso() const = 0;
     // The port's link MTU, for the config space (VIRTIO_NET_F_MTU); 0 unknown.
     virtual unsigned mtu() const = 0;
+    // The port steers received frames by the guest's RSS settings, so
+    // VIRTIO_NET_F_RSS can be offered.
+    virtual bool rss() const { return false; }
+    // Settings the device checked (net_rss.hpp); null: none, flows spread
+    // by the port's own hash. No system call: served on the control queue.
+    virtual void set_rss(const net::RssConfig* c) { (void)c; }
 
     // DRIVER_OK. False: it failed, and said why through Device::needs_reset.
     virtual bool activate(const Rings& rings) = 0;

@@ -157,14 +157,19 @@ uint8_t VirtioNet::ctrl_command(uint8_t cls, uint8_t cmd, const std::vector<uint
     }
     if (cls == kClassMq && cmd == kMqVqPairsSet && (features_ & net::kMq) && data.size() == 2) {
         uint64_t n = le_load(data.data(), 2);
-        if (n < 1 || n > pairs()) return kErr;
-        // Every pair put in use must have both its queues set up.
-        for (unsigned k = 0; k < n; k++)
-            if (k >= usable_pairs_ || !config_[2 * k].enabled || !config_[2 * k + 1].enabled) return kErr;
+        if (n < 1 || n > pairs() || !pairs_ready(static_cast<unsigned>(n))) return kErr;
         set_pairs_in_use(static_cast<unsigned>(n));
         return kOk;
     }
+    if (cls == kClassMq && cmd == net::kCtrlMqRssConfig && (features_ & net::kRss)) return ctrl_rss(data);
     return kErr;
+}
+
+// Every pair put in use must have both its queues set up.
+bool VirtioNet::pairs_ready(unsigned n) const {
+    for (unsigned k = 0; k < n; k++)
+        if (k >= usable_pairs_ || !config_[2 * k].enabled || !config_[2 * k + 1].enabled) return false;
+    return true;
 }
 
 }  // namespace minivmm

@@ -3,6 +3,7 @@
 // datapath (off, worker, kernel) of a NIC with as many queue pairs.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "virtio/net.hpp"
@@ -13,6 +14,9 @@ namespace minivmm {
 
 namespace {
 constexpr uint16_t kLinkUp = 1;  // VIRTIO_NET_S_LINK_UP: the only status this device shows
+// An RSS_CONFIG command: its largest table and key, and room for a driver's
+// padding after them (parse_rss_config ignores it).
+constexpr size_t kMaxRssCommand = 4096;
 }
 
 void VirtioNet::quiesce() {
@@ -56,6 +60,7 @@ void VirtioNet::save(state::Writer& w) const {
     w.u16(num_queues());
     for (uint16_t p : pos) w.u16(p);
     w.u16(shown_mtu());
+    w.blob(rss_command_);
 }
 
 // The MTU the config space shows (0: none offered). The driver read it
@@ -78,6 +83,7 @@ void VirtioNet::load(state::Reader& r, const LoadedTransport& t, VirtioTransport
     std::vector<uint16_t> pos(n);
     for (uint16_t& p : pos) p = r.u16();
     uint16_t mtu = r.u16();
+    std::vector<uint8_t> rss = r.blob(kMaxRssCommand);
     if (mtu != shown_mtu())
         r.fail(who + "MTU: the driver was shown " + std::to_string(mtu) + ", this NIC's port has " +
                std::to_string(shown_mtu()));
@@ -99,6 +105,16 @@ void VirtioNet::load(state::Reader& r, const LoadedTransport& t, VirtioTransport
             if (!t.queues[2 * k].enabled || !t.queues[2 * k + 1].enabled)
                 r.fail(who + "queue pairs in use: pair " + std::to_string(k) + " is not set up");
     if ((promisc || allmulti) && !(features & net::kCtrlRx)) r.fail(who + "rx mode: set without VIRTIO_NET_F_CTRL_RX");
+    // RSS as the command set it: checked as the command is, run as it ran.
+    std::optional<net::RssConfig> steering;
+    if (!rss.empty()) {
+        if (!(features & net::kRss)) r.fail(who + "RSS: set without VIRTIO_NET_F_RSS");
+        steering = net::parse_rss_config(rss, pairs());
+        if (!steering) r.fail(who + "RSS: not a configuration the device takes");
+        for (unsigned k = 0; k < steering->pairs; k++)
+            if (k >= usable || !t.queues[2 * k].enabled || !t.queues[2 * k + 1].enabled)
+                r.fail(who + "RSS: steers to pair " + std::to_string(k) + ", which is not set up");
+    }
     // Only queues the device serves have moved; every other is at its start.
     for (uint16_t i = 0; i < n; i++) {
         bool served = t.queues[i].enabled && (i < 2 * usable || (i == ctrl_index && (features & net::kCtrlVq)));
@@ -116,6 +132,7 @@ void VirtioNet::load(state::Reader& r, const LoadedTransport& t, VirtioTransport
         usable_pairs_ = usable;
         in_use_ = in_use;
         promisc_ = promisc, allmulti_ = allmulti;
+        rss_command_ = rss;
         positions_ = pos;
         return;
     }
@@ -123,7 +140,13 @@ void VirtioNet::load(state::Reader& r, const LoadedTransport& t, VirtioTransport
     // (Once started, the guest's rings may still break the device, as
     // they could have before it was saved.)
     if (!start(features, t.queues, transport, &pos)) r.fail(who + "the datapath could not start the saved rings");
-    if (in_use != 1) set_pairs_in_use(in_use);
+    // As the commands left it: the pairs a table names attached before it
+    // steers, then the pairs in use the driver set last.
+    unsigned attached = steering ? std::max<unsigned>(in_use, steering->pairs) : in_use;
+    if (attached != 1) set_pairs_in_use(attached);
+    if (steering) backend_->set_rss(&*steering);
+    if (in_use != attached) set_pairs_in_use(in_use);
+    rss_command_ = rss;
     promisc_ = promisc, allmulti_ = allmulti;
 }
 

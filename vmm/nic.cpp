@@ -48,6 +48,8 @@ std::unique_ptr<NetPort> open_port(const NetSpec& spec, NicHost& h) {
     }
     if (spec.mtu) tap->set_mtu(*spec.mtu);
     h.notes.push_back(tap->offload_note());
+    // RSS steers between pairs: with one there is nothing to load.
+    if (spec.queues > 1) h.notes.push_back(tap->attach_steering());
     return tap;
 }
 

@@ -91,6 +91,9 @@ void main_thread(Allowlist& l) {
     kicks(l);                          // SIGUSR1's vCPU state lines, and stopping the vCPUs
     l.allow(SCMP_SYS(clock_nanosleep));  // usleep between kicks of a vCPU that has not noticed the stop
     device_reset(l);                   // each NIC is reset as it is destroyed
+    // A tap's RSS steering program is detached as its NIC goes: an existing
+    // tap outlives minivmm and must not keep steering by a dead guest's table.
+    l.allow_ioctl(TUNSETSTEERINGEBPF);
 }
 
 // vhost=worker, one thread per ring: the loop of net_datapath's send and

@@ -103,6 +103,28 @@ struct RecordingVhost : VhostBackend {
     }
 };
 
+// The port's receive steering (RSS), as a tap's steering program would
+// be given it: the last settings, or none (cleared).
+struct RecordingSteering : PortSteering {
+    bool set_ = false;
+    uint32_t types = 0;
+    std::vector<uint8_t> key;
+    std::vector<uint16_t> table;
+    uint16_t unclassified = 0;
+    void set(uint32_t t, std::span<const uint8_t> k, std::span<const uint16_t> tb, uint16_t u) override {
+        set_ = true, types = t, key.assign(k.begin(), k.end()), table.assign(tb.begin(), tb.end()), unclassified = u;
+    }
+    void clear() override { set_ = false; }
+};
+
+// A port with several queues and the virtio-net header steers, as a tap
+// with its steering program does: the device then offers RSS.
+struct SteeringPort : SocketPort {
+    RecordingSteering steering_rec;
+    SteeringPort(unsigned pairs, bool header) : SocketPort(pairs, header) {}
+    PortSteering* steering() override { return queues() > 1 && vnet_header() ? &steering_rec : nullptr; }
+};
+
 // A command in flight: what the device must make of it.
 struct Command {
     uint16_t head;
@@ -119,7 +141,7 @@ struct Ctrl {
     unsigned pairs;
     bool header;
     std::vector<int> backends;  // per data ring, with the recording backend
-    SocketPort* port = nullptr;
+    SteeringPort* port = nullptr;
     Transport t;
     std::unique_ptr<VirtioNet> net;
     bool vhost = false;
@@ -139,13 +161,14 @@ struct Ctrl {
     // The model: what the commands served so far have set.
     VirtioNet::Mac mac = kMac;
     unsigned in_use = 1;
+    RecordingSteering rss;  // what the port's steering must hold
 
     Ctrl(FuzzedDataProvider& i) : in(i), strict(i.ConsumeBool()) {
         pairs = in.ConsumeIntegralInRange(1, 4);
         header = in.ConsumeBool();
         vhost = in.ConsumeBool();
         backends.assign(2 * pairs, -1);
-        auto p = std::make_unique<SocketPort>(pairs, header);
+        auto p = std::make_unique<SteeringPort>(pairs, header);
         port = p.get();
         net = std::make_unique<VirtioNet>(
             mem(), make_net_backend(std::move(p), vhost ? std::make_unique<RecordingVhost>(backends) : nullptr, "fz"),
@@ -197,6 +220,7 @@ struct Ctrl {
     void reset() {
         TRACE("reset\n");
         net->reset();
+        rss.set_ = false;
         std::lock_guard g(t.lock);
         t.broken.clear();
         active = broken = false;
@@ -266,7 +290,25 @@ struct Ctrl {
                 b = {1, 1};
                 more(static_cast<size_t>(6 + odd));
                 break;
-            case 7:  // the number of queue pairs
+            case 7:  // the number of queue pairs, or the RSS settings that set it too
+                if (has(net::kRss) && in.ConsumeBool()) {
+                    b = {4, 1};
+                    le(in.ConsumeIntegralInRange(0, 7) ? in.ConsumeIntegralInRange<uint32_t>(0, 0x3f)
+                                                       : in.ConsumeIntegral<uint32_t>(), 4);
+                    uint32_t entries = 1u << in.ConsumeIntegralInRange(0, 8);  // 256: too many
+                    le(in.ConsumeIntegralInRange(0, 7) ? entries - 1 : in.ConsumeIntegral<uint16_t>(), 2);
+                    le(in.ConsumeIntegralInRange<uint16_t>(0, static_cast<uint16_t>(pairs)), 2);  // unclassified
+                    for (uint32_t e = 0; e < entries; e++)
+                        le(in.ConsumeIntegralInRange(0, 15) ? in.ConsumeIntegralInRange<uint16_t>(0, 1)
+                                                            : in.ConsumeIntegralInRange<uint16_t>(0, 5), 2);
+                    le(in.ConsumeIntegralInRange<uint16_t>(0, static_cast<uint16_t>(pairs + 1)), 2);  // max_tx_vq
+                    uint8_t key_len = in.ConsumeIntegralInRange<uint8_t>(0, 42);
+                    b.push_back(key_len);
+                    more(key_len);
+                    if (odd > 0) more(static_cast<size_t>(odd));
+                    if (odd < 0) b.resize(b.size() - static_cast<size_t>(-odd));
+                    break;
+                }
                 b = {4, 0};
                 le(in.ConsumeIntegralInRange(0, 7) ? in.ConsumeIntegralInRange<uint16_t>(0, 5) : in.ConsumeIntegral<uint16_t>(), 2);
                 if (odd > 0) more(static_cast<size_t>(odd));
@@ -401,6 +443,32 @@ struct Ctrl {
             in_use = n;
             return kOk;
         }
+        if (cls == 4 && cmd == 1 && has(net::kRss)) {
+            // struct virtio_net_rss_config (virtio 1.3, 5.1.6.5.7.1) and the
+            // device's limits: 40-byte key, 128 entries, six hash types.
+            if (d.size() < 8) return kErr;
+            uint32_t types = static_cast<uint32_t>(le_load(&d[0], 4));
+            size_t n = le_load(&d[4], 2) + 1;
+            unsigned unclassified = static_cast<unsigned>(le_load(&d[6], 2));
+            if (n > 128 || (n & (n - 1)) || (types & ~0x3fu) || d.size() < 8 + 2 * n + 3) return kErr;
+            unsigned max_tx = static_cast<unsigned>(le_load(&d[8 + 2 * n], 2));
+            size_t key_len = d[8 + 2 * n + 2];
+            if (key_len > 40 || d.size() < 8 + 2 * n + 3 + key_len) return kErr;  // padding after it ignored
+            if (max_tx < 1 || max_tx > pairs || unclassified >= max_tx) return kErr;
+            std::vector<uint16_t> table;
+            for (size_t e = 0; e < n; e++) {
+                table.push_back(static_cast<uint16_t>(le_load(&d[8 + 2 * e], 2)));
+                if (table.back() >= max_tx) return kErr;
+            }
+            unsigned usable = has(net::kMq) ? pairs : 1;
+            for (unsigned k = 0; k < max_tx; k++)
+                if (k >= usable || !queues[2 * k].enabled || !queues[2 * k + 1].enabled) return kErr;
+            in_use = max_tx;
+            rss.set_ = true, rss.types = types, rss.table = table;
+            rss.unclassified = static_cast<uint16_t>(unclassified);
+            rss.key.assign(d.begin() + 8 + 2 * n + 3, d.begin() + 8 + 2 * n + 3 + key_len);
+            return kOk;
+        }
         return kErr;
     }
 
@@ -467,6 +535,11 @@ struct Ctrl {
         if (!active || broken) return;
         bool mq = has(net::kMq);
         for (unsigned k = 1; k < pairs; k++) CHECK(port->attached(k) == (k < in_use));
+        const RecordingSteering& st = port->steering_rec;
+        CHECK(st.set_ == rss.set_);
+        if (rss.set_)
+            CHECK(st.types == rss.types && st.key == rss.key && st.table == rss.table &&
+                  st.unclassified == rss.unclassified);
         if (vhost)
             for (unsigned i = 0; i < 2 * pairs; i++) {
                 bool runs = i / 2 < in_use && (mq || i < 2) && queues[i].enabled;

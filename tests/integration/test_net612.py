@@ -1,5 +1,7 @@
 """virtio-net with a 6.12 guest on a 6.12 outer host: UDP segmentation
-offload (USO) both ways and jumbo frames (mtu=9000), on each datapath.
+offload (USO) both ways, jumbo frames (mtu=9000) and RSS (queues=2: the
+guest's indirection table, applied by the tap's steering program), on each
+datapath.
 
 Needs MINIVMM_KERNEL=6.12 (tests/run-integration.sh runs it so, in one outer
 host): a 6.1 host's tap refuses USO and a 6.1 guest does not ask for it.
@@ -18,6 +20,7 @@ SEG = 8000  # each segment a jumbo frame; 8 of them in one send, one GSO frame
 STREAM = 500 * SEG
 DATAGRAMS = STREAM // SEG
 FETCH_PORT, TO_HOST_PORT, TO_GUEST_PORT = 5400, 5401, 5402
+RSS_FLOWS, RSS_PER_FLOW, RSS_PORT = 32, 4, 5403
 
 
 def snmp_ip(text):
@@ -122,19 +125,96 @@ def udp_gso_to_guest(g, ns):
     return f"{DATAGRAMS} datagrams in {frames} frames"
 
 
+def rx_per_queue(g, vhost):
+    """What each receive queue took: packets as minivmm counts them
+    (worker, off), or, where vhost-net serves the rings unseen, the
+    interrupts of each receive queue's MSI-X vector in the guest (6.12's
+    ethtool -S has no per-queue packet counts)."""
+    if vhost != "kernel":
+        q = sigusr1_stats(g)[0]
+        check("rx0" in q and "rx1" in q, f"minivmm's stats lack rx0/rx1: {q}")
+        return {0: q["rx0"][0], 1: q["rx1"][0]}
+    rc, out = g.run("cat /proc/interrupts")
+    got = {}
+    for line in out.splitlines():
+        m = re.search(r"virtio\d+-input\.(\d)\s*$", line)
+        if m:
+            got[int(m.group(1))] = interrupts(line)
+    check(rc == 0 and set(got) == {0, 1}, f"no virtio input.0/.1 interrupts: {out[-600:]!r}")
+    return got
+
+
+def interrupts(line):
+    """The per-CPU counts of a /proc/interrupts line, summed."""
+    total = 0
+    for field in line.split(":", 1)[1].split():
+        if not field.isdigit():
+            break
+        total += int(field)
+    return total
+
+
+def indirection_table(g):
+    rc, out = g.run("ethtool -x eth0")
+    check(rc == 0 and "with 2 RX ring(s)" in out, f"ethtool -x eth0: {out[:400]!r}")
+    rows = re.findall(r"^\s*\d+:((?:\s+\d+)+)\s*$", out, re.M)
+    return [int(x) for row in rows for x in row.split()]
+
+
+def flows_to_guest(g, ns, vhost):
+    """RSS_FLOWS UDP flows (one source port each) from the host into the
+    guest; what each receive queue took meanwhile."""
+    before = rx_per_queue(g, vhost)
+    ns.sh(f"python3 -c \"import socket\nfor p in range(40000, 40000 + {RSS_FLOWS}):\n"
+          f" s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('{HOST}', p))\n"
+          f" for i in range({RSS_PER_FLOW}): s.sendto(b'x', ('{GUEST}', {RSS_PORT}))\n\"")
+    after = rx_per_queue(g, vhost)
+    return {q: after[q] - before[q] for q in after}
+
+
+def rss(g, ns, vhost):
+    """The guest's RSS table decides where host->guest flows land: all on
+    queue 1 once pinned, on both once spread again. ARP probes from the host
+    are not hashed and go to the unclassified queue (0): a few allowed.
+    Counted in packets (worker, off) or receive interrupts (kernel)."""
+    sent = RSS_FLOWS * RSS_PER_FLOW if vhost != "kernel" else 1
+    rc, out = g.run("ethtool -L eth0 combined 2 && ethtool -X eth0 equal 2")
+    if rc != 0:
+        _, why = g.run("cat /sys/class/net/eth0/device/features; dmesg | grep -i -E 'virtio|rss' | tail -5")
+        check(False, f"ethtool -L/-X: {out!r}; device features and driver messages: {why!r}")
+    table = indirection_table(g)
+    check(len(table) == 128 and set(table) == {0, 1}, f"table after 'equal 2': {table}")
+    rc, out = g.run("ethtool -X eth0 weight 0 1")
+    check(rc == 0, f"ethtool -X eth0 weight 0 1: {out!r}")
+    table = indirection_table(g)
+    check(set(table) == {1}, f"table after 'weight 0 1': {table}")
+    pinned = flows_to_guest(g, ns, vhost)
+    check(pinned[1] >= sent and pinned[0] <= 4, f"pinned to queue 1: per queue {pinned}")
+    rc, out = g.run("ethtool -X eth0 equal 2")
+    check(rc == 0, f"ethtool -X eth0 equal 2: {out!r}")
+    spread = flows_to_guest(g, ns, vhost)
+    check(spread[0] + spread[1] >= sent and min(spread.values()) >= (RSS_PER_FLOW if vhost != "kernel" else 1),
+          f"spread over 2 queues: per queue {spread}")
+    unit = "packets" if vhost != "kernel" else "interrupts"
+    note = f"weight 0 1: {pinned[0]}/{pinned[1]} {unit} on queues 0/1; equal 2: {spread[0]}/{spread[1]}"
+    print(f"  {note}", flush=True)
+    return note
+
+
 def uso_mtu(r, vhost):
     check(KERNEL_SERIES == "6.12", f"needs MINIVMM_KERNEL=6.12 (this run has {KERNEL_SERIES})")
     check(os.access(UDP_GSO, os.X_OK), f"{UDP_GSO} missing: make build/udp_gso")
     ns = Netns(f"mvt612-{vhost}")
     tap = f"mvu{vhost}"
     g = minivmm("--mem", "512M", "--cmdline", f"quiet guest.ip=eth0:{GUEST}/24",
-                "--net", f"{tap},vhost={vhost},mtu={MTU}", *unprivileged(), wrap=ns.prefix(),
+                "--net", f"{tap},vhost={vhost},mtu={MTU},queues=2", *unprivileged(), wrap=ns.prefix(),
                 log_name=f"net612-{vhost}")
     try:
         def boots():
             g.boot(BOOT_TIMEOUT)
             check(f"created tap {tap}" in g.out, "no 'created tap' line")
             check("refuses UDP segmentation offload" not in g.out, "the 6.12 tap refused USO")
+            check("RSS not offered" not in g.out, "the tap's steering program was not loaded")
         r.case("boots a 6.12 guest with mtu=9000; the tap takes USO (no refusal said)", boots)
 
         def host_side():
@@ -163,6 +243,7 @@ def uso_mtu(r, vhost):
         r.case("UDP GSO stream guest to host: every byte arrives, segmented after the guest",
                lambda: udp_gso_to_host(g, ns, tap, vhost))
         r.case("UDP GSO stream host to guest: every byte arrives, as GSO frames", lambda: udp_gso_to_guest(g, ns))
+        r.case("RSS: ethtool -X pins host->guest flows to queue 1, then spreads them over both", lambda: rss(g, ns, vhost))
         r.case("guest's driver dropped no received frame", lambda: guest_rx_clean(g))
         r.case("guest poweroff exits 0", lambda: (g.send("poweroff -f\n"), check(g.wait_exit(120) == 0, "exit")))
     finally:

@@ -57,17 +57,19 @@ public:
 struct CtrlRig {
     GuestMemory mem{16ull << 20};
     Tap* tap = nullptr;
+    std::string steering_note;  // why the tap has no RSS steering, if asked for
     std::unique_ptr<VirtioNet> net;
     FakeTransport t;
     uint16_t ctrl_index = 0, ctrl_size;
     GuestRing ctrl;
 
     CtrlRig(unsigned pairs, uint64_t features, const std::string& label = "t0", uint16_t ctrl_entries = kQSize,
-            const std::function<void(uint16_t)>& on_signal = {})
+            const std::function<void(uint16_t)>& on_signal = {}, bool rss_steering = false)
         : ctrl_size(ctrl_entries), ctrl(mem, ctrl_entries, {kCtrlDesc, kCtrlAvail, kCtrlUsed}) {
         t.on_signal = on_signal;
         auto tp = std::make_unique<Tap>("mqtest0", pairs);
         tap = tp.get();
+        if (rss_steering) steering_note = tp->attach_steering();
         net = std::make_unique<VirtioNet>(mem, make_net_backend(std::move(tp), nullptr, label),
                                           VirtioNet::Mac{0x52, 0x54, 0, 1, 2, 3}, label);
         std::vector<QueueConfig> qs(net->num_queues());

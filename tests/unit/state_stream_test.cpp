@@ -1,35 +1,16 @@
 #include <gtest/gtest.h>
-#include <unistd.h>
+#include <cstring>
 
-#include <cstdio>
-
+#include "tests/unit/state_file.hpp"
 #include "tests/unit/test_helpers.hpp"
 #include "vmm/fd.hpp"
 #include "vmm/state_records.hpp"
 
 using namespace minivmm;
 using namespace minivmm::state;
-using minivmm::testing::error_of;
+using namespace minivmm::testing;
 
 namespace {
-
-Fd temp_file() {
-    FILE* f = std::tmpfile();
-    return Fd(::dup(fileno(f)));
-}
-
-std::vector<uint8_t> file_bytes(int fd) {
-    std::vector<uint8_t> v(size_t(::lseek(fd, 0, SEEK_END)));
-    EXPECT_EQ(::pread(fd, v.data(), v.size(), 0), ssize_t(v.size()));
-    return v;
-}
-
-Fd file_with(const std::vector<uint8_t>& bytes) {
-    Fd f = temp_file();
-    EXPECT_EQ(::write(f.get(), bytes.data(), bytes.size()), ssize_t(bytes.size()));
-    ::lseek(f.get(), 0, SEEK_SET);
-    return f;
-}
 
 std::vector<uint8_t> two_records() {
     Fd f = temp_file();

@@ -2,9 +2,28 @@
 // socket bound to an interface. One fd per queue pair; the datapaths and
 // vhost backends only read and write those fds.
 #pragma once
+#include <cstdint>
+#include <span>
 #include <string>
 
 namespace minivmm {
+
+// Which queue each received frame goes to, by the guest's RSS settings
+// (VIRTIO_NET_F_RSS), where the port can steer (a tap with its steering
+// program, tap_steering.hpp). Called with settings the device checked:
+// a key of at most 40 bytes, a table of a power of two entries up to 128,
+// every queue among the attached ones. Writes memory only: no system call.
+class PortSteering {
+public:
+    virtual ~PortSteering() = default;
+    // Frames hashed (Toeplitz with `key`) over what `hash_types`
+    // (VIRTIO_NET_RSS_HASH_TYPE_*) select go to table[hash % size];
+    // the rest to `unclassified`.
+    virtual void set(uint32_t hash_types, std::span<const uint8_t> key, std::span<const uint16_t> table,
+                     uint16_t unclassified) = 0;
+    // No guest settings (a reset): flows spread over the attached queues by hash.
+    virtual void clear() = 0;
+};
 
 class NetPort {
 public:
@@ -28,6 +47,8 @@ public:
     virtual void set_offload(unsigned tun_flags) { (void)tun_flags; }
     // A detached queue gets no frames; queue 0 is never detached.
     virtual void set_queue_attached(unsigned queue, bool attached) { (void)queue, (void)attached; }
+    // The port's receive steering, or null: RSS is then not offered.
+    virtual PortSteering* steering() { return nullptr; }
 };
 
 }  // namespace minivmm

@@ -107,6 +107,19 @@ void Tap::probe() {
     ioctl(fd(0), TUNSETOFFLOAD, 0ul);
 }
 
+std::string Tap::attach_steering() {
+    // A macvtap's character device has its own ioctls, and no steering program among them.
+    if (!device_.empty()) return "RSS not offered: a macvtap takes no steering program (TUNSETSTEERINGEBPF)";
+    try {
+        auto s = std::make_unique<TapSteering>();
+        s->attach(fd(0));
+        steering_ = std::move(s);
+        return "";
+    } catch (const std::runtime_error& e) {
+        return std::string("RSS not offered: ") + e.what();
+    }
+}
+
 void Tap::set_mtu(unsigned mtu) {
     set_link_mtu(name_, mtu, "--net " + name_);
     mtu_ = link_mtu(name_, "--net " + name_);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "vhost/ports/port.hpp"
+#include "vhost/ports/tap_steering.hpp"
 #include "vmm/fd.hpp"
 
 namespace minivmm {
@@ -41,6 +42,10 @@ public:
     const std::string& name() const { return name_; }
     // Header length in front of every frame, both ways (10 or 12 bytes).
     void set_vnet_header_size(int bytes);
+    // Loads and attaches the RSS steering program (tap_steering.hpp), while
+    // minivmm may still load BPF. Empty, or why the NIC offers no RSS.
+    std::string attach_steering();
+    PortSteering* steering() override { return steering_.get(); }
 
 private:
     Tap() = default;
@@ -53,6 +58,8 @@ private:
     bool uso_ = false;
     unsigned mtu_ = 0;
     bool offload_refused_ = false;  // said once: a guest can reset its NIC in a loop
+    // After fds_: detached from the tap before its fds close.
+    std::unique_ptr<TapSteering> steering_;
 };
 
 }  // namespace minivmm
