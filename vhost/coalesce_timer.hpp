@@ -17,8 +17,10 @@ namespace minivmm {
 
 class CoalesceTimer {
 public:
-    // Makes the timerfd (before confinement: the ring threads may only set it).
+    // Makes the timerfd (before confinement: the ring threads may only set
+    // it); its owner checks it was made (false: errno says why).
     CoalesceTimer();
+    explicit operator bool() const { return bool(timer_); }
     int fd() const { return timer_.get(); }
     // From any thread; the ring's thread takes it at its next decision.
     void set(const Coalesce& c);

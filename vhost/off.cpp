@@ -74,6 +74,7 @@ OffBackend::OffBackend(std::unique_ptr<NetPort> port, const std::string& label) 
         auto p = std::make_unique<Pair>();
         p->wake = Fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         if (!p->wake) throw internal_error("eventfd");
+        if (!p->rx_coal || !p->tx_coal) throw internal_error("timerfd");
         pairs_.push_back(std::move(p));
     }
     std::string name;

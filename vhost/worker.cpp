@@ -64,6 +64,7 @@ public:
             // A ring's thread is told to stop through its eventfd: without
             // one it could be started and never stopped.
             if (!rings_.back()->stop_fd) throw sys_error("vhost worker: eventfd");
+            if (!rings_.back()->coal) throw sys_error("vhost worker: timerfd");
         }
     }
     const char* name() const override { return "worker"; }

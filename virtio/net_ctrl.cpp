@@ -146,7 +146,8 @@ bool VirtioNet::ctrl_batch() {
             std::vector<uint8_t> data(bytes.begin() + 2, bytes.end());
             ack = ctrl_command(bytes[0], bytes[1], data, reply);
         }
-        // A result goes only into exactly its room, then the status after it.
+        // A result goes only into exactly its room, then the status after it;
+        // without one (a failed command) the status goes first, as always.
         if (!reply.empty() && c.writable_bytes != reply.size() + 1) ack = kErr;
         uint64_t status_gpa = status->gpa;
         if (ack != kOk) reply.clear();
