@@ -1,5 +1,6 @@
 """virtio-net with a 6.12 guest on a 6.12 outer host: UDP segmentation
-offload (USO) both ways and jumbo frames (mtu=9000), on each datapath.
+offload (USO) both ways and jumbo frames (mtu=9000), on each datapath, and
+notification coalescing (ethtool -C; tests/integration/coalesce.py).
 
 Needs MINIVMM_KERNEL=6.12 (tests/run-integration.sh runs it so, in one outer
 host): a 6.1 host's tap refuses USO and a 6.1 guest does not ask for it.
@@ -8,6 +9,7 @@ One boot per datapath; each scenario has its own network namespace.
 import os
 import re
 
+from coalesce import coalescing_cases
 from netns import Netns
 from test_net import BOOT_TIMEOUT, GUEST, HOST, guest_rx_clean, sigusr1_stats, unprivileged
 from vmtest import KERNEL_SERIES, REPO, check, minivmm
@@ -164,6 +166,7 @@ def uso_mtu(r, vhost):
                lambda: udp_gso_to_host(g, ns, tap, vhost))
         r.case("UDP GSO stream host to guest: every byte arrives, as GSO frames", lambda: udp_gso_to_guest(g, ns))
         r.case("guest's driver dropped no received frame", lambda: guest_rx_clean(g))
+        coalescing_cases(r, g, ns, vhost)
         r.case("guest poweroff exits 0", lambda: (g.send("poweroff -f\n"), check(g.wait_exit(120) == 0, "exit")))
     finally:
         g.kill()
