@@ -126,7 +126,7 @@ $(BENCH_DATAPATH): tools/bench_datapath.cpp $(wildcard tools/datapath/*.hpp test
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libminivmm.a -lbenchmark $(LDLIBS)
 
 bench: deps
-	@$(MAKE) --no-print-directory all images $(BENCH_DATAPATH)
+	@$(MAKE) --no-print-directory all images $(BENCH_DATAPATH) $(BUILD)/udp_gso
 	@QUICK=$(QUICK) tools/bench.sh
 
 clean:

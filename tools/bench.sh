@@ -28,7 +28,8 @@ has() { [[ ",$parts," == *",$1,"* ]]; }
 say() { echo "bench: $*"; }
 start=$SECONDS
 
-[ -x "$out/bench_datapath" ] || { say "$out/bench_datapath is missing: run make bench"; exit 1; }
+! has datapath || [ -x "$out/bench_datapath" ] || { say "$out/bench_datapath is missing: run make bench"; exit 1; }
+! has net612 || [ -x build/udp_gso ] || { say "build/udp_gso is missing: run make bench"; exit 1; }
 rm -f "$out"/datapath* "$out"/results.* "$out"/raw.csv "$out"/boot* "$out"/chart.png "$out"/perf-* "$out"/net612-*
 
 if has datapath; then
