@@ -18,6 +18,7 @@
 set -u
 cd "$(dirname "$0")/.."
 out=build/bench
+mkdir -p "$out"
 quick=${QUICK:-}
 [ "$quick" = 0 ] && quick=
 if [ -n "$quick" ]; then timeout=2400 what="QUICK: 1 round, 3 s runs"
