@@ -31,6 +31,10 @@ public:
     void notify(uint16_t queue) override;
     void reset() override;
     const QueueStats* stats(unsigned queue) const override { return vhost_->stats(queue); }
+    bool coalescing() const override { return vhost_->coalescing(); }
+    void set_coalesce(unsigned queue, const Coalesce& c) override {
+        if (vhost_->coalescing()) vhost_->set_vring_coalesce(queue, c);
+    }
 
 private:
     struct Pair {
@@ -160,6 +164,10 @@ void VhostRings::reset() {
     clear_offloads();
 }
 }  // namespace
+
+void VhostBackend::set_vring_coalesce(unsigned, const Coalesce&) {
+    throw internal_error(std::string("vhost ") + name() + ": no notification coalescing", EOPNOTSUPP);
+}
 
 std::unique_ptr<NetBackend> make_vhost_rings_backend(std::unique_ptr<NetPort> port,
                                                      std::unique_ptr<VhostBackend> vhost, const std::string& label) {
