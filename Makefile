@@ -89,7 +89,7 @@ FUZZ_HDRS    := $(wildcard vmm/*.hpp virtio/*.hpp tests/support/*.hpp) tests/fuz
 # Saved state of the PCI function, its MSI-X table and the virtio-pci transport.
 DEVICE_STATE_SRCS := vmm/pci_state.cpp vmm/msix_state.cpp virtio/virtio_pci_state.cpp
 # The device as every datapath runs it: make_net_backend and its backends.
-FUZZ_NET_BACKENDS := vhost/port_backend.cpp vhost/off.cpp vhost/vhost_rings.cpp $(wildcard vhost/*.hpp vhost/ports/*.hpp)
+FUZZ_NET_BACKENDS := vhost/port_backend.cpp vhost/off.cpp vhost/vhost_rings.cpp vhost/coalesce_timer.cpp virtio/net_coalesce.cpp $(wildcard vhost/*.hpp vhost/ports/*.hpp)
 
 $(BUILD)/fuzz/fuzz_virtqueue: tests/fuzz/fuzz_virtqueue.cpp virtio/virtqueue.cpp vmm/guest_memory.cpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_pci: tests/fuzz/fuzz_pci.cpp vmm/thread_guard.cpp vmm/thread.cpp vmm/pci.cpp vmm/msix.cpp virtio/virtio_pci.cpp vmm/kvm.cpp vmm/gsi_router.cpp \
@@ -149,7 +149,7 @@ $(BENCH_DATAPATH): tools/bench_datapath.cpp $(wildcard tools/datapath/*.hpp test
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libminivmm.a -lbenchmark $(LDLIBS)
 
 bench: deps
-	@$(MAKE) --no-print-directory all images $(BENCH_DATAPATH)
+	@$(MAKE) --no-print-directory all images $(BENCH_DATAPATH) $(BUILD)/udp_gso
 	@QUICK=$(QUICK) tools/bench.sh
 
 clean:

@@ -10,6 +10,7 @@
 #include <optional>
 #include <system_error>
 
+#include "vhost/coalesce_timer.hpp"
 #include "vhost/port_backend.hpp"
 #include "virtio/net_datapath.hpp"
 #include "vmm/error.hpp"
@@ -38,6 +39,8 @@ public:
     std::vector<uint16_t> quiesce() override;
     void resume() override;
     const QueueStats* stats(unsigned queue) const override;
+    bool coalescing() const override { return true; }
+    void set_coalesce(unsigned queue, const Coalesce& c) override;
 
 private:
     struct Pair {
@@ -48,12 +51,14 @@ private:
         bool enabled = false;                // in use (VQ_PAIRS_SET)
         std::atomic<bool> tx_kicked{false};  // a TX kick for the thread
         Fd wake;                             // eventfd: kicks, (de)activation, shutdown
+        CoalesceTimer rx_coal, tx_coal;      // interrupts held back (NOTF_COAL); the thread's, under lock
         Thread thread;
     };
     bool running() const { return device_ && device_->running() && !quiesced_; }
     void io_loop(unsigned k);
     bool tx_some(Pair& p, uint16_t q);  // true: more to send
-    void interrupt(std::optional<SplitQueue>& q, uint16_t index, QueueStats& st);
+    void interrupt(std::optional<SplitQueue>& q, uint16_t index, QueueStats& st, CoalesceTimer& coal);
+    void flush(std::optional<SplitQueue>& q, uint16_t index, QueueStats& st);
     void stop_threads();
     static void wake(Pair& p);
 
@@ -72,6 +77,7 @@ OffBackend::OffBackend(std::unique_ptr<NetPort> port, const std::string& label) 
         auto p = std::make_unique<Pair>();
         p->wake = Fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         if (!p->wake) throw internal_error("eventfd");
+        if (!p->rx_coal || !p->tx_coal) throw internal_error("timerfd");
         pairs_.push_back(std::move(p));
     }
     std::string name;
@@ -180,10 +186,15 @@ void OffBackend::reset() {
 std::vector<uint16_t> OffBackend::quiesce() {
     std::vector<std::unique_lock<std::mutex>> locks;
     for (auto& p : pairs_) locks.emplace_back(p->lock);
+    bool live = running();
     quiesced_ = true;
     std::vector<uint16_t> at(2 * pairs_.size(), 0);
     for (unsigned k = 0; k < pairs_.size(); k++) {
         Pair& p = *pairs_[k];
+        // An interrupt held back for coalescing goes now: the state saved
+        // holds no timer, and a loaded ring would never send it.
+        if (live && p.rx && p.rx_coal.holding()) flush(p.rx, uint16_t(2 * k), p.rx_stats);
+        if (live && p.tx && p.tx_coal.holding()) flush(p.tx, uint16_t(2 * k + 1), p.tx_stats);
         if (p.rx) {
             p.receiver.release(*p.rx);  // buffers taken ahead are not used yet
             at[2 * k] = p.rx->last_avail();
@@ -210,7 +221,17 @@ const QueueStats* OffBackend::stats(unsigned i) const {
     return i % 2 ? &p.tx_stats : &p.rx_stats;
 }
 
-void OffBackend::interrupt(std::optional<SplitQueue>& q, uint16_t index, QueueStats& st) {
+void OffBackend::set_coalesce(unsigned queue, const Coalesce& c) {
+    if (queue / 2 >= pairs_.size()) return;
+    Pair& p = *pairs_[queue / 2];
+    (queue % 2 ? p.tx_coal : p.rx_coal).set(c);
+}
+
+void OffBackend::interrupt(std::optional<SplitQueue>& q, uint16_t index, QueueStats& st, CoalesceTimer& coal) {
+    if (coal.due(q->unsignalled())) flush(q, index, st);
+}
+
+void OffBackend::flush(std::optional<SplitQueue>& q, uint16_t index, QueueStats& st) {
     if (q->need_interrupt() && transport_->signal_queue(index)) st.interrupts++;
 }
 
@@ -223,7 +244,7 @@ bool OffBackend::tx_some(Pair& p, uint16_t q) {
         return false;
     }
     bool more = w != Work::Idle || p.tx->enable_notify();  // more may have come while we looked
-    interrupt(p.tx, q, p.tx_stats);
+    interrupt(p.tx, q, p.tx_stats, p.tx_coal);
     return more;
 }
 
@@ -232,12 +253,21 @@ void OffBackend::io_loop(unsigned k) {
     int fd = port_->fd(k);
     bool want_frames = false;  // poll the tap: in use, with no frame waiting for buffers
     while (!quit_) {
-        pollfd fds[2] = {{p.wake.get(), POLLIN, 0}, {fd, short(want_frames ? POLLIN : 0), 0}};
-        if (poll(fds, 2, -1) < 0) continue;
+        pollfd fds[4] = {{p.wake.get(), POLLIN, 0},
+                         {fd, short(want_frames ? POLLIN : 0), 0},
+                         {p.rx_coal.fd(), POLLIN, 0},
+                         {p.tx_coal.fd(), POLLIN, 0}};
+        if (poll(fds, 4, -1) < 0) continue;
         uint64_t n;
         if (fds[0].revents) [[maybe_unused]] ssize_t r = ::read(p.wake.get(), &n, sizeof n);
         std::lock_guard g(p.lock);
         want_frames = false;
+        // An interrupt held back for coalescing whose time is up, also for a
+        // pair just taken out of use: its buffers were used. Timers of a
+        // queue gone (reset) expire into nothing.
+        bool live = running();
+        if (fds[2].revents && p.rx_coal.expired() && live && p.rx) flush(p.rx, uint16_t(2 * k), p.rx_stats);
+        if (fds[3].revents && p.tx_coal.expired() && live && p.tx) flush(p.tx, uint16_t(2 * k + 1), p.tx_stats);
         // A batch at a time, then the receive side: ACKs keep flowing under a
         // send, and the rest of the send comes round again at once. A pair
         // out of use (VQ_PAIRS_SET) sends nothing, as a vhost ring without a
@@ -263,7 +293,7 @@ void OffBackend::io_loop(unsigned k) {
             device_->needs_reset("rx: " + why);
             continue;
         }
-        interrupt(p.rx, static_cast<uint16_t>(2 * k), p.rx_stats);
+        interrupt(p.rx, static_cast<uint16_t>(2 * k), p.rx_stats, p.rx_coal);
         want_frames = w != Work::NeedBuffers;
         if (want_frames) q.disable_notify();
     }

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "virtio/coalesce.hpp"
+
 namespace minivmm {
 
 struct QueueStats;
@@ -60,6 +62,11 @@ public:
     virtual void set_backend(unsigned idx, int tap_fd) = 0;
     // Per-ring counters, where the backend keeps them (the kernel does not show its own).
     virtual const QueueStats* stats(unsigned idx) const { (void)idx; return nullptr; }
+    // minivmm's extension: a ring's notification coalescing (virtio/coalesce.hpp),
+    // taken while it runs. vhost-net has no such call (it signals the irqfd
+    // after every batch); a backend without it refuses (EOPNOTSUPP).
+    virtual bool coalescing() const { return false; }
+    virtual void set_vring_coalesce(unsigned idx, const Coalesce& c);
 };
 
 // vhost=kernel, one /dev/vhost-net per queue pair: throws UserError if it

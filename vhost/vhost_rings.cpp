@@ -33,6 +33,10 @@ public:
     std::vector<uint16_t> quiesce() override;
     void resume() override;
     const QueueStats* stats(unsigned queue) const override { return vhost_->stats(queue); }
+    bool coalescing() const override { return vhost_->coalescing(); }
+    void set_coalesce(unsigned queue, const Coalesce& c) override {
+        if (vhost_->coalescing()) vhost_->set_vring_coalesce(queue, c);
+    }
 
 private:
     struct Pair {
@@ -223,6 +227,10 @@ void VhostRings::resume() {
     }
 }
 }  // namespace
+
+void VhostBackend::set_vring_coalesce(unsigned, const Coalesce&) {
+    throw internal_error(std::string("vhost ") + name() + ": no notification coalescing", EOPNOTSUPP);
+}
 
 std::unique_ptr<NetBackend> make_vhost_rings_backend(std::unique_ptr<NetPort> port,
                                                      std::unique_ptr<VhostBackend> vhost, const std::string& label) {

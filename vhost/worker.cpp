@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 
+#include "vhost/coalesce_timer.hpp"
 #include "vhost/dirty_log.hpp"
 #include "vhost/vhost.hpp"
 #include "virtio/device.hpp"
@@ -63,6 +64,7 @@ public:
             // A ring's thread is told to stop through its eventfd: without
             // one it could be started and never stopped.
             if (!rings_.back()->stop_fd) throw sys_error("vhost worker: eventfd");
+            if (!rings_.back()->coal) throw sys_error("vhost worker: timerfd");
         }
     }
     const char* name() const override { return "worker"; }
@@ -142,6 +144,9 @@ public:
         for (auto& r : rings_) stop(*r);
     }
     const QueueStats* stats(unsigned idx) const override { return idx < rings_.size() ? &rings_[idx]->st : nullptr; }
+    bool coalescing() const override { return true; }
+    // Taken by the ring's thread at its next interrupt decision: no stop.
+    void set_vring_coalesce(unsigned i, const Coalesce& c) override { ring(i).coal.set(c); }
 
 private:
     struct Ring {
@@ -161,6 +166,7 @@ private:
         uint64_t used_gpa = 0;
         bool event_idx = false;
         QueueStats st;
+        CoalesceTimer coal;
     };
     Ring& ring(unsigned i) {
         if (i >= rings_.size()) throw InternalError("vhost worker: no ring " + std::to_string(i));
@@ -194,6 +200,10 @@ private:
         r.stopping = false;
         drain(r.stop_fd.get());
         if (r.q) {
+            // An interrupt held back for coalescing goes now: the next
+            // thread's queue starts from the used index as it stands, and
+            // would never look at these buffers again.
+            if (r.coal.holding()) flush(r);
             r.rx.release(*r.q);  // buffers taken ahead are the next backend's to take
             r.base = r.q->last_avail();
         }
@@ -240,18 +250,26 @@ private:
         r.st.errors++;
         signal(r.err);
     }
-    // Waits for the kick (or, for RX, a frame); false when told to stop.
+    // Waits for the kick (or, for RX, a frame, or the end of an interrupt
+    // held for coalescing); false when told to stop.
     bool wait(Ring& r, bool want_tap) {
-        pollfd fds[3] = {{r.stop_fd.get(), POLLIN, 0}, {r.kick, POLLIN, 0}, {r.tap, short(want_tap ? POLLIN : 0), 0}};
-        while (poll(fds, 3, -1) < 0) {
+        pollfd fds[4] = {{r.stop_fd.get(), POLLIN, 0},
+                         {r.kick, POLLIN, 0},
+                         {r.tap, short(want_tap ? POLLIN : 0), 0},
+                         {r.coal.fd(), POLLIN, 0}};
+        while (poll(fds, 4, -1) < 0) {
         }
         if (fds[1].revents) {
             drain(r.kick);
             r.st.notifications++;
         }
+        if (fds[3].revents && r.coal.expired()) flush(r);
         return !r.stopping;
     }
     void interrupt(Ring& r) {
+        if (r.coal.due(r.q->unsignalled())) flush(r);
+    }
+    void flush(Ring& r) {
         if (r.q->need_interrupt()) {
             signal(r.call);
             r.st.interrupts++;

@@ -16,7 +16,8 @@ namespace minivmm {
 
 VirtioNet::VirtioNet(const GuestMemory& mem, std::unique_ptr<NetBackend> backend, const Mac& mac,
                      const std::string& label)
-    : mem_(mem), backend_(std::move(backend)), label_(label), mtu_(backend_->mtu()), mac_(mac) {
+    : mem_(mem), backend_(std::move(backend)), label_(label), mtu_(backend_->mtu()), mac_(mac),
+      coalesce_(2 * backend_->pairs(), [this](unsigned q, const Coalesce& c) { backend_->set_coalesce(q, c); }) {
     if (pairs() < 1 || pairs() > kMaxPairs) throw UserError("--net: bad number of queue pairs");
     ctrl_wake_ = Fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!ctrl_wake_) throw internal_error("eventfd");
@@ -65,6 +66,8 @@ uint64_t VirtioNet::features() const {
     if (mtu_ >= kMinMtu && mtu_ <= kMaxMtu) f |= kMtu;
     // RSS only with pairs to steer between (the port steers only then).
     if (pairs() > 1 && backend_->rss()) f |= kRss;
+    // Coalescing needs a datapath that raises the interrupts itself (not vhost-net).
+    if (backend_->coalescing()) f |= kNotfCoal | kVqNotfCoal;
     return pairs() > 1 ? f | kMq : f;
 }
 
@@ -148,6 +151,7 @@ void VirtioNet::reset() {
     rss_command_.clear();
     quiesced_ = backend_started_ = false;
     positions_.clear();
+    coalesce_.reset();
 }
 
 void VirtioNet::needs_reset(const std::string& why) {

@@ -23,6 +23,7 @@
 
 #include "virtio/device.hpp"
 #include "virtio/net_backend.hpp"
+#include "virtio/net_coalesce.hpp"
 #include "virtio/net_features.hpp"
 #include "virtio/queue_stats.hpp"
 #include "virtio/virtqueue.hpp"
@@ -90,7 +91,7 @@ private:
     void ctrl_loop();
     void stop_ctrl_thread();
     std::unique_lock<std::mutex> lock_ctrl() const;
-    uint8_t ctrl_command(uint8_t cls, uint8_t cmd, const std::vector<uint8_t>& data);
+    uint8_t ctrl_command(uint8_t cls, uint8_t cmd, const std::vector<uint8_t>& data, std::vector<uint8_t>& reply);
     bool pairs_ready(unsigned n) const;
     uint8_t ctrl_rss(const std::vector<uint8_t>& data);  // net_rss.cpp
 
@@ -127,6 +128,7 @@ private:
     bool quiesced_ = false;
     bool backend_started_ = false;  // else positions_ are a loaded state's, kept
     std::vector<uint16_t> positions_;
+    NetCoalesce coalesce_;  // the driver's NOTF_COAL parameters, handed to the backend
     QueueStats ctrl_stats_;
     std::atomic<bool> quit_{false};
 };

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "virtio/coalesce.hpp"
 #include "virtio/device.hpp"
 #include "virtio/net_rss.hpp"
 
@@ -85,6 +86,12 @@ public:
     virtual void resume() = 0;
     // Counters of a ring, or null where they are not visible (vhost-net).
     virtual const QueueStats* stats(unsigned queue) const = 0;
+    // Notification coalescing (VIRTIO_NET_F_NOTF_COAL): only a datapath that
+    // raises its queues' interrupts itself can hold them back.
+    virtual bool coalescing() const { return false; }
+    // A queue's parameters, from any thread, kept until changed: a reset
+    // does not clear them, the device sets every queue back to 0 itself.
+    virtual void set_coalesce(unsigned queue, const Coalesce& c) { (void)queue, (void)c; }
 };
 
 }  // namespace minivmm

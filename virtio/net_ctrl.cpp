@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -38,6 +39,21 @@ bool mac_tables_fit(const std::vector<uint8_t>& d) {
         at += 6 * n;
     }
     return at == d.size();
+}
+
+// Writes a command's result over the device-writable buffers, which the
+// caller made sure have room for exactly it and the status byte; returns
+// where the status goes.
+uint64_t write_reply(const GuestMemory& mem, const Chain& c, const std::vector<uint8_t>& reply) {
+    size_t at = 0;
+    for (const Segment& s : c.segs) {
+        if (!s.device_writable) continue;
+        size_t n = std::min<size_t>(s.len, reply.size() - at);
+        if (n) std::memcpy(mem.ptr(s.gpa, n), reply.data() + at, n);
+        at += n;
+        if (n < s.len) return s.gpa + n;
+    }
+    return 0;  // not reached: there is room for the status
 }
 }  // namespace
 
@@ -119,6 +135,7 @@ bool VirtioNet::ctrl_batch() {
             }
         if (!status) return needs_reset("control queue: a command with no room for its status"), false;
         uint8_t ack = kErr;
+        std::vector<uint8_t> reply;  // a command's result, before the status (5.1.6.5)
         if (c.readable_bytes >= 2 && c.readable_bytes <= kMaxCommand) {
             std::vector<uint8_t> bytes;
             for (const Segment& s : c.segs) {
@@ -127,10 +144,16 @@ bool VirtioNet::ctrl_batch() {
                 bytes.insert(bytes.end(), src, src + s.len);
             }
             std::vector<uint8_t> data(bytes.begin() + 2, bytes.end());
-            ack = ctrl_command(bytes[0], bytes[1], data);
+            ack = ctrl_command(bytes[0], bytes[1], data, reply);
         }
-        *mem_.ptr(status->gpa, 1) = ack;
-        ctrl_->push_used(c.head, 1);
+        // A result goes only into exactly its room, then the status after it;
+        // without one (a failed command) the status goes first, as always.
+        if (!reply.empty() && c.writable_bytes != reply.size() + 1) ack = kErr;
+        uint64_t status_gpa = status->gpa;
+        if (ack != kOk) reply.clear();
+        if (!reply.empty()) status_gpa = write_reply(mem_, c, reply);
+        *mem_.ptr(status_gpa, 1) = ack;
+        ctrl_->push_used(c.head, static_cast<uint32_t>(reply.size() + 1));
         ctrl_stats_.packets++;
         if (ack != kOk) ctrl_stats_.errors++;
     }
@@ -139,8 +162,11 @@ bool VirtioNet::ctrl_batch() {
 }
 
 // Called with ctrl_lock_ held.
-uint8_t VirtioNet::ctrl_command(uint8_t cls, uint8_t cmd, const std::vector<uint8_t>& data) {
+uint8_t VirtioNet::ctrl_command(uint8_t cls, uint8_t cmd, const std::vector<uint8_t>& data,
+                                std::vector<uint8_t>& reply) {
     ctrl_stats_.bytes += data.size();
+    if (cls == VIRTIO_NET_CTRL_NOTF_COAL)
+        return coalesce_.command(cmd, data, features_, 2 * usable_pairs_, reply) ? kOk : kErr;
     if (cls == kClassRx && (features_ & net::kCtrlRx) && data.size() == 1) {
         // Acknowledged and kept for --stats; the tap hands the guest every
         // frame addressed to it anyway, and the guest's stack filters.

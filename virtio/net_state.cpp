@@ -61,6 +61,10 @@ void VirtioNet::save(state::Writer& w) const {
     for (uint16_t p : pos) w.u16(p);
     w.u16(shown_mtu());
     w.blob(rss_command_);
+    for (unsigned i = 0; i < coalesce_.queues(); i++) {
+        w.u32(coalesce_.get(i).max_packets);
+        w.u32(coalesce_.get(i).max_usecs);
+    }
 }
 
 // The MTU the config space shows (0: none offered). The driver read it
@@ -84,6 +88,8 @@ void VirtioNet::load(state::Reader& r, const LoadedTransport& t, VirtioTransport
     for (uint16_t& p : pos) p = r.u16();
     uint16_t mtu = r.u16();
     std::vector<uint8_t> rss = r.blob(kMaxRssCommand);
+    std::vector<Coalesce> coal(coalesce_.queues());
+    for (Coalesce& q : coal) q = {r.u32(), r.u32()};  // (braces: read in order)
     if (mtu != shown_mtu())
         r.fail(who + "MTU: the driver was shown " + std::to_string(mtu) + ", this NIC's port has " +
                std::to_string(shown_mtu()));
@@ -115,6 +121,16 @@ void VirtioNet::load(state::Reader& r, const LoadedTransport& t, VirtioTransport
             if (k >= usable || !t.queues[2 * k].enabled || !t.queues[2 * k + 1].enabled)
                 r.fail(who + "RSS: steers to pair " + std::to_string(k) + ", which is not set up");
     }
+    // Coalescing as NOTF_COAL sets it: within its limits, on data queues
+    // of the usable pairs, and only when negotiated.
+    for (unsigned i = 0; i < coal.size(); i++) {
+        const Coalesce& q = coal[i];
+        if (q == Coalesce{}) continue;
+        std::string at = who + "queue " + std::to_string(i) + " coalescing: ";
+        if (!(features & net::kNotfCoal)) r.fail(at + "set without VIRTIO_NET_F_NOTF_COAL");
+        if (i >= 2 * usable) r.fail(at + "set on a queue the driver cannot reach");
+        if (q.max_packets > kMaxCoalescePackets || q.max_usecs > kMaxCoalesceUsecs) r.fail(at + "beyond the limits");
+    }
     // Only queues the device serves have moved; every other is at its start.
     for (uint16_t i = 0; i < n; i++) {
         bool served = t.queues[i].enabled && (i < 2 * usable || (i == ctrl_index && (features & net::kCtrlVq)));
@@ -133,6 +149,7 @@ void VirtioNet::load(state::Reader& r, const LoadedTransport& t, VirtioTransport
         in_use_ = in_use;
         promisc_ = promisc, allmulti_ = allmulti;
         rss_command_ = rss;
+        for (unsigned i = 0; i < coal.size(); i++) coalesce_.restore(i, coal[i]);
         positions_ = pos;
         return;
     }
@@ -147,6 +164,7 @@ void VirtioNet::load(state::Reader& r, const LoadedTransport& t, VirtioTransport
     if (steering) backend_->set_rss(&*steering);
     if (in_use != attached) set_pairs_in_use(in_use);
     rss_command_ = rss;
+    for (unsigned i = 0; i < coal.size(); i++) coalesce_.restore(i, coal[i]);
     promisc_ = promisc, allmulti_ = allmulti;
 }
 

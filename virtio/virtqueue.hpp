@@ -62,6 +62,9 @@ public:
     // Whether the driver wants an interrupt for the used entries added since
     // the last time this returned true.
     bool need_interrupt();
+    // Used entries published since need_interrupt() last looked: what an
+    // interrupt held back for coalescing would cover.
+    uint16_t unsignalled() const { return static_cast<uint16_t>(published_used_ - signalled_used_); }
     uint16_t size() const { return size_; }
     // Where the device is in the avail ring: vhost's vring base, saved when
     // a backend stops and given to the next one.

@@ -65,6 +65,14 @@ void waits(Allowlist& l) {
     l.allow(SCMP_SYS(read));  // draining an eventfd; a frame, a signalfd, or the console's input
 }
 
+// Notification coalescing (vhost/coalesce_timer.hpp): a ring's thread arms
+// its timerfd at the first interrupt it holds back and disarms it when it
+// sends one. The timerfd is made before confinement; nothing else is needed
+// (its expiry is read and polled like an eventfd).
+void coalescing(Allowlist& l) {
+    l.allow(SCMP_SYS(timerfd_settime));
+}
+
 // Kicking a vCPU out of KVM_RUN: pthread_kill sends SIGUSR2 to a thread of
 // this process, and nothing else.
 void kicks(Allowlist& l) {
@@ -100,9 +108,10 @@ void main_thread(Allowlist& l) {
 // receive and nothing else. Its frames go to and from the tap or raw
 // socket with read/readv/writev; write signals the call and error eventfds.
 void vhost_worker_thread(Allowlist& l) {
-    waits(l);  // the kick and stop eventfds, and the tap for frames
+    waits(l);  // the kick and stop eventfds, the tap for frames, the coalescing timer's expiry
     l.allow(SCMP_SYS(readv));
     l.allow(SCMP_SYS(writev));
+    coalescing(l);
 }
 
 void device_emulation(Allowlist& l);
@@ -175,10 +184,11 @@ void device_emulation(Allowlist& l) {
 
 // vhost=off: a queue pair's frames both ways, and the interrupts it injects.
 void net_io_thread(Allowlist& l) {
-    waits(l);  // the pair's wake-up eventfd and the tap
+    waits(l);  // the pair's wake-up eventfd, the tap and the coalescing timers' expiry
     l.allow(SCMP_SYS(readv));
     l.allow(SCMP_SYS(writev));
     l.allow_ioctl(KVM_SIGNAL_MSI);
+    coalescing(l);
 }
 
 // Errors from vhost rings, and calls that came while their vector was masked

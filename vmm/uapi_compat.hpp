@@ -29,3 +29,28 @@
 #ifndef TUN_F_USO6
 #define TUN_F_USO6 0x40
 #endif
+
+// include/uapi/linux/virtio_net.h, Linux 6.0: notification coalescing, set
+// for all receive or all transmit queues.
+#ifndef VIRTIO_NET_F_NOTF_COAL
+#define VIRTIO_NET_F_NOTF_COAL 53  // the device takes VIRTIO_NET_CTRL_NOTF_COAL
+#endif
+#ifndef VIRTIO_NET_CTRL_NOTF_COAL
+#define VIRTIO_NET_CTRL_NOTF_COAL 6  // the control class
+#endif
+#ifndef VIRTIO_NET_CTRL_NOTF_COAL_TX_SET
+#define VIRTIO_NET_CTRL_NOTF_COAL_TX_SET 0  // le32 tx_max_packets, le32 tx_usecs
+#endif
+#ifndef VIRTIO_NET_CTRL_NOTF_COAL_RX_SET
+#define VIRTIO_NET_CTRL_NOTF_COAL_RX_SET 1  // le32 rx_max_packets, le32 rx_usecs
+#endif
+// include/uapi/linux/virtio_net.h, Linux 6.5: the same per virtqueue.
+#ifndef VIRTIO_NET_F_VQ_NOTF_COAL
+#define VIRTIO_NET_F_VQ_NOTF_COAL 52  // the device takes VQ_SET and VQ_GET
+#endif
+#ifndef VIRTIO_NET_CTRL_NOTF_COAL_VQ_SET
+#define VIRTIO_NET_CTRL_NOTF_COAL_VQ_SET 2  // le16 vqn, le16 reserved, le32 max_packets, le32 max_usecs
+#endif
+#ifndef VIRTIO_NET_CTRL_NOTF_COAL_VQ_GET
+#define VIRTIO_NET_CTRL_NOTF_COAL_VQ_GET 3  // le16 vqn in; le32 max_packets, le32 max_usecs back
+#endif

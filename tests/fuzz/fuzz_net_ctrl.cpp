@@ -17,8 +17,10 @@
 // configuration space, the port queues attached and the vhost rings
 // running follow the commands that succeeded; a chain with no room for its
 // status or one the ring walker refuses breaks the device, and nothing
-// else does. A wild driver also scribbles over the ring: then only memory
-// safety and termination are checked.
+// else does. Notification coalescing (its parameters per queue, VQ_GET's
+// answer before the status) is checked against a model of its own, and
+// what reaches the recording backend against it. A wild driver also
+// scribbles over the ring: then only memory safety and termination are checked.
 #include <sys/eventfd.h>
 
 #include <array>
@@ -77,10 +79,17 @@ struct Transport : VirtioTransport {
 };
 
 // A vhost backend that serves nothing and remembers which port fd each
-// ring was last given (-1: none, stopped).
+// ring was last given (-1: none, stopped), and, when it takes coalescing,
+// each ring's parameters.
 struct RecordingVhost : VhostBackend {
     std::vector<int>& backends;
-    explicit RecordingVhost(std::vector<int>& b) : backends(b) {}
+    std::vector<Coalesce>* coal;
+    RecordingVhost(std::vector<int>& b, std::vector<Coalesce>* c) : backends(b), coal(c) {}
+    bool coalescing() const override { return coal; }
+    void set_vring_coalesce(unsigned i, const Coalesce& c) override {
+        CHECK(coal && i < coal->size());
+        (*coal)[i] = c;
+    }
     const char* name() const override { return "recording"; }
     void set_owner() override {}
     uint64_t get_features() override {
@@ -141,6 +150,8 @@ struct Ctrl {
     unsigned pairs;
     bool header;
     std::vector<int> backends;  // per data ring, with the recording backend
+    bool coalescing = false;    // the recording backend takes coalescing
+    std::vector<Coalesce> recorded;  // ... and was given these
     SteeringPort* port = nullptr;
     Transport t;
     std::unique_ptr<VirtioNet> net;
@@ -162,16 +173,24 @@ struct Ctrl {
     VirtioNet::Mac mac = kMac;
     unsigned in_use = 1;
     RecordingSteering rss;  // what the port's steering must hold
+    std::vector<Coalesce> coal;  // per data queue
+    int want_room = -1;          // VQ_GET: the writable bytes its answer and status need
 
     Ctrl(FuzzedDataProvider& i) : in(i), strict(i.ConsumeBool()) {
         pairs = in.ConsumeIntegralInRange(1, 4);
         header = in.ConsumeBool();
         vhost = in.ConsumeBool();
+        coalescing = vhost && in.ConsumeBool();
         backends.assign(2 * pairs, -1);
+        recorded.assign(2 * pairs, Coalesce{});
+        coal.assign(2 * pairs, Coalesce{});
         auto p = std::make_unique<SteeringPort>(pairs, header);
         port = p.get();
         net = std::make_unique<VirtioNet>(
-            mem(), make_net_backend(std::move(p), vhost ? std::make_unique<RecordingVhost>(backends) : nullptr, "fz"),
+            mem(), make_net_backend(std::move(p),
+                                   vhost ? std::make_unique<RecordingVhost>(backends, coalescing ? &recorded : nullptr)
+                                         : nullptr,
+                                   "fz"),
             kMac, "fz");
         TRACE("device: %u pairs, header %d, %s\n", pairs, header, vhost ? "recording vhost" : "vhost=off");
     }
@@ -221,6 +240,8 @@ struct Ctrl {
         TRACE("reset\n");
         net->reset();
         rss.set_ = false;
+        coal.assign(2 * pairs, Coalesce{});  // a reset clears them (and tells the backend)
+        if (coalescing) CHECK(recorded == coal);
         std::lock_guard g(t.lock);
         t.broken.clear();
         active = broken = false;
@@ -254,7 +275,8 @@ struct Ctrl {
             b.resize(b.size() + (n - r.size()), 0x5a);
         };
         int odd = in.ConsumeIntegralInRange(0, 7) == 0 ? in.ConsumeIntegralInRange(-2, 2) : 0;
-        switch (in.ConsumeIntegralInRange(0, 9)) {
+        want_room = -1;
+        switch (in.ConsumeIntegralInRange(0, 11)) {
             case 0:
             case 1:  // RX mode: promiscuous, all-multicast, and the ones we lack
                 b = {0, in.ConsumeIntegralInRange<uint8_t>(0, 6)};
@@ -317,6 +339,26 @@ struct Ctrl {
             case 8:  // shorter than a header
                 more(in.ConsumeIntegralInRange(0, 1));
                 break;
+            case 10:
+            case 11: {  // notification coalescing: TX_SET, RX_SET, VQ_SET, VQ_GET and beyond
+                uint8_t cmd = in.ConsumeIntegralInRange<uint8_t>(0, 4);
+                b = {6, cmd};
+                auto value = [&](uint32_t max) {
+                    return in.ConsumeIntegralInRange(0, 7) ? in.ConsumeIntegralInRange<uint32_t>(0, max + 1)
+                                                           : in.ConsumeIntegral<uint32_t>();
+                };
+                auto params = [&] { le(value(kMaxCoalescePackets), 4), le(value(kMaxCoalesceUsecs), 4); };
+                if (cmd >= 2) {  // vqn: the data queues, the control queue, beyond
+                    le(in.ConsumeIntegralInRange(0, 7) ? in.ConsumeIntegralInRange<uint16_t>(0, 2 * pairs + 1)
+                                                       : in.ConsumeIntegral<uint16_t>(), 2);
+                    if (cmd != 3 || in.ConsumeBool()) le(in.ConsumeIntegral<uint16_t>(), 2);
+                }
+                if (cmd != 3 || b.size() > 4) params();
+                if (cmd == 3) want_room = in.ConsumeIntegralInRange(0, 3) ? 9 : in.ConsumeIntegralInRange(1, 12);
+                if (odd > 0) more(static_cast<size_t>(odd));
+                if (odd < 0) b.resize(b.size() - std::min<size_t>(b.size() - 2, static_cast<size_t>(-odd)));
+                break;
+            }
             default:
                 b = {in.ConsumeIntegral<uint8_t>(), in.ConsumeIntegral<uint8_t>()};
                 more(in.ConsumeIntegralInRange(0, 12));
@@ -343,6 +385,8 @@ struct Ctrl {
         c.bytes = std::move(bytes);
         unsigned nr = c.bytes.empty() ? 0 : plain ? 1 : in.ConsumeIntegralInRange<unsigned>(1, std::min<size_t>(6, c.bytes.size()));
         unsigned nw = plain ? !no_status : in.ConsumeIntegralInRange(0, 15) == 0 ? 0 : in.ConsumeIntegralInRange(1, 3);
+        // An answer's room, split over the writable buffers (as long as each gets a byte).
+        uint32_t room = !plain && nw && want_room >= int(nw) ? uint32_t(want_room) : 0;
         bool indirect = (plain || in.ConsumeBool()) && nr + nw > 0;
         // Buffers: the command's pieces, then the writable ones, marked.
         std::vector<std::pair<uint64_t, uint32_t>> parts;
@@ -358,6 +402,8 @@ struct Ctrl {
         }
         for (unsigned k = 0; k < nw; k++) {
             uint32_t n = plain ? 1 : in.ConsumeIntegralInRange<uint32_t>(1, 16);
+            if (room) n = k + 1 == nw ? room : in.ConsumeIntegralInRange<uint32_t>(1, room - (nw - 1 - k));
+            if (room) room -= n;
             uint64_t gpa = alloc(bufs, kRam, n);
             if (!gpa) return false;
             std::memset(mem().ptr(gpa, n), 0xee, n);
@@ -412,11 +458,13 @@ struct Ctrl {
         return true;
     }
 
-    // The spec's answer to a command, and what it changes.
-    uint8_t expect(const std::vector<uint8_t>& b) {
+    // The spec's answer to a command, and what it changes. answer: what
+    // the device writes before the status, with room (writable bytes) for it.
+    uint8_t expect(const std::vector<uint8_t>& b, uint64_t room, std::vector<uint8_t>& answer) {
         if (b.size() < 2 || b.size() > 64 * 1024) return kErr;
         uint8_t cls = b[0], cmd = b[1];
         std::vector<uint8_t> d(b.begin() + 2, b.end());
+        if (cls == 6) return expect_coalesce(cmd, d, room, answer);
         if (cls == 0 && has(net::kCtrlRx) && d.size() == 1) return cmd <= 1 ? kOk : kErr;
         if (cls == 1 && cmd == 0 && has(net::kCtrlRx)) {
             // struct virtio_net_ctrl_mac twice: le32 entries, then that many addresses.
@@ -472,6 +520,37 @@ struct Ctrl {
         return kErr;
     }
 
+    // 5.1.6.5.7: parameters for all receive (RX_SET) or transmit (TX_SET)
+    // queues, or one data queue of those the features give (VQ_SET), read
+    // back with VQ_GET into the 8 bytes before the status.
+    uint8_t expect_coalesce(uint8_t cmd, const std::vector<uint8_t>& d, uint64_t room, std::vector<uint8_t>& answer) {
+        if (!has(net::kNotfCoal)) return kErr;
+        unsigned queues = has(net::kMq) ? 2 * pairs : 2;
+        auto params = [&](size_t at, Coalesce& c) {
+            c = {uint32_t(le_load(&d[at], 4)), uint32_t(le_load(&d[at + 4], 4))};
+            return c.max_packets <= kMaxCoalescePackets && c.max_usecs <= kMaxCoalesceUsecs;
+        };
+        Coalesce c;
+        if (cmd <= 1) {
+            if (d.size() != 8 || !params(0, c)) return kErr;
+            for (unsigned i = cmd == 0 ? 1 : 0; i < queues; i += 2) coal[i] = c;
+            return kOk;
+        }
+        if (!has(net::kVqNotfCoal) || cmd > 3 || d.size() < 2) return kErr;
+        unsigned vqn = unsigned(le_load(d.data(), 2));
+        if (vqn >= queues) return kErr;
+        if (cmd == 2) {
+            if (d.size() != 12 || !params(4, c)) return kErr;
+            coal[vqn] = c;
+            return kOk;
+        }
+        if ((d.size() != 2 && d.size() != 12) || room != 9) return kErr;
+        answer.resize(8);
+        le_store(answer.data(), 4, coal[vqn].max_packets);
+        le_store(answer.data() + 4, 4, coal[vqn].max_usecs);
+        return kOk;
+    }
+
     void kick() {
         TRACE("kick (%zu pending)\n", pending.size());
         // How many the device serves: up to the first that breaks it.
@@ -505,14 +584,19 @@ struct Ctrl {
             Command c = std::move(pending.front());
             pending.pop_front();
             auto [id, len] = ring.used_elem(ring.used_seen++);
-            CHECK(id == c.head && len == 1);
-            uint8_t want_ack = expect(c.bytes);
-            const uint8_t* s = mem().ptr(c.status_at, 1);
-            TRACE("  served %u: status %u, want %u\n", c.head, *s, want_ack);
-            CHECK(*s == want_ack);
-            // Nothing else written: the rest of the writable bytes, and the command.
-            for (const Segment& w : c.writable)
-                for (uint32_t i = w.gpa == c.status_at ? 1 : 0; i < w.len; i++) CHECK(mem().ptr(w.gpa + i, 1)[0] == 0xee);
+            uint64_t room = 0;
+            for (const Segment& w : c.writable) room += w.len;
+            std::vector<uint8_t> want;
+            uint8_t want_ack = expect(c.bytes, room, want);
+            want.push_back(want_ack);
+            CHECK(id == c.head && len == want.size());
+            // The answer and status from the first writable byte on; nothing
+            // else written: the rest of the writable bytes, and the command.
+            std::vector<uint8_t> got;
+            for (const Segment& w : c.writable) got.insert(got.end(), mem().ptr(w.gpa, w.len), mem().ptr(w.gpa, w.len) + w.len);
+            TRACE("  served %u: status %u, want %u\n", c.head, got[want.size() - 1], want_ack);
+            want.resize(got.size(), 0xee);
+            CHECK(got == want);
             for (uint16_t d : c.descs) busy[d] = 0;
         }
         if (breaks) {
@@ -540,6 +624,7 @@ struct Ctrl {
         if (rss.set_)
             CHECK(st.types == rss.types && st.key == rss.key && st.table == rss.table &&
                   st.unclassified == rss.unclassified);
+        if (coalescing) CHECK(recorded == coal);
         if (vhost)
             for (unsigned i = 0; i < 2 * pairs; i++) {
                 bool runs = i / 2 < in_use && (mq || i < 2) && queues[i].enabled;

@@ -1,6 +1,7 @@
 """virtio-net with a 6.12 guest on a 6.12 outer host: UDP segmentation
-offload (USO) both ways, jumbo frames (mtu=9000) and RSS (queues=2: the
-guest's indirection table, applied by the tap's steering program), on each
+offload (USO) both ways, jumbo frames (mtu=9000), RSS (queues=2: the
+guest's indirection table, applied by the tap's steering program) and
+notification coalescing (ethtool -C; tests/integration/coalesce.py), on each
 datapath.
 
 Needs MINIVMM_KERNEL=6.12 (tests/run-integration.sh runs it so, in one outer
@@ -10,6 +11,7 @@ One boot per datapath; each scenario has its own network namespace.
 import os
 import re
 
+from coalesce import coalescing_cases
 from netns import Netns
 from test_net import BOOT_TIMEOUT, GUEST, HOST, guest_rx_clean, sigusr1_stats, unprivileged
 from vmtest import KERNEL_SERIES, REPO, check, minivmm
@@ -245,6 +247,7 @@ def uso_mtu(r, vhost):
         r.case("UDP GSO stream host to guest: every byte arrives, as GSO frames", lambda: udp_gso_to_guest(g, ns))
         r.case("RSS: ethtool -X pins host->guest flows to queue 1, then spreads them over both", lambda: rss(g, ns, vhost))
         r.case("guest's driver dropped no received frame", lambda: guest_rx_clean(g))
+        coalescing_cases(r, g, ns, vhost)
         r.case("guest poweroff exits 0", lambda: (g.send("poweroff -f\n"), check(g.wait_exit(120) == 0, "exit")))
     finally:
         g.kill()

@@ -2,11 +2,13 @@
 // and its receiver, for the integration tests' USO checks. Built static so
 // the busybox test guest can run it (it fetches it over the network).
 //   udp_gso send ADDR PORT BYTES SEGMENT   one sendmsg per up to 64 segments
-//   udp_gso recv ADDR PORT BYTES SECONDS   until BYTES arrived or SECONDS idle
+//   udp_gso recv ADDR PORT BYTES SECONDS [timed]   until BYTES arrived or SECONDS idle
 // Each datagram starts with its 8-byte offset in the stream; every byte after
 // it is a function of its position, so the receiver checks contents without
 // the data being kept. Prints one line: "sent BYTES DATAGRAMS SENDS" or
-// "received BYTES DATAGRAMS BAD"; exits 1 on any error or shortfall.
+// "received BYTES DATAGRAMS BAD", with `timed` followed by the seconds from
+// the first datagram to the last (make bench's rate); exits 1 on any error
+// or shortfall.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
@@ -19,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <chrono>
 #include <vector>
 
 #ifndef UDP_SEGMENT
@@ -74,13 +77,15 @@ int send_stream(int s, uint64_t total, unsigned seg) {
     return 0;
 }
 
-int recv_stream(int s, uint64_t total, int seconds) {
+int recv_stream(int s, uint64_t total, int seconds, bool timed) {
     int big = 32 << 20;
     setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
     std::printf("listening\n");
     std::fflush(stdout);
     std::vector<uint8_t> buf(65536);
     uint64_t got = 0, datagrams = 0, bad = 0;
+    using Clock = std::chrono::steady_clock;
+    Clock::time_point first, last;
     while (got < total) {
         pollfd p{s, POLLIN, 0};
         int r = poll(&p, 1, seconds * 1000);
@@ -88,6 +93,8 @@ int recv_stream(int s, uint64_t total, int seconds) {
         if (r == 0) break;
         ssize_t n = ::recv(s, buf.data(), buf.size(), 0);
         if (n < 0) return fail("recv");
+        last = Clock::now();
+        if (!datagrams) first = last;
         uint64_t off = 0;
         if (n >= 8) std::memcpy(&off, buf.data(), 8);
         bool ok = n >= 8;
@@ -95,15 +102,17 @@ int recv_stream(int s, uint64_t total, int seconds) {
         bad += !ok;
         got += n, datagrams++;
     }
-    std::printf("received %llu %llu %llu\n", static_cast<unsigned long long>(got),
+    std::printf("received %llu %llu %llu", static_cast<unsigned long long>(got),
                 static_cast<unsigned long long>(datagrams), static_cast<unsigned long long>(bad));
+    if (timed) std::printf(" %.6f", std::chrono::duration<double>(last - first).count());
+    std::printf("\n");
     return got == total && !bad ? 0 : 1;
 }
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 6) {
-        std::fprintf(stderr, "usage: udp_gso send|recv ADDR PORT BYTES SEGMENT|SECONDS\n");
+    if (argc != 6 && argc != 7) {
+        std::fprintf(stderr, "usage: udp_gso send|recv ADDR PORT BYTES SEGMENT|SECONDS [timed]\n");
         return 2;
     }
     sockaddr_in a = address(argv[2], argv[3]);
@@ -116,7 +125,7 @@ int main(int argc, char** argv) {
     }
     if (!std::strcmp(argv[1], "recv")) {
         if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) return fail("bind");
-        return recv_stream(s, total, std::atoi(argv[5]));
+        return recv_stream(s, total, std::atoi(argv[5]), argc > 6 && !std::strcmp(argv[6], "timed"));
     }
     std::fprintf(stderr, "udp_gso: send or recv, not %s\n", argv[1]);
     return 2;

@@ -31,7 +31,7 @@ namespace {
 constexpr uint16_t kRing = 8;
 constexpr uint64_t kRxBase = 0x10000, kTxBase = 0x20000, kCtrlBase = 0x30000, kCmd = 0x300000, kAck = 0x301000;
 constexpr uint64_t kFeatures = virtio::kFVersion1 | virtio::kFEventIdx | net::kCtrlVq | net::kCtrlRx |
-                               net::kCtrlMacAddr;
+                               net::kCtrlMacAddr | net::kNotfCoal | net::kVqNotfCoal;
 constexpr uint8_t kOkStatus = virtio::kAcknowledge | virtio::kDriver | virtio::kFeaturesOk | virtio::kDriverOk;
 const char* const kTapName = "st0";
 
@@ -183,6 +183,7 @@ std::vector<uint8_t> busy_nic_state(GuestMemory& mem, Driver& d, const std::stri
     EXPECT_TRUE(d.tx.wait_used(1));
     EXPECT_EQ(d.command(a, 1, 1, {0x02, 0, 0, 0, 0, 0x42}), 0);  // MAC_ADDR_SET
     EXPECT_EQ(d.command(a, 0, 0, {1}), 0);                         // RX_PROMISC on
+    EXPECT_EQ(d.command(a, 6, 1, {4, 0, 0, 0, 50, 0, 0, 0}), 0);   // NOTF_COAL RX_SET: 4 frames or 50 us
     a.g.pci->quiesce();
     return a.save();
 }
@@ -220,7 +221,7 @@ TEST_P(NetStateAcross, LoadedNicCarriesOnWhereTheSavedOneWas) {
         ASSERT_TRUE(d.tx.wait_used(2));
         EXPECT_EQ(d.tx.used_elem(1).first, 1u);
         EXPECT_EQ(d.command(b, 0, 1, {1}), 0) << "RX_ALLMULTI, on the control queue where it was";
-        EXPECT_EQ(d.ctrl.used_idx(), 3);
+        EXPECT_EQ(d.ctrl.used_idx(), 4);
     });
 }
 
@@ -313,6 +314,7 @@ TEST(NetState, HostileFieldsAreRefused) {
         refused(with(kPromiscAt, {2}), "neither 0 nor 1");
         refused(with(kPositionsAt - 2, {4}), "st0 queues: 4 saved");
         refused(with(kPositionsAt + 6, {0x10}), "st0 MTU: the driver was shown");
+        refused(with(good.size() - 12, {0xff, 0xff, 0xff, 0xff}), "st0 queue 0 coalescing: beyond the limits");
         // Not started: nothing has moved, and no rx mode is set.
         size_t status_at = 256 + 4 + 17 * 4;
         auto unstarted = with(status_at, {virtio::kAcknowledge | virtio::kDriver | virtio::kFeaturesOk});
@@ -320,6 +322,8 @@ TEST(NetState, HostileFieldsAreRefused) {
         for (size_t i = 0; i < 8; i++) unstarted[kNetFeaturesAt + i] = 0;
         refused(unstarted, "st0 rx mode: set without VIRTIO_NET_F_CTRL_RX");
         unstarted[kPromiscAt] = 0;
+        refused(unstarted, "st0 queue 0 coalescing: set without VIRTIO_NET_F_NOTF_COAL");
+        for (size_t i = unstarted.size() - 16; i < unstarted.size(); i++) unstarted[i] = 0;
         refused(unstarted, "st0 queue 0 position: moved, but the device does not serve it");
         for (size_t i = 0; i < 6; i++) unstarted[kPositionsAt + i] = 0;
         {

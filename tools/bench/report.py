@@ -16,14 +16,14 @@ METRICS = [
 ]
 
 
-def summarise(samples):
+def summarise(samples, metrics=METRICS):
     """samples: the rounds' dicts (None for a round that failed). Returns
     {metric: (median, min, max) | "n/a"} or None if every round failed."""
     ok = [s for s in samples if s]
     if not ok:
         return None
     out = {}
-    for key, _, _ in METRICS:
+    for key, _, _ in metrics:
         vals = [s[key] for s in ok if s.get(key) is not None]
         out[key] = (statistics.median(vals), min(vals), max(vals)) if vals else "n/a"
     return out
@@ -37,38 +37,38 @@ def cell(v, decimals):
     return f.format(med) if lo == hi else f"{f.format(med)} ({f.format(lo)}-{f.format(hi)})"
 
 
-def markdown(results):
+def markdown(results, metrics=METRICS):
     """results: {name: [sample or None per round]}."""
-    lines = ["| configuration | " + " | ".join(h for _, h, _ in METRICS) + " |",
-             "|---" * (len(METRICS) + 1) + "|"]
+    lines = ["| configuration | " + " | ".join(h for _, h, _ in metrics) + " |",
+             "|---" * (len(metrics) + 1) + "|"]
     for name, samples in results.items():
-        s = summarise(samples)
-        cells = ["failed"] * len(METRICS) if s is None else [cell(s[k], d) for k, _, d in METRICS]
+        s = summarise(samples, metrics)
+        cells = ["failed"] * len(metrics) if s is None else [cell(s[k], d) for k, _, d in metrics]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_csv(path, results):
+def write_csv(path, results, metrics=METRICS):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["name", "status", "rounds_ok", "rounds"] +
-                   [f"{k}{suffix}" for k, _, _ in METRICS for suffix in ("", "_min", "_max")])
+                   [f"{k}{suffix}" for k, _, _ in metrics for suffix in ("", "_min", "_max")])
         for name, samples in results.items():
-            s = summarise(samples)
+            s = summarise(samples, metrics)
             ok = sum(1 for x in samples if x)
             row = [name, "ok" if s else "failed", ok, len(samples)]
-            for key, _, _ in METRICS:
+            for key, _, _ in metrics:
                 v = "failed" if s is None else s[key]
                 row += [v] * 3 if isinstance(v, str) else [f"{x:.6g}" for x in v]
             w.writerow(row)
 
 
-def write_raw(path, results):
+def write_raw(path, results, metrics=METRICS):
     """Every round's sample, for whoever wants more than medians."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["name", "round"] + [k for k, _, _ in METRICS])
+        w.writerow(["name", "round"] + [k for k, _, _ in metrics])
         for name, samples in results.items():
             for r, s in enumerate(samples, 1):
-                w.writerow([name, r] + (["failed"] * len(METRICS) if s is None else
-                                        ["n/a" if s.get(k) is None else f"{s[k]:.6g}" for k, _, _ in METRICS]))
+                w.writerow([name, r] + (["failed"] * len(metrics) if s is None else
+                                        ["n/a" if s.get(k) is None else f"{s[k]:.6g}" for k, _, _ in metrics]))

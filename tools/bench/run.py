@@ -10,14 +10,17 @@ parts, in this order:
    round (rounds.py): iperf3 both ways, sockperf TCP ping-pong, boot time to
    the guest's init, the VMM's max RSS, its Rss outside guest RAM after the
    transfers (smaps) and host CPU per GB moved.
+4. net612: notification coalescing and USO against QEMU (net612.py); only
+   in a 6.12 outer host (MINIVMM_KERNEL=6.12), which tools/bench.sh starts
+   for it alone.
 
 Timing never fails the run. A configuration that fails (most often its
 guest never boots: the emulated host's known flake) is retried once in a
 fresh VM, loudly; failing again, that round has no sample, and a row with
 no sample at all reads "failed".
 
-Environment: MINIVMM_BENCH_PARTS (comma-separated: datapath, boot, vm;
-default all), MINIVMM_BENCH_QUICK=1 (1 round of 3 s runs; else 3 rounds of
+Environment: MINIVMM_BENCH_PARTS (comma-separated: datapath, boot, vm,
+net612; default all), MINIVMM_BENCH_QUICK=1 (1 round of 3 s runs; else 3 rounds of
 10 s), MINIVMM_BENCH_ROUNDS, MINIVMM_BENCH_SECONDS override either;
 MINIVMM_BENCH_ROWS and MINIVMM_BENCH_BOOT_ROWS (comma-separated) keep only
 the rows named; datapath.py's own knobs. Writes results.csv, results.md,
@@ -38,13 +41,14 @@ import boot  # noqa: E402
 import configs  # noqa: E402
 import datapath  # noqa: E402
 import metrics  # noqa: E402
+import net612  # noqa: E402
 import report  # noqa: E402
 import rounds  # noqa: E402
 
 QUICK = os.environ.get("MINIVMM_BENCH_QUICK") == "1"
 ROUNDS = int(os.environ.get("MINIVMM_BENCH_ROUNDS") or (1 if QUICK else 3))
 SECONDS = int(os.environ.get("MINIVMM_BENCH_SECONDS") or (3 if QUICK else 10))
-PARTS = ("datapath", "boot", "vm")
+PARTS = ("datapath", "boot", "vm", "net612")
 OUT = os.environ.get("MINIVMM_RESULTS") or os.path.join(REPO, "build", "bench")
 
 
@@ -131,6 +135,13 @@ def main():
     if "vm" in parts:
         rounds.say("== VM table")
         ok &= vm_table(vm_rows)
+    if "net612" in parts:
+        rounds.say("== net612: notification coalescing and USO, against QEMU")
+        if os.environ.get("MINIVMM_KERNEL") != "6.12":
+            rounds.say("net612 needs the 6.12 images and outer host (MINIVMM_KERNEL=6.12)")
+            ok = False
+        else:
+            ok &= net612.run(OUT, ROUNDS)
     return 0 if ok else 1
 
 

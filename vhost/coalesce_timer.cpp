@@ -1,0 +1,50 @@
+#include "vhost/coalesce_timer.hpp"
+
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+namespace minivmm {
+
+CoalesceTimer::CoalesceTimer() : timer_(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)) {}
+
+void CoalesceTimer::set(const Coalesce& c) {
+    params_.store(uint64_t(c.max_packets) << 32 | c.max_usecs, std::memory_order_relaxed);
+}
+
+Coalesce CoalesceTimer::get() const {
+    uint64_t v = params_.load(std::memory_order_relaxed);
+    return {uint32_t(v >> 32), uint32_t(v)};
+}
+
+bool CoalesceTimer::due(unsigned pending) {
+    Coalesce c = get();
+    if (pending > 0 && c.active() && pending < c.max_packets) {
+        // No timer, no holding back: nothing else would end the wait.
+        return !armed_ && !arm(c.max_usecs);
+    }
+    // The decision made now covers every buffer the timer waited for.
+    if (armed_) disarm();
+    return true;
+}
+
+bool CoalesceTimer::expired() {
+    uint64_t ticks = 0;
+    if (::read(timer_.get(), &ticks, sizeof ticks) != sizeof ticks || ticks == 0) return false;
+    armed_ = false;
+    return true;
+}
+
+bool CoalesceTimer::arm(uint32_t usecs) {
+    itimerspec t{};
+    t.it_value.tv_sec = usecs / 1'000'000;
+    t.it_value.tv_nsec = long(usecs % 1'000'000) * 1000;
+    armed_ = timerfd_settime(timer_.get(), 0, &t, nullptr) == 0;
+    return armed_;
+}
+
+void CoalesceTimer::disarm() {
+    itimerspec t{};
+    if (timerfd_settime(timer_.get(), 0, &t, nullptr) == 0) armed_ = false;
+}
+
+}  // namespace minivmm
