@@ -50,7 +50,7 @@ constexpr uint32_t kExtraMsrs[] = {
 
 // Part tags of the byte form, layout 1.
 enum : uint16_t {
-    kRegs = 1, kSregs, kXsave, kFpu, kXcrs, kMsrs, kLapic, kEvents, kMpState, kDebugregs,
+    kRegs = 1, kSregs, kXsave, kFpu, kXcrs, kMsrs, kLapic, kEvents, kMpState, kDebugregs, kCpuid,
 };
 constexpr uint32_t kLayout = 1;
 
@@ -70,6 +70,35 @@ std::string hex(uint32_t v) {
     char b[16];
     std::snprintf(b, sizeof b, "%#x", v);
     return b;
+}
+
+bool same_leaf(const kvm_cpuid_entry2& a, const kvm_cpuid_entry2& b) {
+    return a.function == b.function && a.index == b.index && a.flags == b.flags && a.eax == b.eax &&
+           a.ebx == b.ebx && a.ecx == b.ecx && a.edx == b.edx;
+}
+
+std::string leaf_text(const kvm_cpuid_entry2& e) {
+    char b[128];
+    std::snprintf(b, sizeof b, "leaf %#x.%u: eax %#x ebx %#x ecx %#x edx %#x", e.function, e.index, e.eax, e.ebx,
+                  e.ecx, e.edx);
+    return b;
+}
+
+// The first leaf where the saved CPUID and this vCPU's differ, or "".
+std::string cpuid_difference(const std::vector<kvm_cpuid_entry2>& saved, const std::vector<kvm_cpuid_entry2>& here) {
+    auto find = [](const std::vector<kvm_cpuid_entry2>& t, const kvm_cpuid_entry2& e) -> const kvm_cpuid_entry2* {
+        for (const auto& x : t)
+            if (x.function == e.function && x.index == e.index) return &x;
+        return nullptr;
+    };
+    for (const auto& e : saved) {
+        const kvm_cpuid_entry2* h = find(here, e);
+        if (!h) return "saved " + leaf_text(e) + ", none here";
+        if (!same_leaf(e, *h)) return "saved " + leaf_text(e) + ", here " + leaf_text(*h);
+    }
+    for (const auto& h : here)
+        if (!find(saved, h)) return "here " + leaf_text(h) + ", none saved";
+    return "";
 }
 
 // KVM_SET_MSRS sets entries in order and stops at the first it refuses.
@@ -114,6 +143,18 @@ VcpuStateShape probe_vcpu_state(const std::vector<uint32_t>& kvm_msrs, KvmFdCall
         s.xsave_size = kXsaveLegacySize;
     }
     s.xcrs = vm.check_extension(KVM_CAP_XCRS) > 0;
+    // E2BIG until the buffer holds every entry.
+    for (size_t n = 64;; n *= 2) {
+        if (n > 4096) throw InternalError("KVM GET_CPUID2: too many entries");
+        KvmList<KvmCpuidHeader, kvm_cpuid_entry2> list(n);
+        list.header()->nent = uint32_t(n);
+        long r = vcpu.call(kKvmGetCpuid2, list.buf.data());
+        if (r == 0) {
+            s.cpuid.assign(list.entries(), list.entries() + std::min<size_t>(list.header()->nent, n));
+            break;
+        }
+        if (r != -E2BIG) throw internal_error("KVM GET_CPUID2 failed", int(-r));
+    }
     s.debugregs = vm.check_extension(KVM_CAP_DEBUGREGS) > 0;
 
     std::vector<uint32_t> want;
@@ -149,6 +190,7 @@ VcpuStateShape probe_vcpu_state(const std::vector<uint32_t>& kvm_msrs, KvmFdCall
 // last: the other reads may leave an interrupt or exception pending.
 VcpuState get_vcpu_state(KvmFdCalls& vcpu, const VcpuStateShape& shape) {
     VcpuState s;
+    s.cpuid = shape.cpuid;
     get(vcpu, KVM_GET_MP_STATE, &s.mp_state, "GET_MP_STATE");
     get(vcpu, KVM_GET_REGS, &s.regs, "GET_REGS");
     get(vcpu, KVM_GET_SREGS, &s.sregs, "GET_SREGS");
@@ -201,6 +243,9 @@ VcpuState get_vcpu_state(KvmFdCalls& vcpu, const VcpuStateShape& shape) {
 //     waiting for a SIPI, and KVM checks it against the events' SMM and
 //     latched-INIT state, which must be in place first.
 void set_vcpu_state(KvmFdCalls& vcpu, const VcpuStateShape& shape, const VcpuState& s, const std::string& what) {
+    std::string differs = cpuid_difference(s.cpuid, shape.cpuid);
+    if (!differs.empty())
+        throw state::Error(what + ": saved on another CPU, or as another vCPU (CPUID " + differs + ")");
     if (!s.xsave.empty() && s.xsave.size() > shape.xsave_size)
         throw state::Error(what + ": the saved FPU state is " + std::to_string(s.xsave.size()) +
                            " bytes of XSAVE area, this host's KVM takes " + std::to_string(shape.xsave_size) +
@@ -242,6 +287,11 @@ void set_vcpu_state(KvmFdCalls& vcpu, const VcpuStateShape& shape, const VcpuSta
 
 void write_vcpu_state(state::Writer& out, const VcpuState& s) {
     state::PartsWriter p;
+    state::Writer c;
+    c.u32(uint32_t(s.cpuid.size()));
+    for (const auto& e : s.cpuid)
+        for (uint32_t v : {e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx}) c.u32(v);
+    p.add(kCpuid, c);
     p.add_pod(kRegs, s.regs);
     p.add_pod(kSregs, s.sregs);
     if (!s.xsave.empty()) {
@@ -268,9 +318,26 @@ void write_vcpu_state(state::Writer& out, const VcpuState& s) {
 
 VcpuState read_vcpu_state(state::Reader& in) {
     state::Parts p(in, kLayout,
-                   {kRegs, kSregs, kXsave, kFpu, kXcrs, kMsrs, kLapic, kEvents, kMpState, kDebugregs},
+                   {kRegs, kSregs, kXsave, kFpu, kXcrs, kMsrs, kLapic, kEvents, kMpState, kDebugregs, kCpuid},
                    kMaxXsaveBytes);
     VcpuState s;
+    {
+        state::Reader r = p.reader(kCpuid, "CPUID");
+        uint32_t n = r.u32();
+        if (n > kMaxCpuidEntries)
+            r.fail(std::to_string(n) + " CPUID leaves, at most " + std::to_string(kMaxCpuidEntries) + " exist");
+        s.cpuid.resize(n);
+        for (auto& e : s.cpuid) {
+            e.function = r.u32();
+            e.index = r.u32();
+            e.flags = r.u32();
+            e.eax = r.u32();
+            e.ebx = r.u32();
+            e.ecx = r.u32();
+            e.edx = r.u32();
+        }
+        r.expect_end();
+    }
     s.regs = p.pod<kvm_regs>(kRegs, "registers");
     s.sregs = p.pod<kvm_sregs>(kSregs, "segment registers");
     if (p.has(kXsave) == p.has(kFpu)) in.fail("the FPU state must be one of XSAVE and legacy FPU");

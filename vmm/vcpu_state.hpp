@@ -17,6 +17,10 @@
 namespace minivmm {
 
 struct VcpuState {
+    // Not restored (a vCPU's CPUID is set as it is made, and a running
+    // guest has read it): checked, so a guest never wakes on a CPU that
+    // lacks what it saw, or as another vCPU.
+    std::vector<kvm_cpuid_entry2> cpuid;
     kvm_regs regs{};
     kvm_sregs sregs{};
     // XSAVE area as KVM_GET_XSAVE(2) gives it; empty where KVM has no XSAVE,
@@ -39,11 +43,13 @@ struct VcpuStateShape {
     bool xcrs = false;
     bool debugregs = false;
     std::vector<uint32_t> msrs;  // the MSRs this vCPU's KVM_GET_MSRS answers for
+    std::vector<kvm_cpuid_entry2> cpuid;  // as this vCPU was given it
 };
 
 // Bounds a reader holds the byte form to (a hostile stream's counts and sizes).
 constexpr size_t kMaxSavedMsrs = 1024;
 constexpr size_t kMaxXsaveBytes = 64 * 1024;
+constexpr size_t kMaxCpuidEntries = 256;  // KVM's own limit
 
 // The MSR numbers KVM saves and restores (KVM_GET_MSR_INDEX_LIST on /dev/kvm).
 std::vector<uint32_t> kvm_msr_index_list(int kvm_fd);
@@ -54,7 +60,9 @@ VcpuStateShape probe_vcpu_state(const std::vector<uint32_t>& kvm_msrs, KvmFdCall
 // From KVM, while the vCPU is out of KVM_RUN with no exit left half done
 // (Vcpu::run completes one before it parks). Throws InternalError.
 VcpuState get_vcpu_state(KvmFdCalls& vcpu, const VcpuStateShape& shape);
-// Into a vCPU made as the saved one was and not yet run. A refusal throws
+// Into a vCPU made as the saved one was and not yet run; its CPUID must be
+// the saved one, entry for entry (the same host CPU and KVM, the same vCPU
+// number). A refusal throws
 // state::Error naming the state (what) and KVM's reason, or InternalError
 // when the host is short of memory.
 void set_vcpu_state(KvmFdCalls& vcpu, const VcpuStateShape& shape, const VcpuState& s, const std::string& what);

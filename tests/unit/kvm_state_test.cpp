@@ -232,7 +232,14 @@ TEST(KvmState, RoundTripIntoAFreshVm) {
 
 TEST(KvmState, RefusedStateIsAStateError) {
     NEED_KVM();
-    Rig a(1);
+    Rig a(2);
+    // vCPU 1's state into vCPU 0: its CPUID (the APIC ID) gives it away.
+    try {
+        load(*a.vcpus[0], save(*a.vcpus[1]));
+        ADD_FAILURE() << "vCPU 1's state went into vCPU 0";
+    } catch (const state::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("as another vCPU"), std::string::npos) << e.what();
+    }
     VcpuState s = parse(save(*a.vcpus[0]));
     s.msrs.push_back({0x4b564dff, 0, 1});  // no MSR KVM has
     try {

@@ -7,7 +7,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <stdexcept>
 
 #include "tests/unit/fake_kvm_state.hpp"
 #include "vmm/state_parts.hpp"
@@ -29,8 +31,29 @@ bool same(const T& a, const T& b) {
     return std::memcmp(&a, &b, sizeof a) == 0;
 }
 
+// Two CPUID leaves, as a vCPU's table begins.
+std::vector<kvm_cpuid_entry2> sample_cpuid() {
+    kvm_cpuid_entry2 a{}, b{};
+    a.function = 0;
+    a.eax = 0xd;
+    a.ebx = 0x756e6547;
+    b.function = 1;
+    b.ebx = 0x00020800;
+    b.ecx = 0x80000000;
+    return {a, b};
+}
+
+VcpuStateShape sample_shape(size_t xsave) {
+    VcpuStateShape shape;
+    shape.xsave_size = xsave;
+    shape.xsave2 = shape.xcrs = shape.debugregs = true;
+    shape.cpuid = sample_cpuid();
+    return shape;
+}
+
 VcpuState sample_vcpu(size_t xsave = 4096 + 512) {
     VcpuState s;
+    s.cpuid = sample_cpuid();
     fill(s.regs, 1);
     fill(s.sregs, 2);
     s.xsave.resize(xsave);
@@ -104,13 +127,21 @@ void expect_refused(const std::vector<uint8_t>& b, const std::string& why) {
     }
 }
 
-constexpr uint16_t kMsrsTag = 6, kRegsTag = 1, kXsaveTag = 3, kFpuTag = 4, kXcrsTag = 5;
+constexpr uint16_t kMsrsTag = 6, kRegsTag = 1, kXsaveTag = 3, kFpuTag = 4, kXcrsTag = 5, kCpuidTag = 11;
+
+const Part& part(const std::vector<Part>& parts, uint16_t tag) {
+    for (const auto& p : parts)
+        if (p.tag == tag) return p;
+    throw std::runtime_error("no part " + std::to_string(tag));
+}
 
 }  // namespace
 
 TEST(VcpuStateBytes, ReadsBackWhatWasWritten) {
     VcpuState a = sample_vcpu();
     VcpuState b = parse(bytes_of(a));
+    ASSERT_EQ(b.cpuid.size(), 2u);
+    EXPECT_TRUE(same(a.cpuid[1], b.cpuid[1]));
     EXPECT_TRUE(same(a.regs, b.regs));
     EXPECT_TRUE(same(a.sregs, b.sregs));
     EXPECT_EQ(a.xsave, b.xsave);
@@ -171,6 +202,12 @@ TEST(VcpuStateBytes, HostileMsrCountsAreRefusedBeforeAllocating) {
     m3.u32(2);
     for (int i = 0; i < 2; i++) m3.u32(0xc0000080), m3.u64(uint64_t(i));
     expect_refused(with_part(parts, kMsrsTag, m3.take()), "MSR 0xc0000080 twice");
+    state::Writer c;
+    c.u32(1000000000);
+    expect_refused(with_part(parts, kCpuidTag, c.take()), "1000000000 CPUID leaves, at most 256");
+    auto cpuid = part(parts, kCpuidTag).body;
+    cpuid.pop_back();
+    expect_refused(with_part(parts, kCpuidTag, cpuid), "truncated");
 }
 
 TEST(VcpuStateBytes, MalformedSectionsAreRefused) {
@@ -187,10 +224,10 @@ TEST(VcpuStateBytes, MalformedSectionsAreRefused) {
     unknown.push_back({99, {1, 2}});
     expect_refused(section(unknown), "unknown part 99");
     auto twice = parts;
-    twice.push_back(parts[0]);
+    twice.push_back(part(parts, kRegsTag));
     expect_refused(section(twice), "part 1 twice");
     auto missing = parts;
-    missing.erase(missing.begin());
+    missing.erase(std::find_if(missing.begin(), missing.end(), [](const Part& p) { return p.tag == kRegsTag; }));
     expect_refused(section(missing), "no registers");
     state::Writer many;
     many.u32(1);
@@ -212,10 +249,7 @@ TEST(VcpuStateBytes, MalformedSectionsAreRefused) {
 
 TEST(VcpuStateKvm, ReadsMpStateFirstAndEventsLast) {
     FakeKvmFd vcpu;
-    VcpuStateShape shape;
-    shape.xsave_size = 8192;
-    shape.xsave2 = true;
-    shape.xcrs = shape.debugregs = true;
+    VcpuStateShape shape = sample_shape(8192);
     shape.msrs = {0x10, 0x6e0, 0xc0000081};
     VcpuState s = get_vcpu_state(vcpu, shape);
     std::vector<std::string> want = {"GET_MP_STATE", "GET_REGS",      "GET_SREGS", "GET_XSAVE2",  "GET_XCRS",
@@ -225,6 +259,7 @@ TEST(VcpuStateKvm, ReadsMpStateFirstAndEventsLast) {
     ASSERT_EQ(s.msrs.size(), 3u);
     EXPECT_EQ(s.msrs[2].data, 0xc0000081ull * 3 + 1);
     EXPECT_EQ(s.regs.rip, 0x1234u);
+    EXPECT_EQ(s.cpuid.size(), 2u);  // as the vCPU was made: no ioctl at save
     // A vCPU that reads fewer MSRs than it did as it was made is minivmm's
     // or the host's trouble, never a short state.
     vcpu.short_get_msrs = 1;
@@ -233,10 +268,7 @@ TEST(VcpuStateKvm, ReadsMpStateFirstAndEventsLast) {
 
 TEST(VcpuStateKvm, WritesInTheOrderKvmNeeds) {
     FakeKvmFd vcpu;
-    vcpu.caps[KVM_CAP_XSAVE2] = 8192;
-    VcpuStateShape shape;
-    shape.xsave_size = 8192;
-    shape.xsave2 = shape.xcrs = shape.debugregs = true;
+    VcpuStateShape shape = sample_shape(8192);
     VcpuState s = sample_vcpu(4096 + 64);
     s.events.flags = KVM_VCPUEVENT_VALID_SHADOW;
     set_vcpu_state(vcpu, shape, s, "vCPU 0");
@@ -257,9 +289,8 @@ TEST(VcpuStateKvm, WritesInTheOrderKvmNeeds) {
 }
 
 TEST(VcpuStateKvm, RefusalsAreStateErrorsNamingWhat) {
-    VcpuStateShape shape;
-    shape.xsave_size = 4096;
-    shape.xcrs = shape.debugregs = true;
+    VcpuStateShape shape = sample_shape(4096);
+    shape.xsave2 = false;
     VcpuState s = sample_vcpu(4096);
     {
         FakeKvmFd vcpu;
@@ -297,10 +328,30 @@ TEST(VcpuStateKvm, RefusalsAreStateErrorsNamingWhat) {
         EXPECT_THROW(set_vcpu_state(vcpu, no_dbg, s, "vCPU 1"), state::Error);
         EXPECT_TRUE(vcpu.calls.empty());
     }
+    {
+        // Another CPU, or another vCPU's state: its CPUID differs. Refused
+        // before any write, naming the first leaf that differs.
+        FakeKvmFd vcpu;
+        VcpuStateShape other = shape;
+        other.cpuid[1].ebx = 0x01020800;  // initial APIC ID 1
+        try {
+            set_vcpu_state(vcpu, other, s, "vCPU 1");
+            ADD_FAILURE() << "another vCPU's state went in";
+        } catch (const state::Error& e) {
+            EXPECT_STREQ(e.what(),
+                         "vCPU 1: saved on another CPU, or as another vCPU (CPUID saved leaf 0x1.0: eax 0 ebx 0x20800 "
+                         "ecx 0x80000000 edx 0, here leaf 0x1.0: eax 0 ebx 0x1020800 ecx 0x80000000 edx 0)");
+        }
+        other.cpuid.pop_back();
+        EXPECT_THROW(set_vcpu_state(vcpu, other, s, "vCPU 1"), state::Error);
+        EXPECT_TRUE(vcpu.calls.empty());
+    }
 }
 
 TEST(VcpuStateKvm, ProbeKeepsTheMsrsTheVcpuReads) {
     FakeKvmFd vm, vcpu;
+    vcpu.cpuid.assign(100, kvm_cpuid_entry2{});  // more than the first try's 64
+    vcpu.cpuid[99].function = 0x80000008;
     vm.caps[KVM_CAP_XSAVE2] = 11008;
     vm.caps[KVM_CAP_XCRS] = 1;
     vcpu.absent_msrs = {0xc0010117, 0x200, 0x20f};  // another vendor's, two MTRRs
@@ -309,6 +360,8 @@ TEST(VcpuStateKvm, ProbeKeepsTheMsrsTheVcpuReads) {
     EXPECT_TRUE(s.xsave2);
     EXPECT_TRUE(s.xcrs);
     EXPECT_FALSE(s.debugregs);
+    ASSERT_EQ(s.cpuid.size(), 100u);
+    EXPECT_EQ(s.cpuid[99].function, 0x80000008u);
     // Each refused MSR costs one more read, from the one after it.
     EXPECT_EQ(vcpu.count("GET_MSRS"), 4u);
     ASSERT_GE(s.msrs.size(), 4u);
