@@ -101,13 +101,31 @@ std::string cpuid_difference(const std::vector<kvm_cpuid_entry2>& saved, const s
     return "";
 }
 
-// KVM_SET_MSRS sets entries in order and stops at the first it refuses.
-void set_msrs(KvmFdCalls& vcpu, const std::vector<kvm_msr_entry>& msrs, const std::string& what) {
-    if (msrs.empty()) return;
-    KvmList<KvmMsrsHeader, kvm_msr_entry> list(msrs.size());
-    list.header()->nmsrs = uint32_t(msrs.size());
-    std::copy(msrs.begin(), msrs.end(), list.entries());
-    long n = vcpu.call(kKvmSetMsrs, list.buf.data());
+// KVM refuses 256 or more MSRs in one call (E2BIG).
+constexpr size_t kMaxIoMsrs = 255;
+
+// KVM_GET_MSRS or KVM_SET_MSRS over e[0, n), in calls of a size KVM takes.
+// Each goes in order and stops at the first MSR KVM refuses: returns how
+// many were done before that, or -errno.
+long msrs_io(KvmFdCalls& fd, unsigned long req, kvm_msr_entry* e, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+        size_t k = std::min(n - done, kMaxIoMsrs);
+        KvmList<KvmMsrsHeader, kvm_msr_entry> list(k);
+        list.header()->nmsrs = uint32_t(k);
+        std::copy(e + done, e + done + k, list.entries());
+        long r = fd.call(req, list.buf.data());
+        if (r < 0) return r;
+        size_t got = std::min(size_t(r), k);
+        std::copy(list.entries(), list.entries() + got, e + done);
+        done += got;
+        if (got < k) break;
+    }
+    return long(done);
+}
+
+void set_msrs(KvmFdCalls& vcpu, std::vector<kvm_msr_entry> msrs, const std::string& what) {
+    long n = msrs_io(vcpu, kKvmSetMsrs, msrs.data(), msrs.size());
     if (n < 0) refused_state(what, "SET_MSRS", int(-n));
     if (size_t(n) < msrs.size())
         throw state::Error(what + ": KVM refused the saved value of MSR " + hex(msrs[size_t(n)].index) +
@@ -165,15 +183,12 @@ VcpuStateShape probe_vcpu_state(const std::vector<uint32_t>& kvm_msrs, KvmFdCall
     // KVM lists MSRs this vCPU may not have (another vendor's, a feature its
     // CPUID lacks). GET_MSRS reads in order and stops at the first it cannot:
     // drop that one and go on from the next.
+    std::vector<kvm_msr_entry> e(want.size());
+    for (size_t i = 0; i < want.size(); i++) e[i] = kvm_msr_entry{want[i], 0, 0};
     size_t pos = 0;
-    while (pos < want.size()) {
-        size_t left = want.size() - pos;
-        KvmList<KvmMsrsHeader, kvm_msr_entry> list(left);
-        list.header()->nmsrs = uint32_t(left);
-        for (size_t i = 0; i < left; i++) list.entries()[i] = kvm_msr_entry{want[pos + i], 0, 0};
-        long n = vcpu.call(kKvmGetMsrs, list.buf.data());
+    while (pos < e.size()) {
+        long n = msrs_io(vcpu, kKvmGetMsrs, e.data() + pos, e.size() - pos);
         if (n < 0) throw internal_error("KVM GET_MSRS failed", int(-n));
-        if (size_t(n) > left) throw InternalError("KVM GET_MSRS read more MSRs than asked");
         s.msrs.insert(s.msrs.end(), want.begin() + long(pos), want.begin() + long(pos) + n);
         pos += size_t(n) + 1;  // past the one it refused
     }
@@ -209,17 +224,13 @@ VcpuState get_vcpu_state(KvmFdCalls& vcpu, const VcpuStateShape& shape) {
         get(vcpu, KVM_GET_DEBUGREGS, &*s.debugregs, "GET_DEBUGREGS");
     }
     get(vcpu, KVM_GET_LAPIC, &s.lapic, "GET_LAPIC");
-    if (!shape.msrs.empty()) {
-        KvmList<KvmMsrsHeader, kvm_msr_entry> list(shape.msrs.size());
-        list.header()->nmsrs = uint32_t(shape.msrs.size());
-        for (size_t i = 0; i < shape.msrs.size(); i++) list.entries()[i] = kvm_msr_entry{shape.msrs[i], 0, 0};
-        long n = vcpu.call(kKvmGetMsrs, list.buf.data());
-        if (n < 0) throw internal_error("KVM GET_MSRS failed", int(-n));
-        if (size_t(n) != shape.msrs.size())
-            throw InternalError("KVM GET_MSRS read " + std::to_string(n) + " of the " +
-                                std::to_string(shape.msrs.size()) + " MSRs it read as the vCPU was made");
-        s.msrs.assign(list.entries(), list.entries() + n);
-    }
+    s.msrs.resize(shape.msrs.size());
+    for (size_t i = 0; i < shape.msrs.size(); i++) s.msrs[i] = kvm_msr_entry{shape.msrs[i], 0, 0};
+    long n = msrs_io(vcpu, kKvmGetMsrs, s.msrs.data(), s.msrs.size());
+    if (n < 0) throw internal_error("KVM GET_MSRS failed", int(-n));
+    if (size_t(n) != shape.msrs.size())
+        throw InternalError("KVM GET_MSRS read " + std::to_string(n) + " of the " + std::to_string(shape.msrs.size()) +
+                            " MSRs it read as the vCPU was made");
     get(vcpu, KVM_GET_VCPU_EVENTS, &s.events, "GET_VCPU_EVENTS");
     return s;
 }

@@ -62,6 +62,7 @@ struct FakeKvmFd : KvmFdCalls {
         if (req == kKvmGetMsrs || req == kKvmSetMsrs) {
             auto* h = static_cast<KvmMsrsHeader*>(arg);
             auto* e = reinterpret_cast<kvm_msr_entry*>(h + 1);
+            if (h->nmsrs >= 256) return -E2BIG;  // KVM's MAX_IO_MSRS
             std::vector<kvm_msr_entry> seen;
             long i = 0;
             for (; i < long(h->nmsrs); i++) {

@@ -458,3 +458,31 @@ TEST(VmStateKvm, ClockIsSetLastWithNoFlags) {
     refusing.refuse["SET_PIT2"] = EINVAL;
     EXPECT_THROW(set_vm_state(refusing, s, "VM"), state::Error);
 }
+
+TEST(VcpuStateKvm, ManyMsrsGoInCallsKvmTakes) {
+    // KVM refuses 256 MSRs or more in one call: a host that lists 600 (PMU
+    // counters, Hyper-V, nested VMX) still saves and restores each of them.
+    FakeKvmFd vm, vcpu;
+    std::vector<uint32_t> listed;
+    for (uint32_t i = 0; i < 600; i++) listed.push_back(0x40000000 + i);
+    vcpu.absent_msrs = {0x40000000 + 300};
+    VcpuStateShape shape = probe_vcpu_state(listed, vm, vcpu);
+    EXPECT_EQ(std::count_if(shape.msrs.begin(), shape.msrs.end(), [](uint32_t m) { return m >= 0x40000000; }), 599);
+    VcpuState s = get_vcpu_state(vcpu, shape);
+    ASSERT_EQ(s.msrs.size(), shape.msrs.size());
+    EXPECT_EQ(s.msrs.back().data, uint64_t(s.msrs.back().index) * 3 + 1);
+    FakeKvmFd dest;
+    set_vcpu_state(dest, shape, s, "vCPU 0");
+    size_t written = 0;
+    for (const auto& w : dest.msr_writes) written += w.size();
+    EXPECT_EQ(written, s.msrs.size());
+    // A refusal past the first call still names the MSR.
+    FakeKvmFd refusing;
+    refusing.absent_msrs = {0x40000000 + 500};
+    try {
+        set_vcpu_state(refusing, shape, s, "vCPU 0");
+        ADD_FAILURE();
+    } catch (const state::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("MSR 0x400001f4"), std::string::npos) << e.what();
+    }
+}
