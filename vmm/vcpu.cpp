@@ -93,12 +93,13 @@ Vcpu::Vcpu(const Kvm& kvm, const Vm& vm, unsigned id, unsigned ncpus,
     void* p = ::mmap(nullptr, run_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
     if (p == MAP_FAILED) throw internal_error("cannot map the kvm_run page of vCPU " + std::to_string(id));
     run_ = static_cast<kvm_run*>(p);
-    set_cpuid(cpuid, ncpus, kvm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0);
+    auto given = set_cpuid(cpuid, ncpus, kvm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0);
     set_lapic_lines();
     set_msrs();
     // After CPUID: which MSRs a vCPU has follows from it.
     RealKvmFd vm_fd(vm.fd()), self(fd_);
-    state_shape_ = std::make_unique<VcpuStateShape>(probe_vcpu_state(kvm_msr_index_list(kvm.fd()), vm_fd, self));
+    state_shape_ =
+        std::make_unique<VcpuStateShape>(probe_vcpu_state(kvm_msr_index_list(kvm.fd()), given, vm_fd, self));
 }
 
 void Vcpu::save_state(state::Writer& out) const {
@@ -132,7 +133,8 @@ Vcpu::~Vcpu() {
     ::close(fd_);
 }
 
-void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& supported, unsigned ncpus, bool tsc_deadline) {
+std::vector<kvm_cpuid_entry2> Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& supported, unsigned ncpus,
+                                              bool tsc_deadline) {
     KvmList<KvmCpuidHeader, kvm_cpuid_entry2> list(supported.size());
     list.header()->nent = static_cast<uint32_t>(supported.size());
     std::copy(supported.begin(), supported.end(), list.entries());
@@ -159,6 +161,7 @@ void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& supported, unsigned nc
         }
     }
     kvm_ioctl(fd_, kKvmSetCpuid2, list.buf.data(), "SET_CPUID2");
+    return {list.entries(), list.entries() + list.header()->nent};
 }
 
 void Vcpu::set_lapic_lines() {

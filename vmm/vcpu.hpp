@@ -66,7 +66,9 @@ public:
     static void install_kick_handler();
 
 private:
-    void set_cpuid(const std::vector<kvm_cpuid_entry2>& supported, unsigned ncpus, bool tsc_deadline);
+    // Returns the table it gave KVM.
+    std::vector<kvm_cpuid_entry2> set_cpuid(const std::vector<kvm_cpuid_entry2>& supported, unsigned ncpus,
+                                            bool tsc_deadline);
     void set_lapic_lines();
     void set_msrs();
     bool handle_io(IoBus& pio);

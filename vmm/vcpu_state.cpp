@@ -84,20 +84,13 @@ std::string leaf_text(const kvm_cpuid_entry2& e) {
     return b;
 }
 
-// The first leaf where the saved CPUID and this vCPU's differ, or "".
+// The first entry where the saved CPUID and this vCPU's differ, or "". In
+// order: both tables are built by the same code from KVM's supported list.
 std::string cpuid_difference(const std::vector<kvm_cpuid_entry2>& saved, const std::vector<kvm_cpuid_entry2>& here) {
-    auto find = [](const std::vector<kvm_cpuid_entry2>& t, const kvm_cpuid_entry2& e) -> const kvm_cpuid_entry2* {
-        for (const auto& x : t)
-            if (x.function == e.function && x.index == e.index) return &x;
-        return nullptr;
-    };
-    for (const auto& e : saved) {
-        const kvm_cpuid_entry2* h = find(here, e);
-        if (!h) return "saved " + leaf_text(e) + ", none here";
-        if (!same_leaf(e, *h)) return "saved " + leaf_text(e) + ", here " + leaf_text(*h);
-    }
-    for (const auto& h : here)
-        if (!find(saved, h)) return "here " + leaf_text(h) + ", none saved";
+    for (size_t i = 0; i < saved.size() && i < here.size(); i++)
+        if (!same_leaf(saved[i], here[i])) return "saved " + leaf_text(saved[i]) + ", here " + leaf_text(here[i]);
+    if (saved.size() != here.size())
+        return std::to_string(saved.size()) + " leaves saved, " + std::to_string(here.size()) + " here";
     return "";
 }
 
@@ -148,7 +141,8 @@ std::vector<uint32_t> kvm_msr_index_list(int kvm_fd) {
     throw InternalError("KVM GET_MSR_INDEX_LIST: its count keeps growing");
 }
 
-VcpuStateShape probe_vcpu_state(const std::vector<uint32_t>& kvm_msrs, KvmFdCalls& vm, KvmFdCalls& vcpu) {
+VcpuStateShape probe_vcpu_state(const std::vector<uint32_t>& kvm_msrs, const std::vector<kvm_cpuid_entry2>& cpuid,
+                                KvmFdCalls& vm, KvmFdCalls& vcpu) {
     VcpuStateShape s;
     // KVM_CAP_XSAVE2 answers on the VM fd with the size of this VM's XSAVE
     // area (larger than 4 KiB once AMX is permitted); without it, the
@@ -161,20 +155,7 @@ VcpuStateShape probe_vcpu_state(const std::vector<uint32_t>& kvm_msrs, KvmFdCall
         s.xsave_size = kXsaveLegacySize;
     }
     s.xcrs = vm.check_extension(KVM_CAP_XCRS) > 0;
-    // E2BIG until the buffer holds every entry.
-    for (size_t n = 64;; n *= 2) {
-        if (n > 4096) throw InternalError("KVM GET_CPUID2: too many entries");
-        KvmList<KvmCpuidHeader, kvm_cpuid_entry2> list(n);
-        list.header()->nent = uint32_t(n);
-        long r = vcpu.call(kKvmGetCpuid2, list.buf.data());
-        if (r == 0) {
-            s.cpuid.assign(list.entries(), list.entries() + std::min<size_t>(list.header()->nent, n));
-            break;
-        }
-        if (r != -E2BIG) throw internal_error("KVM GET_CPUID2 failed", int(-r));
-    }
-    s.debugregs = vm.check_extension(KVM_CAP_DEBUGREGS) > 0;
-
+    s.cpuid = cpuid;
     std::vector<uint32_t> want;
     for (uint32_t m : kvm_msrs)
         if (std::find(want.begin(), want.end(), m) == want.end()) want.push_back(m);

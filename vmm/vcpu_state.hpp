@@ -43,7 +43,7 @@ struct VcpuStateShape {
     bool xcrs = false;
     bool debugregs = false;
     std::vector<uint32_t> msrs;  // the MSRs this vCPU's KVM_GET_MSRS answers for
-    std::vector<kvm_cpuid_entry2> cpuid;  // as this vCPU was given it
+    std::vector<kvm_cpuid_entry2> cpuid;  // as minivmm gave it to this vCPU
 };
 
 // Bounds a reader holds the byte form to (a hostile stream's counts and sizes).
@@ -53,9 +53,11 @@ constexpr size_t kMaxCpuidEntries = 256;  // KVM's own limit
 
 // The MSR numbers KVM saves and restores (KVM_GET_MSR_INDEX_LIST on /dev/kvm).
 std::vector<uint32_t> kvm_msr_index_list(int kvm_fd);
-// kvm_msrs: that list, plus the MTRRs and PAT it leaves out; vm: for the
-// XSAVE size, which KVM gives per VM.
-VcpuStateShape probe_vcpu_state(const std::vector<uint32_t>& kvm_msrs, KvmFdCalls& vm, KvmFdCalls& vcpu);
+// kvm_msrs: that list, plus the MTRRs and PAT it leaves out; cpuid: the
+// table the vCPU was given (KVM_SET_CPUID2); vm: for the XSAVE size, which
+// KVM gives per VM.
+VcpuStateShape probe_vcpu_state(const std::vector<uint32_t>& kvm_msrs, const std::vector<kvm_cpuid_entry2>& cpuid,
+                                KvmFdCalls& vm, KvmFdCalls& vcpu);
 
 // From KVM, while the vCPU is out of KVM_RUN with no exit left half done
 // (Vcpu::run completes one before it parks). Throws InternalError.

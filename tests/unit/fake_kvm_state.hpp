@@ -27,7 +27,6 @@ struct FakeKvmFd : KvmFdCalls {
     uint64_t clock_written = ~0ull;
     uint32_t clock_flags_written = ~0u;
     long short_get_msrs = -1;             // when >= 0, GET_MSRS reads this many and stops
-    std::vector<kvm_cpuid_entry2> cpuid;  // what GET_CPUID2 answers
 
     static const char* name(unsigned long req) {
         static const std::map<unsigned long, const char*> names = {
@@ -44,7 +43,7 @@ struct FakeKvmFd : KvmFdCalls {
             {KVM_SET_MP_STATE, "SET_MP_STATE"}, {KVM_GET_IRQCHIP, "GET_IRQCHIP"},
             {KVM_SET_IRQCHIP, "SET_IRQCHIP"},   {KVM_GET_PIT2, "GET_PIT2"},
             {KVM_SET_PIT2, "SET_PIT2"},         {KVM_GET_CLOCK, "GET_CLOCK"},
-            {KVM_SET_CLOCK, "SET_CLOCK"},       {kKvmGetCpuid2, "GET_CPUID2"},
+            {KVM_SET_CLOCK, "SET_CLOCK"},
         };
         auto it = names.find(req);
         return it == names.end() ? "?" : it->second;
@@ -85,15 +84,6 @@ struct FakeKvmFd : KvmFdCalls {
             else c->chip.pic.irq_base = uint8_t(0x20 + 8 * c->chip_id);
         }
         if (req == KVM_GET_REGS) static_cast<kvm_regs*>(arg)->rip = 0x1234;
-        if (req == kKvmGetCpuid2) {
-            auto* h = static_cast<KvmCpuidHeader*>(arg);
-            if (h->nent < cpuid.size()) {
-                h->nent = uint32_t(cpuid.size());
-                return -E2BIG;
-            }
-            h->nent = uint32_t(cpuid.size());
-            std::copy(cpuid.begin(), cpuid.end(), reinterpret_cast<kvm_cpuid_entry2*>(h + 1));
-        }
         return 0;
     }
 
