@@ -48,6 +48,12 @@ constexpr uint32_t kExtraMsrs[] = {
     0x277,  // PAT
 };
 
+// Hyper-V's synthetic MSRs, which KVM lists when it can emulate Hyper-V.
+// minivmm offers the guest no Hyper-V interface (its CPUID has KVM's leaves,
+// not Hyper-V's), so they hold nothing the guest set; and some cannot go
+// back: the reference counter runs with time and KVM ignores host writes.
+bool hyperv_msr(uint32_t m) { return m >= 0x40000000 && m < 0x40000200; }
+
 // Part tags of the byte form, layout 1.
 enum : uint16_t {
     kRegs = 1, kSregs, kXsave, kFpu, kXcrs, kMsrs, kLapic, kEvents, kMpState, kDebugregs, kCpuid,
@@ -158,7 +164,7 @@ VcpuStateShape probe_vcpu_state(const std::vector<uint32_t>& kvm_msrs, const std
     s.cpuid = cpuid;
     std::vector<uint32_t> want;
     for (uint32_t m : kvm_msrs)
-        if (std::find(want.begin(), want.end(), m) == want.end()) want.push_back(m);
+        if (!hyperv_msr(m) && std::find(want.begin(), want.end(), m) == want.end()) want.push_back(m);
     for (uint32_t m : kExtraMsrs)
         if (std::find(want.begin(), want.end(), m) == want.end()) want.push_back(m);
     // KVM lists MSRs this vCPU may not have (another vendor's, a feature its
@@ -225,7 +231,13 @@ VcpuState get_vcpu_state(KvmFdCalls& vcpu, const VcpuStateShape& shape) {
 //  3. SET_XSAVE (or SET_FPU), SET_XCRS, SET_DEBUGREGS: independent of the rest.
 //  4. SET_MSRS, all but TSC_DEADLINE, IA32_TSC first: written by the host, the
 //     TSC sets the vCPU's TSC offset, so the guest's TSC goes on from the
-//     saved value; kvmclock (the VM's KVM_SET_CLOCK) does the same.
+//     saved value; kvmclock (the VM's KVM_SET_CLOCK) does the same. KVM
+//     takes a host write within a second of where the previous write's TSC
+//     has got to as meant to synchronize, and keeps that offset: vCPUs saved
+//     one after another come back in step (and kvmclock keeps its master
+//     clock). Before Linux 6.x learned which writes came from userspace,
+//     the vCPU's own creation counts as such a write: a VM saved within a
+//     second of its start comes back on the destination's timeline.
 //  5. SET_LAPIC, after SET_SREGS (above).
 //  6. SET_MSRS of TSC_DEADLINE: KVM arms the deadline only when the LAPIC's
 //     timer is in TSC-deadline mode, and counts it in the TSC just set.

@@ -369,6 +369,10 @@ TEST(VcpuStateKvm, ProbeKeepsTheMsrsTheVcpuReads) {
     EXPECT_EQ(std::count(s.msrs.begin(), s.msrs.end(), 0x174u), 1);  // listed twice, kept once
     EXPECT_EQ(std::count(s.msrs.begin(), s.msrs.end(), 0x2ffu), 1);  // the MTRR default type, not in KVM's list
     EXPECT_EQ(std::count(s.msrs.begin(), s.msrs.end(), 0x277u), 1);  // PAT
+    // Hyper-V's MSRs, of an interface minivmm does not offer: never kept.
+    VcpuStateShape hv = probe_vcpu_state({0x40000020, 0x40000001, 0x400000b0, 0x4b564d01}, {}, vm, vcpu);
+    for (uint32_t m : hv.msrs) EXPECT_FALSE(m >= 0x40000000 && m < 0x40000200) << std::hex << m;
+    EXPECT_EQ(std::count(hv.msrs.begin(), hv.msrs.end(), 0x4b564d01u), 1);  // kvmclock's stays
 
     FakeKvmFd old_vm;  // neither XSAVE2 nor XSAVE: the legacy FPU
     EXPECT_EQ(probe_vcpu_state({}, {}, old_vm, vcpu).xsave_size, 0u);
@@ -461,10 +465,10 @@ TEST(VcpuStateKvm, ManyMsrsGoInCallsKvmTakes) {
     // counters, Hyper-V, nested VMX) still saves and restores each of them.
     FakeKvmFd vm, vcpu;
     std::vector<uint32_t> listed;
-    for (uint32_t i = 0; i < 600; i++) listed.push_back(0x40000000 + i);
-    vcpu.absent_msrs = {0x40000000 + 300};
+    for (uint32_t i = 0; i < 600; i++) listed.push_back(0xc0011000 + i);
+    vcpu.absent_msrs = {0xc0011000 + 300};
     VcpuStateShape shape = probe_vcpu_state(listed, {}, vm, vcpu);
-    EXPECT_EQ(std::count_if(shape.msrs.begin(), shape.msrs.end(), [](uint32_t m) { return m >= 0x40000000; }), 599);
+    EXPECT_EQ(std::count_if(shape.msrs.begin(), shape.msrs.end(), [](uint32_t m) { return m >= 0xc0011000; }), 599);
     VcpuState s = get_vcpu_state(vcpu, shape);
     ASSERT_EQ(s.msrs.size(), shape.msrs.size());
     EXPECT_EQ(s.msrs.back().data, uint64_t(s.msrs.back().index) * 3 + 1);
@@ -475,11 +479,11 @@ TEST(VcpuStateKvm, ManyMsrsGoInCallsKvmTakes) {
     EXPECT_EQ(written, s.msrs.size());
     // A refusal past the first call still names the MSR.
     FakeKvmFd refusing;
-    refusing.absent_msrs = {0x40000000 + 500};
+    refusing.absent_msrs = {0xc0011000 + 500};
     try {
         set_vcpu_state(refusing, shape, s, "vCPU 0");
         ADD_FAILURE();
     } catch (const state::Error& e) {
-        EXPECT_NE(std::string(e.what()).find("MSR 0x400001f4"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("MSR 0xc00111f4"), std::string::npos) << e.what();
     }
 }
