@@ -84,7 +84,8 @@ FUZZ_FLAGS   := -std=c++20 -g -O1 -Wall -Wextra -I. -pthread -fsanitize=fuzzer,a
                 -fno-sanitize-recover=undefined
 FUZZ_SECONDS ?= 120
 FUZZERS      := $(BUILD)/fuzz/fuzz_virtqueue $(BUILD)/fuzz/fuzz_pci $(BUILD)/fuzz/fuzz_net_rx $(BUILD)/fuzz/fuzz_net_tx \
-                $(BUILD)/fuzz/fuzz_net_ctrl $(BUILD)/fuzz/fuzz_device $(BUILD)/fuzz/fuzz_kernel_image
+                $(BUILD)/fuzz/fuzz_net_ctrl $(BUILD)/fuzz/fuzz_device $(BUILD)/fuzz/fuzz_kernel_image \
+                $(BUILD)/fuzz/fuzz_state
 FUZZ_HDRS    := $(wildcard vmm/*.hpp virtio/*.hpp tests/support/*.hpp) tests/fuzz/fuzz_check.hpp
 # The device as every datapath runs it: make_net_backend and its backends.
 FUZZ_NET_BACKENDS := vhost/port_backend.cpp vhost/off.cpp vhost/vhost_rings.cpp vhost/coalesce_timer.cpp virtio/net_coalesce.cpp $(wildcard vhost/*.hpp vhost/ports/*.hpp)
@@ -107,6 +108,7 @@ $(BUILD)/fuzz/fuzz_device: tests/fuzz/fuzz_device.cpp virtio/virtio_pci.cpp vmm/
                            tests/fuzz/fuzz_support.hpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_kernel_image: tests/fuzz/fuzz_kernel_image.cpp vmm/kernel_image.cpp vmm/kernel_payload.cpp \
                                  vmm/elf_kernel.cpp vmm/bzimage.cpp vmm/e820.cpp vmm/guest_memory.cpp $(FUZZ_HDRS)
+$(BUILD)/fuzz/fuzz_state: tests/fuzz/fuzz_state.cpp vmm/vcpu_state.cpp vmm/vm_state.cpp vmm/kvm.cpp $(FUZZ_HDRS)
 $(FUZZERS):
 	@mkdir -p $(@D)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) -o $@ $(filter %.cpp,$^) $(LDLIBS)
