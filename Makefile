@@ -84,7 +84,8 @@ FUZZ_FLAGS   := -std=c++20 -g -O1 -Wall -Wextra -I. -pthread -fsanitize=fuzzer,a
                 -fno-sanitize-recover=undefined
 FUZZ_SECONDS ?= 120
 FUZZERS      := $(BUILD)/fuzz/fuzz_virtqueue $(BUILD)/fuzz/fuzz_pci $(BUILD)/fuzz/fuzz_net_rx $(BUILD)/fuzz/fuzz_net_tx \
-                $(BUILD)/fuzz/fuzz_net_ctrl $(BUILD)/fuzz/fuzz_device $(BUILD)/fuzz/fuzz_kernel_image $(BUILD)/fuzz/fuzz_state
+                $(BUILD)/fuzz/fuzz_net_ctrl $(BUILD)/fuzz/fuzz_device $(BUILD)/fuzz/fuzz_kernel_image \
+                $(BUILD)/fuzz/fuzz_state $(BUILD)/fuzz/fuzz_device_state
 FUZZ_HDRS    := $(wildcard vmm/*.hpp virtio/*.hpp tests/support/*.hpp) tests/fuzz/fuzz_check.hpp
 # Saved state of the PCI function, its MSI-X table and the virtio-pci transport.
 DEVICE_STATE_SRCS := vmm/pci_state.cpp vmm/msix_state.cpp virtio/virtio_pci_state.cpp
@@ -110,13 +111,15 @@ $(BUILD)/fuzz/fuzz_device: tests/fuzz/fuzz_device.cpp virtio/virtio_pci.cpp vmm/
                            virtio/virtqueue.cpp vhost/worker.cpp $(FUZZ_NET_BACKENDS) \
                            vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/thread.cpp vmm/kvm.cpp vmm/seccomp.cpp vmm/seccomp_policy.cpp \
                            tests/fuzz/fuzz_support.hpp $(FUZZ_HDRS)
-$(BUILD)/fuzz/fuzz_state: tests/fuzz/fuzz_state.cpp vmm/serial.cpp vmm/serial_state.cpp vmm/acpi_pm.cpp vmm/acpi_pm_state.cpp \
-                         virtio/virtio_pci.cpp vmm/pci.cpp vmm/msix.cpp $(DEVICE_STATE_SRCS) \
-                         virtio/net.cpp virtio/net_ctrl.cpp virtio/net_rss.cpp virtio/net_state.cpp virtio/net_datapath.cpp \
-                         virtio/queue_stats.cpp virtio/virtqueue.cpp $(FUZZ_NET_BACKENDS) vmm/guest_memory.cpp vmm/thread_guard.cpp vmm/thread.cpp \
-                         vmm/kvm.cpp vmm/seccomp.cpp vmm/seccomp_policy.cpp tests/fuzz/fuzz_support.hpp $(FUZZ_HDRS)
+$(BUILD)/fuzz/fuzz_device_state: tests/fuzz/fuzz_device_state.cpp vmm/serial.cpp vmm/serial_state.cpp vmm/acpi_pm.cpp vmm/acpi_pm_state.cpp \
+                                virtio/virtio_pci.cpp vmm/pci.cpp vmm/msix.cpp $(DEVICE_STATE_SRCS) \
+                                virtio/net.cpp virtio/net_ctrl.cpp virtio/net_rss.cpp virtio/net_state.cpp virtio/net_datapath.cpp \
+                                virtio/queue_stats.cpp virtio/virtqueue.cpp $(FUZZ_NET_BACKENDS) vmm/guest_memory.cpp \
+                                vmm/thread_guard.cpp vmm/thread.cpp vmm/kvm.cpp vmm/seccomp.cpp vmm/seccomp_policy.cpp \
+                                tests/fuzz/fuzz_support.hpp $(FUZZ_HDRS)
 $(BUILD)/fuzz/fuzz_kernel_image: tests/fuzz/fuzz_kernel_image.cpp vmm/kernel_image.cpp vmm/kernel_payload.cpp \
                                  vmm/elf_kernel.cpp vmm/bzimage.cpp vmm/e820.cpp vmm/guest_memory.cpp $(FUZZ_HDRS)
+$(BUILD)/fuzz/fuzz_state: tests/fuzz/fuzz_state.cpp vmm/vcpu_state.cpp vmm/vm_state.cpp vmm/kvm.cpp $(FUZZ_HDRS)
 $(FUZZERS):
 	@mkdir -p $(@D)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) -o $@ $(filter %.cpp,$^) $(LDLIBS)

@@ -12,7 +12,7 @@ set -u
 cd "$(dirname "$0")/.."
 dir=build/fuzz
 status=0
-for target in virtqueue:20000 pci:20000 net_rx:15000 net_tx:12000 net_ctrl:4000 device:2000 kernel_image:20000 state:20000; do
+for target in virtqueue:20000 pci:20000 net_rx:15000 net_tx:12000 net_ctrl:4000 device:2000 kernel_image:20000 state:20000 device_state:20000; do
     name=${target%%:*}
     runs=${1:-${target#*:}}
     bin=$dir/fuzz_$name log=$dir/fuzz_$name.log

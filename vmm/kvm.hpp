@@ -12,6 +12,11 @@
 
 namespace minivmm {
 
+namespace state {
+class Writer;
+class Reader;
+}  // namespace state
+
 // <linux/kvm.h> wraps its flexible arrays in __DECLARE_FLEX_ARRAY, whose empty
 // struct takes one byte in C++: sizeof(kvm_cpuid2) becomes 12, not 8, which
 // changes the ioctl numbers and misplaces entries[]. These are the kernel's
@@ -68,6 +73,11 @@ public:
     void signal_msi(uint64_t address, uint32_t data);
     void ioeventfd(uint64_t addr, uint32_t len, int fd, bool assign) override;
     void irqfd(int fd, uint32_t gsi, bool assign) override;
+    // The in-kernel PICs, IOAPIC, PIT and KVM clock (vm_state.hpp, where
+    // these are defined): saved with every vCPU out of KVM_RUN, loaded after
+    // the vCPUs' state and before any vCPU runs. load throws state::Error.
+    void save_state(state::Writer& out) const;
+    void load_state(state::Reader& in);
 
 private:
     Fd fd_;

@@ -23,6 +23,7 @@
 
 #include "vhost/vhost_abi.hpp"
 #include "vmm/kvm.hpp"
+#include "vmm/kvm_state_abi.hpp"
 #include "vmm/seccomp_policy.hpp"
 
 namespace minivmm {
@@ -224,6 +225,26 @@ void api_thread(Allowlist& l) {
     // Removing the socket: checked to still be ours (by inode), then unlinked.
     l.allow(SCMP_SYS(newfstatat));
     l.allow(SCMP_SYS(unlinkat), {arg_eq(2, 0)});  // a file, never AT_REMOVEDIR
+    // A snapshot or migration reads KVM's state here, every vCPU parked
+    // (vcpu_state.hpp, vm_state.hpp). Reads only, in the order they are made:
+    // the vCPUs', then the VM's. What it needs to know beforehand (the MSR
+    // list, the XSAVE size) is found as each vCPU is made. Restoring writes
+    // state in Machine's constructor, before any thread or filter exists, so
+    // no list has a KVM SET of saved state.
+    l.allow_ioctl(KVM_GET_MP_STATE);
+    l.allow_ioctl(KVM_GET_REGS);
+    l.allow_ioctl(KVM_GET_SREGS);
+    l.allow_ioctl(kKvmGetXsave2);    // where KVM has KVM_CAP_XSAVE2
+    l.allow_ioctl(kKvmGetXsave);     // where it has only KVM_CAP_XSAVE
+    l.allow_ioctl(KVM_GET_FPU);      // where it has neither
+    l.allow_ioctl(KVM_GET_XCRS);
+    l.allow_ioctl(KVM_GET_DEBUGREGS);
+    l.allow_ioctl(KVM_GET_LAPIC);
+    l.allow_ioctl(kKvmGetMsrs);
+    l.allow_ioctl(KVM_GET_VCPU_EVENTS);
+    l.allow_ioctl(KVM_GET_IRQCHIP);  // PIC master, PIC slave, IOAPIC
+    l.allow_ioctl(KVM_GET_PIT2);
+    l.allow_ioctl(KVM_GET_CLOCK);
 }
 }  // namespace
 

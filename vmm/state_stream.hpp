@@ -63,7 +63,8 @@ public:
     Reader(std::span<const uint8_t> in, std::string what) : in_(in), what_(std::move(what)) {}
     void bytes(void* p, size_t n) {
         if (n > in_.size() - pos_) throw Error(what_ + ": truncated state");
-        if (n) std::memcpy(p, in_.data() + pos_, n);  // an empty blob's data() may be null
+        if (n == 0) return;  // an empty blob's buffer may be null, which memcpy may not be given
+        std::memcpy(p, in_.data() + pos_, n);
         pos_ += n;
     }
     template <class T>

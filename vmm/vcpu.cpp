@@ -14,8 +14,10 @@
 #include "vmm/io_bus.hpp"
 #include "vmm/kvm.hpp"
 #include "vmm/layout.hpp"
+#include "vmm/state_stream.hpp"
 #include "vmm/stop.hpp"
 #include "vmm/vcpu_pause.hpp"
+#include "vmm/vcpu_state.hpp"
 
 namespace minivmm {
 
@@ -91,9 +93,24 @@ Vcpu::Vcpu(const Kvm& kvm, const Vm& vm, unsigned id, unsigned ncpus,
     void* p = ::mmap(nullptr, run_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
     if (p == MAP_FAILED) throw internal_error("cannot map the kvm_run page of vCPU " + std::to_string(id));
     run_ = static_cast<kvm_run*>(p);
-    set_cpuid(cpuid, ncpus, kvm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0);
+    auto given = set_cpuid(cpuid, ncpus, kvm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0);
     set_lapic_lines();
     set_msrs();
+    // After CPUID: which MSRs a vCPU has follows from it.
+    RealKvmFd vm_fd(vm.fd()), self(fd_);
+    state_shape_ =
+        std::make_unique<VcpuStateShape>(probe_vcpu_state(kvm_msr_index_list(kvm.fd()), given, vm_fd, self));
+}
+
+void Vcpu::save_state(state::Writer& out) const {
+    RealKvmFd self(fd_);
+    write_vcpu_state(out, get_vcpu_state(self, *state_shape_));
+}
+
+void Vcpu::load_state(state::Reader& in) {
+    VcpuState s = read_vcpu_state(in);
+    RealKvmFd self(fd_);
+    set_vcpu_state(self, *state_shape_, s, in.what());
 }
 
 void Vcpu::set_msrs() {
@@ -116,7 +133,8 @@ Vcpu::~Vcpu() {
     ::close(fd_);
 }
 
-void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& supported, unsigned ncpus, bool tsc_deadline) {
+std::vector<kvm_cpuid_entry2> Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& supported, unsigned ncpus,
+                                              bool tsc_deadline) {
     KvmList<KvmCpuidHeader, kvm_cpuid_entry2> list(supported.size());
     list.header()->nent = static_cast<uint32_t>(supported.size());
     std::copy(supported.begin(), supported.end(), list.entries());
@@ -143,6 +161,7 @@ void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& supported, unsigned nc
         }
     }
     kvm_ioctl(fd_, kKvmSetCpuid2, list.buf.data(), "SET_CPUID2");
+    return {list.entries(), list.entries() + list.header()->nent};
 }
 
 void Vcpu::set_lapic_lines() {
@@ -224,22 +243,35 @@ void Vcpu::run(IoBus& pio, IoBus& mmio, Stop& stop) {
     sigaddset(&kick, kKickSignal);
     pthread_sigmask(SIG_UNBLOCK, &kick, nullptr);
 
+    // The last exit was an I/O that KVM finishes only on the next KVM_RUN
+    // (an IN's value into RAX, an MMIO read's into its register, RIP past
+    // the instruction, the next round of a string I/O).
+    bool unfinished = false;
     while (!stop.requested()) {
         // Checked after running_ is set: a pause requested before is seen
         // here, one requested after kicks this thread (immediate_exit).
         if (pause_ && pause_->wanted()) {
-            pause_->park(stop);
-            continue;
+            if (!unfinished) {
+                pause_->park(stop);
+                continue;
+            }
+            // State read while parked must be whole (KVM's API: after an I/O
+            // exit the guest's state is consistent only once KVM_RUN is
+            // entered again). With immediate_exit KVM_RUN completes the I/O
+            // and returns EINTR before running any guest instruction.
+            run_->immediate_exit = 1;
         }
         if (state_wanted_.exchange(false)) std::fputs(state_line().c_str(), stderr);
         if (::ioctl(fd_, KVM_RUN, 0) < 0) {
             if (errno == EINTR || errno == EAGAIN) {
                 run_->immediate_exit = 0;
+                unfinished = false;  // completed before KVM looked at immediate_exit or signals
                 continue;
             }
             stop.request(2, "internal error: vCPU " + std::to_string(id_) + ": KVM_RUN failed: " + std::strerror(errno));
             break;
         }
+        unfinished = run_->exit_reason == KVM_EXIT_IO || run_->exit_reason == KVM_EXIT_MMIO;
         switch (run_->exit_reason) {
             case KVM_EXIT_IO:
                 if (handle_io(pio)) continue;

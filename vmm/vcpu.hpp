@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,11 @@ class IoBus;
 class Stop;
 class GuestMemory;
 class VcpuPause;
+struct VcpuStateShape;
+namespace state {
+class Writer;
+class Reader;
+}  // namespace state
 
 struct VcpuStats {
     std::atomic<uint64_t> io_exits{0}, mmio_exits{0};
@@ -50,12 +56,19 @@ public:
     void request_state_line();
     // Before run(): where it parks when asked to pause (vcpu_pause.hpp).
     void attach_pause(VcpuPause* p) { pause_ = p; }
+    // Its KVM state (vcpu_state.hpp). save: while parked (run() finishes a
+    // half-done I/O exit before it parks) or before it first runs; load:
+    // before it first runs. load throws state::Error on bad or refused state.
+    void save_state(state::Writer& out) const;
+    void load_state(state::Reader& in);
     VcpuStats stats;
 
     static void install_kick_handler();
 
 private:
-    void set_cpuid(const std::vector<kvm_cpuid_entry2>& supported, unsigned ncpus, bool tsc_deadline);
+    // Returns the table it gave KVM.
+    std::vector<kvm_cpuid_entry2> set_cpuid(const std::vector<kvm_cpuid_entry2>& supported, unsigned ncpus,
+                                            bool tsc_deadline);
     void set_lapic_lines();
     void set_msrs();
     bool handle_io(IoBus& pio);
@@ -70,6 +83,7 @@ private:
     std::atomic<bool> exited_{false};
     std::atomic<bool> state_wanted_{false};
     VcpuPause* pause_ = nullptr;
+    std::unique_ptr<VcpuStateShape> state_shape_;  // what its saved state holds, found as it is made
 };
 
 // Writes the 4 GiB identity map (2 MiB pages) and the boot GDT into low RAM.

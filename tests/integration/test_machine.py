@@ -13,9 +13,11 @@ import subprocess
 import tempfile
 import time
 
+import re
+
 import bzimage
 from test_input import MACVTAP, TMP, expect_exit, kernel_file, one_line_error, run_vmm
-from vmtest import MINIVMM, Guest, check, confined, vmm_threads
+from vmtest import MINIVMM, REPO, Guest, check, confined, vmm_threads
 
 
 def scenario_synthetic_guest(r):
@@ -328,3 +330,31 @@ def scenario_control_socket(r):
         finally:
             g.kill()
     r.case("control socket: --user 65534:65534 --jail DIR, the path made before and removed after", confined_socket)
+
+
+# The unit tests of the vCPU and VM state that need a real KVM
+# (tests/unit/kvm_state_test.cpp): the plain unit run reports them skipped;
+# here, where KVM runs VMs, MINIVMM_TEST_KVM=1 makes them run, and each
+# must pass.
+KVM_STATE_TESTS = ["RoundTripIntoAFreshVm", "RefusedStateIsAStateError", "APausedVcpuHasFinishedItsInstruction",
+                   "SavedOnTheApiThreadRestoredBeforeFilters"]
+
+
+def scenario_kvm_state(r):
+    out = ""
+
+    def run():
+        nonlocal out
+        p = subprocess.run([os.path.join(REPO, "build", "unit-tests"),
+                            "--gtest_filter=" + ":".join("KvmState." + t for t in KVM_STATE_TESTS)],
+                           env=dict(os.environ, MINIVMM_TEST_KVM="1"), capture_output=True, text=True, timeout=600)
+        out = p.stdout + p.stderr
+        check(f"{len(KVM_STATE_TESTS)} tests" in out, f"gtest did not run the {len(KVM_STATE_TESTS)} tests:\n{out[-1500:]}")
+        check("SKIPPED" not in out, f"a KVM state test was skipped:\n{out[-1500:]}")
+    r.case("KVM state unit tests run against /dev/kvm", run)
+    for t in KVM_STATE_TESTS:
+        def one(t=t):
+            ok = re.search(rf"^\[       OK \] KvmState\.{t} ", out, re.M)
+            i = out.find(f"[ RUN      ] KvmState.{t}")
+            check(ok, f"failed:\n{out[i:i + 1500] if i >= 0 else out[-800:]}")
+        r.case(f"KVM state: {t}", one)
