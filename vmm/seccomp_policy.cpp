@@ -204,6 +204,7 @@ void nudger_thread(Allowlist& l) {
 void api_thread(Allowlist& l) {
     waits(l);                            // the stop eventfd and the clients (poll, read)
     l.allow(SCMP_SYS(accept4));
+    l.allow(SCMP_SYS(recvmsg));          // requests, and the files passed with them (snapshot)
     l.allow(SCMP_SYS(sendto));           // replies, with MSG_NOSIGNAL: a client gone is no SIGPIPE
     l.allow(SCMP_SYS(close));            // a client done or idle too long
     kicks(l);                            // pause: every vCPU out of KVM_RUN
