@@ -20,6 +20,14 @@ constexpr uint8_t kAcknowledge = 1, kDriver = 2, kDriverOk = 4, kFeaturesOk = 8,
 constexpr uint64_t kFIndirectDesc = 1ull << 28, kFEventIdx = 1ull << 29, kFVersion1 = 1ull << 32;
 }  // namespace virtio
 
+// Live migration's log of the pages the device writes: one bit per 4 KiB
+// guest page (page p at bit p % 8 of byte p / 8), covering all of guest
+// memory; empty when not logging. vhost/dirty_log.hpp marks it.
+struct DirtyBitmap {
+    uint8_t* base = nullptr;
+    uint64_t bytes = 0;
+};
+
 // One virtqueue as the driver configured it.
 struct QueueConfig {
     uint16_t size = 0;
@@ -111,6 +119,13 @@ public:
         (void)t, (void)transport;
         r.fail(label() + ": this device's state cannot be loaded");
     }
+    // Live migration. Every write the device's datapaths make to guest
+    // memory is marked in log until it is set empty again; KVM sees only
+    // the vCPUs' writes. A device that writes guest memory must override it.
+    virtual void set_dirty_log(const DirtyBitmap& log) { (void)log; }
+    // Lets go of (false) or takes back (true) the device's host side, so
+    // that a destination on the same host can take it over (a tap's queues).
+    virtual void set_host_attached(bool attached) { (void)attached; }
 };
 
 }  // namespace minivmm

@@ -19,21 +19,40 @@ std::string line_of(const json& j) {
 struct Command {
     // Arguments besides "cmd", each a JSON string (the only kind any takes).
     std::vector<std::string> optional_strings;
-    std::function<json(ApiTarget&, const json& req)> run;
+    std::function<json(ApiTarget&, const json& req, Fd passed)> run;
+    bool takes_fd = false;  // needs a file passed with the request
 };
+
+bool stop_after(const json& r) {
+    std::string then = r.value("then", std::string("resume"));
+    if (then != "resume" && then != "stop") throw ApiError("'then' must be \"resume\" or \"stop\", not '" + then + "'");
+    return then == "stop";
+}
 
 const std::map<std::string, Command>& commands() {
     static const std::map<std::string, Command> table = {
-        {"status", {{}, [](ApiTarget& t, const json&) { return t.status(); }}},
-        {"stats", {{"nic"}, [](ApiTarget& t, const json& r) { return t.stats(r.value("nic", std::string())); }}},
-        {"pause", {{}, [](ApiTarget& t, const json&) { return t.pause(); }}},
-        {"resume", {{}, [](ApiTarget& t, const json&) { return t.resume(); }}},
-        {"quit", {{}, [](ApiTarget& t, const json&) { return t.quit(); }}},
+        {"status", {{}, [](ApiTarget& t, const json&, Fd) { return t.status(); }}},
+        {"stats", {{"nic"}, [](ApiTarget& t, const json& r, Fd) { return t.stats(r.value("nic", std::string())); }}},
+        {"pause", {{}, [](ApiTarget& t, const json&, Fd) { return t.pause(); }}},
+        {"resume", {{}, [](ApiTarget& t, const json&, Fd) { return t.resume(); }}},
+        {"quit", {{}, [](ApiTarget& t, const json&, Fd) { return t.quit(); }}},
+        {"snapshot",
+         {{"file", "then"},
+          [](ApiTarget& t, const json& r, Fd f) {
+              return t.snapshot(std::move(f), r.value("file", std::string("(passed file)")), stop_after(r));
+          },
+          true}},
+        {"migrate",
+         {{"uri"},
+          [](ApiTarget& t, const json& r, Fd conn) {
+              return t.migrate(std::move(conn), r.value("uri", std::string("(passed connection)")));
+          },
+          true}},
     };
     return table;
 }
 
-json dispatch(std::string_view line, ApiTarget& target) {
+json dispatch(std::string_view line, ApiTarget& target, PassedFds* fds) {
     json req = json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (req.is_discarded()) throw ApiError("request is not valid JSON");
     if (!req.is_object()) throw ApiError("request must be a JSON object, like {\"cmd\":\"status\"}");
@@ -51,7 +70,14 @@ json dispatch(std::string_view line, ApiTarget& target) {
         if (!known) throw ApiError("'" + name + "' takes no argument '" + key + "'");
         if (!value.is_string()) throw ApiError("'" + name + "': argument '" + key + "' must be a string");
     }
-    json reply = c.run(target, req);
+    Fd passed;
+    if (c.takes_fd) {
+        if (!fds || fds->empty())
+            throw ApiError("'" + name + "' needs a file passed with the request (SCM_RIGHTS; minivmm ctl does this)");
+        passed = std::move(fds->front());
+        fds->pop_front();
+    }
+    json reply = c.run(target, req, std::move(passed));
     if (reply.is_null()) reply = json::object();
     return reply;
 }
@@ -64,11 +90,11 @@ std::string api_overlong_reply() {
     return api_error_reply("request line longer than " + std::to_string(kMaxRequestLine) + " bytes");
 }
 
-std::string api_handle_line(std::string_view line, ApiTarget& target) {
+std::string api_handle_line(std::string_view line, ApiTarget& target, PassedFds* fds) {
     if (line.size() > kMaxRequestLine) return api_overlong_reply();
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);  // a client sending CRLF
     try {
-        json reply = dispatch(line, target);
+        json reply = dispatch(line, target, fds);
         json out = {{"ok", true}};
         out.update(reply);
         return line_of(out);

@@ -7,9 +7,12 @@
 #include <nlohmann/json.hpp>
 
 #include <cstddef>
+#include <deque>
 #include <string>
 #include <stdexcept>
 #include <string_view>
+
+#include "vmm/fd.hpp"
 
 namespace minivmm {
 
@@ -29,14 +32,31 @@ public:
     virtual nlohmann::ordered_json resume() = 0;
     // Asks the VM to stop (exit status 0); the reply still goes out.
     virtual nlohmann::ordered_json quit() = 0;
+    // Writes the whole machine to file (a file the client opened and passed
+    // with the request); name is what the client called it, for messages.
+    // The guest is paused meanwhile, then resumed, or with stop the VM ends
+    // once the snapshot is complete.
+    virtual nlohmann::ordered_json snapshot(Fd file, const std::string& name, bool stop) = 0;
+    // Moves the guest live to the minivmm at the other end of conn (a
+    // connection the client made to uri and passed with the request); on
+    // success the VM stops here once the reply is out.
+    virtual nlohmann::ordered_json migrate(Fd conn, const std::string& uri) = 0;
 };
+
+// Files a client passed with its requests (SCM_RIGHTS), oldest first. A
+// command that writes somewhere (snapshot, migrate) takes the oldest: minivmm opens
+// no path and connects nowhere itself once the guest runs, so its filters
+// need no open() or connect(), and the client's own permissions decide
+// where state may go.
+using PassedFds = std::deque<Fd>;
+constexpr size_t kMaxPassedFds = 4;
 
 struct ApiError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
 // One request line (without its newline) to one reply line (with it).
-std::string api_handle_line(std::string_view line, ApiTarget& target);
+std::string api_handle_line(std::string_view line, ApiTarget& target, PassedFds* fds = nullptr);
 // The reply to a line that was longer than kMaxRequestLine.
 std::string api_overlong_reply();
 // {"ok":false,"error":why} and its newline.

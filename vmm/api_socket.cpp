@@ -47,6 +47,7 @@ struct Client {
     std::string in, out;
     bool discarding = false;  // the rest of an over-long line
     bool closing = false;     // the client is done sending: close once out is written
+    PassedFds fds;            // files passed with its requests, not yet taken
     std::chrono::steady_clock::time_point last;
 };
 
@@ -71,13 +72,13 @@ void take_lines(Client& c, ApiTarget& target) {
             c.discarding = false;  // the over-long line ends here; it was answered
             continue;
         }
-        c.out += api_handle_line(std::string_view(c.in).substr(start, nl - start), target);
+        c.out += api_handle_line(std::string_view(c.in).substr(start, nl - start), target, &c.fds);
     }
     c.in.erase(0, start);
     if (c.in.find('\n') != std::string::npos) return;  // lines held back for their replies
     // The last line of a client that closed its side unterminated.
     if (c.closing && !c.in.empty() && !c.discarding && c.in.size() <= kMaxRequestLine) {
-        c.out += api_handle_line(c.in, target);
+        c.out += api_handle_line(c.in, target, &c.fds);
         c.in.clear();
     }
     if (c.in.size() > kMaxRequestLine) {
@@ -89,11 +90,34 @@ void take_lines(Client& c, ApiTarget& target) {
     }
 }
 
+// Takes the files that came with the bytes (SCM_RIGHTS): kept for the
+// requests that need one, up to kMaxPassedFds; more are closed.
+void take_fds(Client& c, msghdr& m) {
+    for (cmsghdr* h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
+        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS) continue;
+        size_t n = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < n; i++) {
+            int fd;
+            std::memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
+            Fd owned(fd);
+            if (c.fds.size() < kMaxPassedFds) c.fds.push_back(std::move(owned));
+        }
+    }
+}
+
 // Reads what is there; false once the client has closed its side (or failed).
 bool read_some(Client& c) {
     char buf[16384];
+    alignas(cmsghdr) char control[CMSG_SPACE(kMaxPassedFds * sizeof(int))];
     for (;;) {
-        ssize_t n = ::read(c.fd.get(), buf, sizeof buf);
+        iovec io{buf, sizeof buf};
+        msghdr m{};
+        m.msg_iov = &io;
+        m.msg_iovlen = 1;
+        m.msg_control = control;
+        m.msg_controllen = sizeof control;
+        ssize_t n = ::recvmsg(c.fd.get(), &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        if (n >= 0) take_fds(c, m);
         if (n > 0) {
             c.in.append(buf, static_cast<size_t>(n));
             if (c.in.size() > kMaxRequestLine) return true;  // handled before reading on

@@ -7,6 +7,7 @@
 #include <regex>
 
 #include "vmm/error.hpp"
+#include "vmm/migration_uri.hpp"
 #include "virtio/net_features.hpp"
 
 namespace minivmm {
@@ -15,6 +16,7 @@ const unsigned kMaxQueuePairs = net::kMaxPairs;
 
 const char* usage() {
     return "usage: minivmm --kernel BZIMAGE|VMLINUX [options]\n"
+           "       minivmm --restore FILE | --incoming URI [options]\n"
            "Boots a Linux kernel under KVM with a serial console on stdin/stdout.\n"
            "\n"
            "  -k, --kernel PATH     Linux bzImage or vmlinux (ELF) to boot (required)\n"
@@ -54,7 +56,16 @@ const char* usage() {
            "                        --jail and --user take effect, so PATH is a host path;\n"
            "                        removed at exit): one JSON request per line, such as\n"
            "                        {\"cmd\":\"status\"}; commands status, stats, pause,\n"
-           "                        resume, quit\n"
+           "                        resume, snapshot, migrate, quit (minivmm ctl PATH\n"
+           "                        COMMAND)\n"
+           "      --restore FILE    continue the guest a snapshot saved (minivmm ctl PATH\n"
+           "                        snapshot FILE) instead of booting a kernel; --mem, --cpus\n"
+           "                        and the NICs' queue pairs must match the snapshot's,\n"
+           "                        the NICs' backends and ports may differ\n"
+           "      --incoming URI    wait on URI (unix:PATH or tcp:HOST:PORT) for a guest\n"
+           "                        migrating live from another minivmm (minivmm ctl PATH\n"
+           "                        migrate URI there), then run it; the same rules as\n"
+           "                        --restore\n"
            "  -h, --help            this text\n"
            "  -V, --version         version\n"
            "\n"
@@ -161,7 +172,7 @@ BootMode parse_boot(const std::string& s) {
 }
 
 Options parse_cli(int argc, char** argv) {
-    enum { kStats = 1000, kSeccomp, kUser, kJail, kBoot, kApiSock };
+    enum { kStats = 1000, kSeccomp, kUser, kJail, kBoot, kApiSock, kRestore, kIncoming };
     static const option longopts[] = {
         {"kernel", required_argument, nullptr, 'k'}, {"initrd", required_argument, nullptr, 'i'},
         {"cmdline", required_argument, nullptr, 'c'}, {"mem", required_argument, nullptr, 'm'},
@@ -169,7 +180,8 @@ Options parse_cli(int argc, char** argv) {
         {"verbose", no_argument, nullptr, 'v'},      {"stats", no_argument, nullptr, kStats},
         {"seccomp", required_argument, nullptr, kSeccomp}, {"user", required_argument, nullptr, kUser},
         {"jail", required_argument, nullptr, kJail}, {"boot", required_argument, nullptr, kBoot},
-        {"api-sock", required_argument, nullptr, kApiSock},
+        {"api-sock", required_argument, nullptr, kApiSock}, {"restore", required_argument, nullptr, kRestore},
+        {"incoming", required_argument, nullptr, kIncoming},
         {"help", no_argument, nullptr, 'h'},         {"version", no_argument, nullptr, 'V'},
         {nullptr, 0, nullptr, 0},
     };
@@ -209,6 +221,14 @@ Options parse_cli(int argc, char** argv) {
                 if (!*optarg) throw UserError("--api-sock: empty path");
                 o.api_sock = optarg;
                 break;
+            case kRestore:
+                if (!*optarg) throw UserError("--restore: empty path");
+                o.restore = optarg;
+                break;
+            case kIncoming:
+                parse_migration_uri(optarg);  // a bad address is the user's to hear of first
+                o.incoming = optarg;
+                break;
             case 'h': o.help = true; break;
             case 'V': o.version = true; break;
             case ':': throw UserError(std::string("option '") + argv[optind - 1] + "' needs a value");
@@ -217,6 +237,16 @@ Options parse_cli(int argc, char** argv) {
     }
     if (optind < argc) throw UserError(std::string("unexpected argument '") + argv[optind] + "' (see --help)");
     if (o.help || o.version) return o;
+    if (o.restore && o.incoming) throw UserError("--restore and --incoming: a guest comes from one or the other");
+    if (o.restore || o.incoming) {
+        // The saved guest's RAM holds its kernel, initrd and command line.
+        const char* boot_option = !o.kernel.empty() ? "--kernel" : !o.initrd.empty() ? "--initrd"
+                                  : o.cmdline ? "--cmdline" : o.boot ? "--boot" : nullptr;
+        if (boot_option)
+            throw UserError(std::string(o.restore ? "--restore" : "--incoming") + " continues a running guest: " +
+                            boot_option + " has nothing to boot (drop it)");
+        return o;
+    }
     if (o.kernel.empty()) throw UserError("no kernel given: use --kernel PATH (see --help)");
     return o;
 }

@@ -37,6 +37,8 @@ struct Options {
     std::optional<std::string> user;  // --user USER or UID:GID
     std::optional<std::string> jail;  // --jail DIR
     std::optional<std::string> api_sock;  // --api-sock PATH: the control socket
+    std::optional<std::string> restore;   // --restore FILE: a snapshot to continue, instead of a kernel
+    std::optional<std::string> incoming;  // --incoming URI: a migrating guest to take, instead of a kernel
     bool help = false;
     bool version = false;
 };

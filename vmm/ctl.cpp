@@ -1,5 +1,6 @@
 #include "vmm/ctl.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -11,14 +12,16 @@
 #include "vmm/api_protocol.hpp"
 #include "vmm/error.hpp"
 #include "vmm/fd.hpp"
+#include "vmm/migration_uri.hpp"
 
 namespace minivmm {
 
 using json = nlohmann::ordered_json;
 
 namespace {
-// Longer than the server's own limit on pause (10 s) with room to spare.
-constexpr int kReplyTimeoutMs = 30'000;
+// Longer than the server's own limit on pause (10 s) with room to spare;
+// a snapshot or a migration sends all of RAM first.
+constexpr int kReplyTimeoutMs = 30'000, kSnapshotTimeoutMs = 600'000;
 constexpr size_t kMaxReply = 16u << 20;
 
 Fd connect_to(const std::string& path) {
@@ -37,21 +40,68 @@ Fd connect_to(const std::string& path) {
     return s;
 }
 
-std::string exchange(const Fd& s, const std::string& path, const std::string& line) {
+// Commands whose first argument needs no KEY=: what it names.
+const char* positional_key(const std::string& cmd) {
+    if (cmd == "snapshot") return "file";
+    if (cmd == "migrate") return "uri";
+    return nullptr;
+}
+
+// The snapshot's file is opened here, and the migration's connection made
+// here, with the client's permissions, and passed to minivmm with the
+// request: a running minivmm opens no path and connects nowhere.
+Fd passed_fd(const json& req) {
+    if (req["cmd"] == "snapshot" && req.contains("file")) {
+        std::string file = req["file"].get<std::string>();
+        Fd f(::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+        if (!f) throw sys_error("ctl: snapshot " + file);
+        return f;
+    }
+    if (req["cmd"] == "migrate" && req.contains("uri")) {
+        try {
+            return connect_migration(parse_migration_uri(req["uri"].get<std::string>()));
+        } catch (const UserError& e) {
+            throw UserError(std::string("ctl: migrate ") + e.what());
+        }
+    }
+    return {};
+}
+
+// Sends the line, with passed (if any) attached to its first bytes.
+void send_request(const Fd& s, const std::string& path, const std::string& line, const Fd& passed) {
     for (size_t off = 0; off < line.size();) {
-        ssize_t n = ::send(s.get(), line.data() + off, line.size() - off, MSG_NOSIGNAL);
+        iovec io{const_cast<char*>(line.data() + off), line.size() - off};
+        msghdr m{};
+        m.msg_iov = &io;
+        m.msg_iovlen = 1;
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+        if (off == 0 && passed) {
+            m.msg_control = control;
+            m.msg_controllen = sizeof control;
+            cmsghdr* h = CMSG_FIRSTHDR(&m);
+            h->cmsg_level = SOL_SOCKET;
+            h->cmsg_type = SCM_RIGHTS;
+            h->cmsg_len = CMSG_LEN(sizeof(int));
+            int fd = passed.get();
+            std::memcpy(CMSG_DATA(h), &fd, sizeof fd);
+        }
+        ssize_t n = ::sendmsg(s.get(), &m, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) continue;
             throw sys_error("ctl: " + path + ": sending the request");
         }
         off += static_cast<size_t>(n);
     }
+}
+
+std::string exchange(const Fd& s, const std::string& path, const std::string& line, const Fd& passed, int timeout_ms) {
+    send_request(s, path, line, passed);
     std::string reply;
     char buf[4096];
     while (reply.find('\n') == std::string::npos) {
         pollfd p{s.get(), POLLIN, 0};
-        int r = ::poll(&p, 1, kReplyTimeoutMs);
-        if (r == 0) throw UserError("ctl: " + path + ": no reply within " + std::to_string(kReplyTimeoutMs / 1000) + " s");
+        int r = ::poll(&p, 1, timeout_ms);
+        if (r == 0) throw UserError("ctl: " + path + ": no reply within " + std::to_string(timeout_ms / 1000) + " s");
         if (r < 0) {
             if (errno == EINTR) continue;
             throw sys_error("ctl: poll");
@@ -74,7 +124,12 @@ std::string exchange(const Fd& s, const std::string& path, const std::string& li
 json ctl_request(const std::vector<std::string>& args) {
     if (args.empty() || args[0].empty()) throw UserError("ctl: no command (usage: minivmm ctl PATH COMMAND [KEY=VALUE...])");
     json req = {{"cmd", args[0]}};
-    for (size_t i = 1; i < args.size(); i++) {
+    size_t first = 1;
+    if (const char* key = positional_key(args[0]); key && args.size() > 1 && args[1].find('=') == std::string::npos) {
+        req[key] = args[1];
+        first = 2;
+    }
+    for (size_t i = first; i < args.size(); i++) {
         size_t eq = args[i].find('=');
         if (eq == std::string::npos || eq == 0)
             throw UserError("ctl: expected KEY=VALUE, got '" + args[i] + "'");
@@ -90,8 +145,10 @@ int run_ctl(int argc, char** argv) {
         if (argc < 2) throw UserError("ctl: expected a socket path and a command (usage: minivmm ctl PATH COMMAND [KEY=VALUE...])");
         std::string path = argv[0];
         json req = ctl_request(std::vector<std::string>(argv + 1, argv + argc));
+        Fd passed = passed_fd(req);
         Fd s = connect_to(path);
-        std::string line = exchange(s, path, req.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+        int timeout = passed ? kSnapshotTimeoutMs : kReplyTimeoutMs;
+        std::string line = exchange(s, path, req.dump(-1, ' ', false, json::error_handler_t::replace) + "\n", passed, timeout);
         json reply = json::parse(line, nullptr, false);
         if (reply.is_discarded() || !reply.is_object() || !reply.contains("ok") || !reply["ok"].is_boolean())
             throw UserError("ctl: " + path + ": the reply is not a control socket's: " + line.substr(0, 200));

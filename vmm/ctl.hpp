@@ -1,5 +1,7 @@
 // minivmm ctl PATH COMMAND [KEY=VALUE...]: the control socket's client, in
-// the same binary. It sends {"cmd":COMMAND, KEY:VALUE...} as one line, prints
+// the same binary. It sends {"cmd":COMMAND, KEY:VALUE...} as one line (for
+// `snapshot FILE`, with FILE opened here and passed along; for `migrate
+// URI`, with the connection to URI made here and passed along), prints
 // the reply (indented), and exits 0 if the reply says ok, 1 if it does not,
 // or with one line on stderr and status 1 when nothing serves PATH.
 #pragma once

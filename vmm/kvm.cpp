@@ -108,9 +108,10 @@ Vm::Vm(const Kvm& kvm) {
     kvm_ioctl(fd(), KVM_CREATE_PIT2, &pit, "CREATE_PIT2");
 }
 
-void Vm::set_memory(uint32_t slot, uint64_t gpa, uint64_t size, void* hva) {
+void Vm::set_memory(uint32_t slot, uint64_t gpa, uint64_t size, void* hva, uint32_t flags) {
     kvm_userspace_memory_region r{};
     r.slot = slot;
+    r.flags = flags;
     r.guest_phys_addr = gpa;
     r.memory_size = size;
     r.userspace_addr = reinterpret_cast<uint64_t>(hva);

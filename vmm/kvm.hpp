@@ -66,7 +66,8 @@ class Vm : public KvmEventfds {
 public:
     explicit Vm(const Kvm& kvm);
     int fd() const { return fd_.get(); }
-    void set_memory(uint32_t slot, uint64_t gpa, uint64_t size, void* hva);
+    // flags: KVM_MEM_LOG_DIRTY_PAGES while a migration tracks writes.
+    void set_memory(uint32_t slot, uint64_t gpa, uint64_t size, void* hva, uint32_t flags = 0);
     // Drive a GSI of the in-kernel IOAPIC/PIC to a level.
     void irq_line(uint32_t gsi, bool level);
     // Inject one MSI (address/data as the guest programmed them).

@@ -125,13 +125,13 @@ const Kvm& Machine::check_cpu_limit() const {
     return kvm_;
 }
 
-Machine::Machine(const Options& opts, const BootFiles& files)
+Machine::Machine(const Options& opts, const BootFiles* files, state::RecordReader* restore)
     : opts_(opts),
       signals_blocked_(block_vm_signals()),
       confinement_(opts.user, opts.jail),
       mem_(checked_ram(opts)),
       cmdline_(guest_cmdline(opts)),
-      plan_(load_guest(files)),
+      plan_(files ? load_guest(*files) : BootPlan{}),
       nic_hosts_(open_nic_hosts()),
       api_(opts.api_sock ? std::make_unique<ApiSocket>(*opts.api_sock) : nullptr),
       vm_(check_cpu_limit()) {
@@ -145,7 +145,7 @@ Machine::Machine(const Options& opts, const BootFiles& files)
         for (const auto& r : mem_.regions())
             std::fprintf(stderr, " [%#llx-%#llx)", (unsigned long long)r.gpa, (unsigned long long)(r.gpa + r.size));
         std::fputc('\n', stderr);
-        print_boot(files.kernel);
+        if (files) print_boot(files->kernel);
         if (plan_.initrd_size)
             std::fprintf(stderr, "minivmm: initrd %llu bytes at %#llx\n", (unsigned long long)plan_.initrd_size,
                          (unsigned long long)plan_.initrd_gpa);
@@ -163,10 +163,21 @@ Machine::Machine(const Options& opts, const BootFiles& files)
     pio_.add(PciBus::kConfigPort, PciBus::kConfigLen, &pci_);
     mmio_.add(PciBus::kWindowStart, PciBus::kWindowEnd - PciBus::kWindowStart, &pci_.mmio());
     add_devices();
+    // A migrating guest still runs at the source, on the same taps if the
+    // source is on this host: ours wait until its state arrives (load_state).
+    if (opts.incoming)
+        for (const auto& d : devices_) d->device().set_host_attached(false);
 
     auto cpuid = kvm_.supported_cpuid();
     for (unsigned i = 0; i < opts.cpus; i++) vcpus_.push_back(std::make_unique<Vcpu>(kvm_, vm_, i, opts.cpus, cpuid));
-    vcpus_[0]->setup_boot_cpu(mem_, plan_.entry, layout::kZeroPage);
+    if (restore) {
+        load_state(*restore);
+        if (opts.verbose) std::fprintf(stderr, "minivmm: restored: the guest continues where it was saved\n");
+    } else if (files) {
+        vcpus_[0]->setup_boot_cpu(mem_, plan_.entry, layout::kZeroPage);
+    } else {
+        throw InternalError("a machine needs a kernel or a saved state");
+    }
 }
 
 std::vector<NicHost> Machine::open_nic_hosts() const {

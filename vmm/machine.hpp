@@ -16,6 +16,9 @@
 #include "vmm/guest_memory.hpp"
 #include "vmm/io_bus.hpp"
 #include "vmm/kvm.hpp"
+#include "vmm/machine_shape.hpp"
+#include "vmm/ram_state.hpp"
+#include "vmm/state_records.hpp"
 #include "vmm/gsi_router.hpp"
 #include "vmm/pci.hpp"
 #include "vmm/privileges.hpp"
@@ -38,7 +41,12 @@ public:
     // What the host provides without KVM (memory, the guest's image in it,
     // NIC ports, vhost) is checked and opened first, /dev/kvm last: a user on
     // a host without KVM hears of their own mistakes first.
-    Machine(const Options& opts, const BootFiles& files);
+    // Without files, the machine continues a saved one instead: restore is
+    // the reader of its state, past its shape (which the caller checked
+    // against shape(opts)); throws state::Error if the rest is bad.
+    Machine(const Options& opts, const BootFiles* files, state::RecordReader* restore = nullptr);
+    // The shape (vmm/machine_shape.hpp) a machine built from opts has.
+    static state::MachineShape shape(const Options& opts);
     ~Machine();
     // Runs the guest until it powers off, resets, fails, or a signal stops it.
     // Returns minivmm's exit status.
@@ -65,6 +73,14 @@ private:
     nlohmann::ordered_json pause() override;
     nlohmann::ordered_json resume() override;
     nlohmann::ordered_json quit() override;
+    nlohmann::ordered_json snapshot(Fd file, const std::string& name, bool stop) override;
+    nlohmann::ordered_json migrate(Fd conn, const std::string& uri) override;  // machine_migration.cpp
+
+    // Saved state (machine_state.cpp): the whole machine, from the vCPUs
+    // paused and the devices quiesced; and into a machine just built.
+    state::RamCounts save_state(state::RecordWriter& w);
+    void save_sections(state::RecordWriter& w);  // everything but RAM, then End
+    void load_state(state::RecordReader& r);
 
     // Members are built in the order they are declared: this is the order
     // of setting up, and its reverse is the order of tearing down.

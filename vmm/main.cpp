@@ -6,6 +6,7 @@
 // stock kernel at speed; run it until the guest powers off or resets.
 // Anything the user can fix ends here as one line on stderr and exit status
 // 1; a failure of ours or the host's (a KVM ioctl) as one line and status 2.
+#include <fcntl.h>
 #include <link.h>
 #include <malloc.h>
 #include <sys/mman.h>
@@ -15,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 
@@ -24,7 +26,9 @@
 #include "vmm/error.hpp"
 #include "vmm/kvm.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/migration_uri.hpp"
 #include "vmm/seccomp.hpp"
+#include "vmm/state_records.hpp"
 
 #ifndef MINIVMM_VERSION
 #define MINIVMM_VERSION "0.1"
@@ -77,6 +81,45 @@ int drop_code_pages(dl_phdr_info* info, size_t, void*) {
     return 0;
 }
 void drop_setup_code() { dl_iterate_phdr(drop_code_pages, nullptr); }
+
+// A saved guest's stream (--restore's file, --incoming's connection) is
+// opened before the machine (and any --jail), and its shape checked against
+// the options before anything is built: a wrong --mem is one line, not a
+// half-built machine.
+minivmm::state::RecordReader start_reading(int fd, const std::string& what, const minivmm::Options& opts) {
+    using namespace minivmm;
+    state::RecordReader r(fd, what);
+    r.header();
+    state::Record first = r.read();
+    if (first.kind != state::Kind::Config) throw state::Error(what + ": does not start with the machine's shape");
+    std::string why = state::MachineShape::load(first.body, what).mismatch(Machine::shape(opts));
+    if (!why.empty()) throw UserError(what + ": " + why);
+    return r;
+}
+
+// --incoming: one connection from the migrating minivmm, taken before the
+// machine is built (and so before any --jail and --user).
+minivmm::Fd take_incoming(const std::string& text) {
+    using namespace minivmm;
+    MigrationUri uri = parse_migration_uri(text);
+    Fd listener = listen_migration(uri);
+    std::fprintf(stderr, "minivmm: waiting for a migrating guest on %s\n", text.c_str());
+    Fd c = accept_migration(std::move(listener), uri);
+    std::fprintf(stderr, "minivmm: migration: receiving the guest\n");
+    return c;
+}
+
+// Tells the source how the migration ended here: it lets go of the guest
+// only on "running"; on anything else it resumes it.
+void answer_source(int fd, const std::string& what, const std::string& why = {}) {
+    using namespace minivmm;
+    try {
+        state::RecordWriter w(fd);
+        w.write(state::Kind::Ack, what, {reinterpret_cast<const uint8_t*>(why.data()), why.size()});
+    } catch (const std::exception&) {
+        // The source is gone: it has resumed its guest, or will.
+    }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -84,6 +127,7 @@ int main(int argc, char** argv) {
     // The control socket's client: no VM, no KVM.
     if (argc >= 2 && std::string(argv[1]) == "ctl") return run_ctl(argc - 2, argv + 2);
     keep_heap_small();
+    Fd incoming;  // the migration's connection, for the refusal if anything fails
     try {
         Options opts = parse_cli(argc, argv);
         if (opts.help) {
@@ -96,14 +140,32 @@ int main(int argc, char** argv) {
         }
         // Input files first: a typo in a path should be reported as such even
         // on a host where KVM would fail too.
-        auto files = std::make_unique<BootFiles>(read_boot_files(opts.kernel, opts.initrd, opts.boot));
+        Fd snapshot;
+        std::optional<state::RecordReader> restore;
+        std::unique_ptr<BootFiles> files;
+        if (opts.restore) {
+            snapshot = Fd(::open(opts.restore->c_str(), O_RDONLY | O_CLOEXEC));
+            if (!snapshot) throw sys_error("--restore " + *opts.restore);
+            restore.emplace(start_reading(snapshot.get(), "--restore " + *opts.restore, opts));
+        } else if (opts.incoming) {
+            incoming = take_incoming(*opts.incoming);
+            restore.emplace(start_reading(incoming.get(), "migration on " + *opts.incoming, opts));
+        } else {
+            files = std::make_unique<BootFiles>(read_boot_files(opts.kernel, opts.initrd, opts.boot));
+        }
         // Before the machine: its device threads start as it is built, and
         // each installs its filter as it starts (vmm/seccomp_policy.cpp).
         seccomp_prepare(opts.seccomp);
         if (opts.verbose) print_seccomp(opts.seccomp);
         // Read now: a jailed machine has no /proc/cpuinfo.
         bool no_hw_virt = Kvm::host_lacks_hw_virt();
-        Machine machine(opts, *files);
+        Machine machine(opts, files.get(), restore ? &*restore : nullptr);
+        snapshot = Fd();
+        if (incoming) {
+            answer_source(incoming.get(), "running");
+            incoming = Fd();
+            std::fprintf(stderr, "minivmm: the migrated guest runs here\n");
+        }
         // Loaded into guest RAM: the files' own copies would only hold memory
         // for as long as the guest runs.
         files.reset();
@@ -116,9 +178,11 @@ int main(int argc, char** argv) {
                          "kernel will run very slowly; use a PVM-enabled guest kernel (CONFIG_PVM_GUEST)\n");
         return machine.run();
     } catch (const UserError& e) {
+        if (incoming) answer_source(incoming.get(), "refused", e.what());
         std::fprintf(stderr, "minivmm: %s\n", e.what());
         return 1;
     } catch (const InternalError& e) {
+        if (incoming) answer_source(incoming.get(), "refused", std::string("internal error: ") + e.what());
         std::fprintf(stderr, "minivmm: internal error: %s\n", e.what());
         return 2;
     } catch (const std::system_error& e) {

@@ -218,6 +218,7 @@ void nudger_thread(Allowlist& l) {
 void api_thread(Allowlist& l) {
     waits(l);                            // the stop eventfd and the clients (poll, read)
     l.allow(SCMP_SYS(accept4));
+    l.allow(SCMP_SYS(recvmsg));          // requests, and the files passed with them (snapshot)
     l.allow(SCMP_SYS(sendto));           // replies, with MSG_NOSIGNAL: a client gone is no SIGPIPE
     l.allow(SCMP_SYS(close));            // a client done or idle too long
     kicks(l);                            // pause: every vCPU out of KVM_RUN
@@ -245,6 +246,19 @@ void api_thread(Allowlist& l) {
     l.allow_ioctl(KVM_GET_IRQCHIP);  // PIC master, PIC slave, IOAPIC
     l.allow_ioctl(KVM_GET_PIT2);
     l.allow_ioctl(KVM_GET_CLOCK);
+    // Quiescing the NICs for a snapshot or a migration's switch-over, and
+    // resuming them after (or after a failed migration): the same vhost,
+    // tap, KVM eventfd calls and ring threads as a reset and a DRIVER_OK on
+    // a vCPU.
+    device_emulation(l);
+    l.allow(SCMP_SYS(fdatasync));  // a snapshot is on disk before the reply says so
+    // Migration: KVM's dirty log on every memory slot, turned on and off by
+    // setting the slot again with its flag; the vhost log given to the NICs'
+    // backends; the source's tap queues let go at the switch-over and taken
+    // back if the migration fails (TUNSETQUEUE is in device_emulation).
+    l.allow_ioctl(KVM_SET_USER_MEMORY_REGION);
+    l.allow_ioctl(KVM_GET_DIRTY_LOG);
+    l.allow_ioctl(VHOST_SET_LOG_BASE);
 }
 }  // namespace
 

@@ -42,10 +42,10 @@ class BulkServer:
     receive exactly `size` bytes, or send `size` bytes of seeded random data.
     result() gives the server's (sha256, bytes) to compare with the guest's."""
 
-    def __init__(self, ns, mode, addr, port, size):
+    def __init__(self, ns, mode, addr, port, size, seconds=0):
         here = os.path.dirname(os.path.abspath(__file__))
         self.proc = subprocess.Popen(ns.prefix() + [sys.executable, os.path.join(here, "bulk.py"), mode, addr,
-                                                    str(port), str(size)],
+                                                    str(port), str(size), str(seconds)],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = self.proc.stdout.readline()
         if line.strip() != "listening":

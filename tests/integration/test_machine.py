@@ -358,3 +358,70 @@ def scenario_kvm_state(r):
             i = out.find(f"[ RUN      ] KvmState.{t}")
             check(ok, f"failed:\n{out[i:i + 1500] if i >= 0 else out[-800:]}")
         r.case(f"KVM state: {t}", one)
+
+
+def scenario_snapshot(r):
+    """The whole machine saved and continued: the serial loop's vCPU goes on
+    printing after a snapshot (in the same process, and restored in a new
+    one), and a snapshot that is damaged or does not fit is refused."""
+    loop = kernel_file("serial-loop", SERIAL_LOOP)
+    d = tempfile.mkdtemp(prefix="snap-", dir=TMP)
+    snap = os.path.join(d, "vm.snap")
+
+    def wait_xs(g, more_than, what):
+        deadline = time.monotonic() + 30
+        while xs(g) <= more_than:
+            check(g.proc.poll() is None, f"{what}: minivmm exited {g.proc.returncode}: {g.out[-400:]!r}")
+            check(time.monotonic() < deadline, f"{what}: no output in 30 s")
+            time.sleep(0.05)
+
+    def save_and_restore():
+        sock = os.path.join(d, "api.sock")
+        g = Guest([MINIVMM, "--api-sock", sock, "--mem", "256M", "--cpus", "2", "--kernel", loop], "snap-source")
+        try:
+            wait_for_socket(g, sock)
+            wait_xs(g, 100, "before the snapshot")
+            rep = ctl_ok(sock, "snapshot", snap)  # resumes after
+            check(rep["state"] == "running" and rep["ram_pages"] > 0 and rep["bytes"] == os.path.getsize(snap),
+                  f"snapshot's reply: {rep}")
+            check(stat.S_IMODE(os.stat(snap).st_mode) == 0o600, "the snapshot is not owner-only")
+            wait_xs(g, xs(g), "after a snapshot that resumes")
+            rep = ctl_ok(sock, "snapshot", snap, "then=stop")
+            check(rep["state"] == "stopping", f"snapshot then=stop: {rep}")
+            rc = g.wait_exit(20)
+            check(rc == 0, f"exit status {rc} after snapshot then=stop: {g.out[-400:]!r}")
+        finally:
+            g.kill()
+        sock2 = os.path.join(d, "api2.sock")
+        g2 = Guest([MINIVMM, "--api-sock", sock2, "--mem", "256M", "--cpus", "2", "--restore", snap], "snap-restored")
+        try:
+            wait_for_socket(g2, sock2)
+            wait_xs(g2, 100, "after --restore")
+            st = ctl_ok(sock2, "status")
+            check(st["state"] == "running" and st["vcpus"] == 2, f"status after restore: {st}")
+            quit_and_check(g2, sock2)
+            return f"{os.path.getsize(snap)} bytes of snapshot; the loop printed {xs(g2)} bytes after --restore"
+        finally:
+            g2.kill()
+    r.case("snapshot: the guest runs on after it; then=stop exits 0; --restore continues it in a new process",
+           save_and_restore)
+
+    def refusals():
+        check(os.path.exists(snap), "no snapshot from the case before")
+        good = open(snap, "rb").read()
+        base = ["--mem", "256M", "--cpus", "2"]
+        one_line_error(base + ["--restore", os.path.join(d, "none.snap")], "No such file")
+        one_line_error(base + ["--restore", snap, "--kernel", loop], "drop it")
+        one_line_error(["--mem", "512M", "--cpus", "2", "--restore", snap], "256 MiB of RAM, this one 512 MiB")
+        one_line_error(["--mem", "256M", "--restore", snap], "2 vCPU(s), this one 1")
+        one_line_error(base + ["--net", "tap-snap", "--restore", snap], "NIC")
+        bad = os.path.join(d, "bad.snap")
+        for what, data, keyword in (("not a snapshot", b"hello, world\n" * 10, "not minivmm saved state"),
+                                    ("truncated", good[:len(good) // 2], "truncated"),
+                                    ("a byte flipped", good[:len(good) // 3] + bytes([good[len(good) // 3] ^ 1]) +
+                                     good[len(good) // 3 + 1:], "corrupted")):
+            with open(bad, "wb") as f:
+                f.write(data)
+            one_line_error(base + ["--restore", bad], keyword, hide_kvm=False)
+        return "missing, mismatched (RAM, vCPUs, NICs), foreign, truncated and corrupted snapshots refused"
+    r.case("snapshot: missing, mismatched, truncated and corrupted snapshots: one line, exit 1", refusals)

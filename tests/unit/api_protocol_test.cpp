@@ -3,6 +3,7 @@
 #include "vmm/api_protocol.hpp"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <string>
 #include <vector>
@@ -37,6 +38,14 @@ struct FakeTarget : ApiTarget {
     json quit() override {
         calls.push_back("quit");
         return {};
+    }
+    json snapshot(Fd file, const std::string& name, bool stop) override {
+        calls.push_back("snapshot " + name + (stop ? " stop" : " resume") + (file ? " fd" : " nofd"));
+        return {};
+    }
+    json migrate(Fd conn, const std::string& uri) override {
+        calls.push_back("migrate " + uri + (conn ? " fd" : " nofd"));
+        return {{"state", "migrated"}};
     }
 };
 
@@ -76,8 +85,9 @@ TEST(ApiProtocol, MalformedLinesGetErrorRepliesNamingTheFault) {
         {"{\"cmd\":{\"name\":\"status\"}}", "must be a string"},
         {"{\"cmd\":\"\"}", "unknown command ''"},
         {"{\"cmd\":\"STATUS\"}", "unknown command 'STATUS'"},
-        {"{\"cmd\":\"snapshot\"}", "unknown command 'snapshot'"},
-        {"{\"cmd\":\"migrate\"}", "unknown command 'migrate'"},
+        {"{\"cmd\":\"snapshot\"}", "needs a file passed"},
+        {"{\"cmd\":\"migrate\"}", "needs a file passed"},
+        {"{\"cmd\":\"restore\"}", "unknown command 'restore'"},
         {"{\"cmd\":\"status\",\"verbose\":true}", "takes no argument 'verbose'"},
         {"{\"cmd\":\"pause\",\"nic\":\"net0\"}", "takes no argument 'nic'"},
         {"{\"cmd\":\"stats\",\"nic\":0}", "argument 'nic' must be a string"},
@@ -109,6 +119,36 @@ TEST(ApiProtocol, GoodRequestsReachTheTargetAndSayOk) {
     EXPECT_EQ(reply("{\"cmd\":\"stats\"}", t)["ok"], true);
     EXPECT_EQ(t.nic_asked, "");
     EXPECT_EQ(t.calls, (std::vector<std::string>{"status", "pause", "resume", "quit", "stats", "stats"}));
+}
+
+TEST(ApiProtocol, SnapshotTakesThePassedFileAndChecksThen) {
+    FakeTarget t;
+    PassedFds fds;
+    EXPECT_NE(reply(R"({"cmd":"snapshot","file":"a"})", t)["error"].get<std::string>().find("needs a file"),
+              std::string::npos);
+    for (int i = 0; i < 3; i++) fds.emplace_back(::dup(1));
+    auto with_fds = [&](const std::string& line) { return json::parse(api_handle_line(line, t, &fds)); };
+    EXPECT_EQ(with_fds(R"({"cmd":"snapshot","file":"a"})")["ok"], true);
+    EXPECT_EQ(fds.size(), 2u);
+    // A refused request still takes its file: the next one's is the next file.
+    EXPECT_NE(with_fds(R"({"cmd":"snapshot","then":"later"})")["error"].get<std::string>().find("'then'"),
+              std::string::npos);
+    EXPECT_EQ(with_fds(R"({"cmd":"status"})")["ok"], true);  // takes no file: the file waits
+    EXPECT_EQ(fds.size(), 1u);
+    EXPECT_EQ(with_fds(R"({"cmd":"snapshot","file":"b","then":"stop"})")["ok"], true);
+    EXPECT_TRUE(fds.empty());
+    ASSERT_GE(t.calls.size(), 2u);
+    EXPECT_EQ(t.calls[t.calls.size() - 3], "snapshot a resume fd");
+    EXPECT_EQ(t.calls[t.calls.size() - 2], "status");
+    EXPECT_EQ(t.calls.back(), "snapshot b stop fd");
+    // migrate takes its connection the same way.
+    EXPECT_NE(with_fds(R"({"cmd":"migrate","uri":"unix:/x"})")["error"].get<std::string>().find("needs a file"),
+              std::string::npos);
+    fds.emplace_back(::dup(1));
+    EXPECT_EQ(with_fds(R"({"cmd":"migrate","uri":"unix:/x"})")["state"], "migrated");
+    EXPECT_EQ(t.calls.back(), "migrate unix:/x fd");
+    EXPECT_NE(with_fds(R"({"cmd":"migrate","to":"x"})")["error"].get<std::string>().find("no argument 'to'"),
+              std::string::npos);
 }
 
 TEST(ApiProtocol, TargetErrorsBecomeErrorReplies) {

@@ -94,7 +94,30 @@ struct FakeTarget : ApiTarget {
         [[maybe_unused]] ssize_t n = write(stop_fd, &one, sizeof one);
         return {{"state", "stopping"}};
     }
+    json migrate(Fd, const std::string&) override { return {{"state", "migrated"}}; }
+    // Writes the name into the passed file: what arrived is what was sent.
+    json snapshot(Fd file, const std::string& name, bool) override {
+        std::string text = "snap:" + name;
+        return {{"written", write(file.get(), text.data(), text.size())}};
+    }
 };
+
+// A request with an fd attached (SCM_RIGHTS), as minivmm ctl sends snapshot.
+void send_with_fd(const Fd& s, const std::string& line, int fd) {
+    iovec io{const_cast<char*>(line.data()), line.size()};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+    msghdr m{};
+    m.msg_iov = &io;
+    m.msg_iovlen = 1;
+    m.msg_control = control;
+    m.msg_controllen = sizeof control;
+    cmsghdr* h = CMSG_FIRSTHDR(&m);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(h), &fd, sizeof fd);
+    ASSERT_EQ(sendmsg(s.get(), &m, MSG_NOSIGNAL), ssize_t(line.size()));
+}
 
 // Serves path in a forked child, on a thread under the API filter; returns
 // the child's pid. The child exits 0 when serve() returns.
@@ -226,6 +249,18 @@ TEST(ApiSocket, ServesUnderItsFilterAndRemovesThePathOnQuit) {
     EXPECT_EQ(over["ok"], false);
     EXPECT_NE(over["error"].get<std::string>().find("longer than"), std::string::npos);
     EXPECT_EQ(json::parse(read_line(a))["state"], "running");
+    // A file passed with snapshot reaches the target; without one, an error.
+    send_all(a, "{\"cmd\":\"snapshot\",\"file\":\"x\"}\n");
+    EXPECT_NE(json::parse(read_line(a))["error"].get<std::string>().find("needs a file passed"), std::string::npos);
+    int pipe_fds[2];
+    ASSERT_EQ(pipe(pipe_fds), 0);
+    Fd pipe_read(pipe_fds[0]), pipe_write(pipe_fds[1]);
+    send_with_fd(a, "{\"cmd\":\"snapshot\",\"file\":\"vm.snap\"}\n", pipe_write.get());
+    pipe_write = Fd();
+    EXPECT_EQ(json::parse(read_line(a))["written"], 12);
+    char got[32] = {};
+    EXPECT_EQ(read(pipe_read.get(), got, sizeof got), 12);
+    EXPECT_STREQ(got, "snap:vm.snap");
     // A client that closes its side after an unterminated request still gets the reply.
     Fd b = connect_to(p);
     send_all(b, "{\"cmd\":\"status\"}");

@@ -33,6 +33,10 @@ TEST(Ctl, RequestFromArguments) {
     // Values are strings; an empty one too (the server judges what it means).
     EXPECT_EQ(ctl_request({"stats", "nic="}), json::parse(R"({"cmd":"stats","nic":""})"));
     // Unknown commands go to the server, whose error reply says so.
+    EXPECT_EQ(ctl_request({"frobnicate"}), json::parse(R"({"cmd":"frobnicate"})"));
+    // snapshot's file needs no key.
+    EXPECT_EQ(ctl_request({"snapshot", "/tmp/vm.snap", "then=stop"}),
+              json::parse(R"({"cmd":"snapshot","file":"/tmp/vm.snap","then":"stop"})"));
     EXPECT_EQ(ctl_request({"snapshot"}), json::parse(R"({"cmd":"snapshot"})"));
     EXPECT_THROW(ctl_request({}), UserError);
     EXPECT_THROW(ctl_request({""}), UserError);

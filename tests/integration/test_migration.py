@@ -1,0 +1,281 @@
+"""Live migration between minivmm processes in one emulated outer host,
+each scenario in its own network namespace, over a tap the test makes
+(persistent, multi_queue): the source lets go of its queues at the
+switch-over and the destination, waiting with --incoming, takes them.
+
+While a guest moves: the host pings it every 10 ms (packets lost are
+reported), the host streams 50 MB into a file in the guest's RAM and the
+guest streams to the host, both spread over the pre-copy rounds; after the
+move both sha256 sums match, the guest's uptime went on and its clock did
+not jump. The stream into the guest is what tests the dirty log: its pages
+are written by the datapath (vhost-net, the worker threads, the off I/O
+thread), which KVM's own log never sees.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+from netns import BulkServer, Netns
+from test_net import BOOT_TIMEOUT, GUEST, HOST, guest_stream_sha, ping, unprivileged
+from vmtest import MINIVMM, Guest, check, minivmm
+
+MEM = "512M"
+STREAM = 50 << 20
+STREAM_SECONDS = 20  # the host's stream into the guest, spread over the move
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def ctl(sock, *args, ok=True, timeout=900):
+    p = subprocess.run([MINIVMM, "ctl", sock] + list(args), capture_output=True, text=True, timeout=timeout)
+    if ok:
+        check(p.returncode == 0, f"ctl {' '.join(args)}: exit {p.returncode}: {p.stdout[-500:]!r} {p.stderr[-500:]!r}")
+        reply = json.loads(p.stdout)
+        check(reply.get("ok") is True, f"ctl {' '.join(args)}: {reply}")
+        return reply
+    return p
+
+
+def nobody_dir(prefix):
+    d = tempfile.mkdtemp(prefix=prefix)
+    os.chown(d, 65534, 65534)
+    return d
+
+
+def wait_for(g, text, timeout=60):
+    deadline = time.monotonic() + timeout
+    while text not in g.out:
+        check(g.proc.poll() is None, f"minivmm exited {g.proc.returncode} before {text!r}: {g.out[-500:]!r}")
+        check(time.monotonic() < deadline, f"no {text!r} in {timeout} s: {g.out[-500:]!r}")
+        time.sleep(0.05)
+
+
+def guest_clock_offset(g):
+    """Guest wall clock minus the host's, in seconds."""
+    rc, out = g.run("date +%s")
+    check(rc == 0 and out.strip().isdigit(), f"date: {out!r}")
+    return int(out.strip()) - time.time()
+
+
+def uptime(g):
+    rc, out = g.run("cat /proc/uptime")
+    check(rc == 0, f"uptime: {out!r}")
+    return float(out.split()[0])
+
+
+class Vm:
+    """One guest and the minivmm process that runs it now."""
+
+    def __init__(self, ns, tap, name, cpus, queues):
+        self.ns, self.tap, self.name, self.cpus, self.queues = ns, tap, name, cpus, queues
+        self.dir = nobody_dir(f"minivmm-mig-{name}-")
+        self.hop = 0
+        self.sock = os.path.join(self.dir, "api0.sock")
+        self.g = minivmm("--mem", MEM, "--cpus", str(cpus), "--cmdline", f"quiet guest.ip=eth0:{GUEST}/24",
+                         "--api-sock", self.sock, "--net", self.net("kernel"), *unprivileged(),
+                         wrap=ns.prefix(), log_name=f"mig-{name}-0-kernel")
+
+    def net(self, vhost):
+        return f"{self.tap},vhost={vhost},queues={self.queues}"
+
+    def destination(self, vhost, mem=MEM):
+        """A minivmm waiting for this guest with --incoming."""
+        self.hop += 1
+        sock = os.path.join(self.dir, f"api{self.hop}.sock")
+        uri = f"unix:{os.path.join(self.dir, f'in{self.hop}.sock')}"
+        g = Guest(self.ns.prefix() + [MINIVMM, "--incoming", uri, "--mem", mem, "--cpus", str(self.cpus),
+                                      "--api-sock", sock, "--net", self.net(vhost)] + unprivileged(),
+                  f"mig-{self.name}-{self.hop}-{vhost}")
+        wait_for(g, "waiting for a migrating guest")
+        return g, sock, uri
+
+    def migrate(self, vhost):
+        g, sock, uri = self.destination(vhost)
+        try:
+            rep = ctl(self.sock, "migrate", uri)
+        except Exception:
+            g.kill()
+            raise
+        check(self.g.wait_exit(60) == 0, f"the source's exit status after migrating: {self.g.out[-300:]!r}")
+        check("migrated to" in self.g.out, "the source did not say where the guest went")
+        wait_for(g, "the migrated guest runs here")
+        self.g, self.sock = g, sock
+        return rep
+
+
+def traffic_during(vm, ns, port, hop):
+    """Starts the three kinds of traffic; returns a function that checks them."""
+    g = vm.g
+    rc, out = g.run("dd if=/dev/urandom of=/tmp/mib bs=1M count=1 2>&1 && rm -f /tmp/in", timeout=120)
+    check(rc == 0, f"making the guest's data: {out!r}")
+    producer = f"for i in $(seq {STREAM >> 20}); do cat /tmp/mib; sleep 0.3; done"
+    want_out = guest_stream_sha(g, producer.replace("; sleep 0.3", ""))
+    into = BulkServer(ns, "send", HOST, port, STREAM, STREAM_SECONDS)
+    out_of = BulkServer(ns, "recv", HOST, port + 1, STREAM)
+    pinger = subprocess.Popen(ns.prefix() + [sys.executable, os.path.join(HERE, "pinger.py"), GUEST, "0.01",
+                                             str(STREAM_SECONDS + 15)], stdout=subprocess.PIPE, text=True)
+    check(pinger.stdout.readline().strip() == "pinging", "the pinger did not start")
+    g.send(f"(nc {HOST} {port} > /tmp/in; echo IN-DONE-{hop}) & ({producer}) | nc {HOST} {port + 1} &\n")
+    time.sleep(3)  # both streams under way before the move
+
+    def finish():
+        g2 = vm.g
+        g2.expect(f"IN-DONE-{hop}", 300)
+        rc, out = g2.run("sha256sum < /tmp/in; wc -c < /tmp/in", timeout=120)
+        got_in = out.split()
+        want_in = into.result(300)
+        check(rc == 0 and got_in[0] == want_in[0],
+              f"host sent {want_in}, the guest's file has {got_in} (pages the datapath wrote during the copy lost?)")
+        got_out = out_of.result(300)
+        check(got_out == (want_out, STREAM), f"guest sent {want_out}, host received {got_out}")
+        pout, _ = pinger.communicate(timeout=120)
+        m = re.search(r"sent (\d+) received (\d+) max_gap_ms (\d+)", pout)
+        check(m and int(m.group(2)) > 0, f"pinger: {pout!r}")
+        return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+    def kill():
+        for p in (into, out_of):
+            p.kill()
+        if pinger.poll() is None:
+            pinger.kill()
+    return finish, kill
+
+
+def moves(r, name, cpus, queues, path):
+    ns = Netns(f"mvmig-{name}")
+    tap = f"mvm{name}"
+    vm = None
+    try:
+        ns.sh(f"ip tuntap add dev {tap} mode tap multi_queue && ip addr add {HOST}/24 dev {tap} && "
+              f"ip link set {tap} up")
+        vm = Vm(ns, tap, name, cpus, queues)
+        r.case(f"{cpus} vCPU(s), {queues} pair(s): boots on vhost=kernel, pings",
+               lambda: (vm.g.boot(BOOT_TIMEOUT), ping(vm.g, HOST, 5)))
+        state = {"up": 0.0}
+        for hop, (src, dst) in enumerate(zip(path, path[1:]), 1):
+            def one_move(src=src, dst=dst, hop=hop):
+                up0, clock0 = uptime(vm.g), guest_clock_offset(vm.g)
+                finish, kill = traffic_during(vm, ns, 5400 + 10 * hop, hop)
+                try:
+                    rep = vm.migrate(dst)
+                    sent, received, gap = finish()
+                finally:
+                    kill()
+                up1, clock1 = uptime(vm.g), guest_clock_offset(vm.g)
+                check(up1 > up0, f"uptime {up1} after {up0}: the guest rebooted")
+                check(abs(clock1 - clock0) < 5, f"the guest's clock moved {clock1 - clock0:+.1f} s against the host's")
+                st = ctl(vm.sock, "status")
+                check(st["nics"][0]["datapath"] == dst and st["state"] == "running", f"status: {st}")
+                ping(vm.g, HOST, 5)
+                return (f"{rep['total_ms']} ms, downtime {rep['downtime_ms']} ms, {rep['rounds']} rounds, "
+                        f"{rep['pages']} pages; ping every 10 ms: {sent - received} of {sent} lost, longest gap "
+                        f"{gap} ms; 50 MB each way during the move, sha256 match")
+            r.case(f"{cpus} vCPU(s), {queues} pair(s): {src} -> {dst} under traffic", one_move)
+        r.case("poweroff after the moves exits 0",
+               lambda: (vm.g.send("poweroff -f\n"), check(vm.g.wait_exit(120) == 0, "exit")))
+    finally:
+        if vm:
+            vm.g.kill()
+        ns.close()
+
+
+def scenario_moves_1cpu(r):
+    moves(r, "one", 1, 1, ["kernel", "worker", "off", "kernel"])
+
+
+def scenario_moves_2cpu_mq(r):
+    moves(r, "mq", 2, 2, ["kernel", "worker", "off", "kernel"])
+
+
+def scenario_failures(r):
+    """A migration that fails loses nothing: the source's guest runs on."""
+    ns = Netns("mvmig-fail")
+    tap = "mvmfail"
+    vm = None
+    try:
+        ns.sh(f"ip tuntap add dev {tap} mode tap multi_queue && ip addr add {HOST}/24 dev {tap} && "
+              f"ip link set {tap} up")
+        vm = Vm(ns, tap, "fail", 1, 1)
+        r.case("boots", lambda: (vm.g.boot(BOOT_TIMEOUT), ping(vm.g, HOST, 3)))
+
+        def not_listening():
+            p = ctl(vm.sock, "migrate", f"unix:{vm.dir}/nobody-here.sock", ok=False)
+            check(p.returncode == 1 and "is the destination waiting" in p.stderr, f"ctl: {p.returncode} {p.stderr!r}")
+            ping(vm.g, HOST, 3)
+        r.case("destination not listening: ctl says so, exit 1; the guest answers", not_listening)
+
+        def mismatched():
+            g, sock, uri = vm.destination("worker", mem="1G")
+            p = ctl(vm.sock, "migrate", uri, ok=False)
+            reply = json.loads(p.stdout)
+            check(p.returncode == 1 and not reply["ok"] and "refused" in reply["error"] and "RAM" in reply["error"],
+                  f"migrate to a 1G destination: {reply}")
+            check(g.wait_exit(30) == 1, "the destination's exit status")
+            lines = [ln for ln in g.out.splitlines()
+                     if ln.startswith("minivmm: ") and "waiting" not in ln and "receiving" not in ln]
+            check(len(lines) == 1 and "RAM" in lines[0], f"the destination's lines: {lines}")
+            ping(vm.g, HOST, 3)
+            return reply["error"]
+        r.case("mismatched memory: the destination refuses (one line, exit 1), migrate says why, the guest answers",
+               mismatched)
+
+        def killed():
+            g, sock, uri = vm.destination("worker")
+            p = subprocess.Popen([MINIVMM, "ctl", vm.sock, "migrate", uri], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+            wait_for(g, "migration: receiving")
+            g.proc.kill()
+            out, err = p.communicate(timeout=300)
+            check(p.returncode == 1 and "runs on here" in out, f"migrate to a killed destination: {out!r} {err!r}")
+            ping(vm.g, HOST, 3)
+            st = ctl(vm.sock, "status")
+            check(st["state"] == "running", f"status: {st}")
+            return json.loads(out)["error"]
+        r.case("destination killed mid-stream: migrate fails, the source's guest runs on", killed)
+        r.case("after the failures, a migration still works",
+               lambda: vm.migrate("off") and ping(vm.g, HOST, 3))
+        r.case("poweroff exits 0", lambda: (vm.g.send("poweroff -f\n"), check(vm.g.wait_exit(120) == 0, "exit")))
+    finally:
+        if vm:
+            vm.g.kill()
+        ns.close()
+
+
+def fds_and_rss(pid):
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    with open(f"/proc/{pid}/status") as f:
+        rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+    return fds, rss
+
+
+def scenario_twenty(r):
+    """Twenty moves back and forth: each process the guest lands in holds
+    no more fds and memory than the first ones did."""
+    ns = Netns("mvmig-20")
+    tap = "mvm20"
+    vm = None
+    try:
+        ns.sh(f"ip tuntap add dev {tap} mode tap multi_queue && ip addr add {HOST}/24 dev {tap} && "
+              f"ip link set {tap} up")
+        vm = Vm(ns, tap, "twenty", 1, 1)
+        r.case("boots", lambda: (vm.g.boot(BOOT_TIMEOUT), ping(vm.g, HOST, 3)))
+
+        def twenty():
+            seen = []
+            for i in range(20):
+                vm.migrate("worker" if i % 2 == 0 else "kernel")
+                ping(vm.g, HOST, 2)
+                seen.append(fds_and_rss(vm.g.proc.pid))
+            # Compare like with like: the same backend, the second landing and the last.
+            for first, last in ((seen[2], seen[18]), (seen[3], seen[19])):
+                check(last[0] <= first[0], f"fds grew: {first[0]} -> {last[0]} ({seen})")
+                check(last[1] <= first[1] + 2048, f"RSS grew: {first[1]} -> {last[1]} KiB ({seen})")
+            return f"fds {seen[2][0]}/{seen[3][0]} -> {seen[18][0]}/{seen[19][0]}, RSS {seen[2][1]} -> {seen[18][1]} KiB"
+        r.case("twenty migrations worker <-> kernel: traffic after each, no fd or memory growth", twenty)
+    finally:
+        if vm:
+            vm.g.kill()
+        ns.close()

@@ -1,0 +1,139 @@
+// Live migration, the source side (the control socket's migrate): RAM is
+// sent while the guest runs, then again in rounds what was written
+// meanwhile (vmm/dirty_pages.hpp: the vCPUs' writes from KVM, the NICs'
+// from the vhost log), until what is left is small; then the guest is
+// paused, its NICs let go of their host ports, and the rest of RAM and the
+// machine's state go out. Only when the destination says the guest runs
+// there does this process let go; anything else (the destination missing,
+// refusing, dying, silent) undoes the pause and the guest runs on here.
+#include <poll.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "vmm/dirty_pages.hpp"
+#include "vmm/machine.hpp"
+#include "vmm/ram_state.hpp"
+#include "vmm/state_records.hpp"
+#include "virtio/device.hpp"
+#include "virtio/virtio_pci.hpp"
+
+namespace minivmm {
+
+using json = nlohmann::ordered_json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+// Pages left dirty that are sent with the guest paused: 8 MiB, a few ms on
+// a local link, so the pause is the device state's and the destination's
+// start-up, not RAM's.
+constexpr uint64_t kSwitchPages = 2048;
+// A guest that dirties RAM faster than it is sent would never converge:
+// after this many rounds the rest goes with the guest paused.
+constexpr unsigned kMaxRounds = 30;
+// How long the destination may take to load the state and say it runs.
+constexpr int kAckTimeoutMs = 60'000;
+
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+uint64_t pages_in(const std::vector<PageRun>& runs) {
+    uint64_t n = 0;
+    for (const PageRun& r : runs) n += r.len / state::kPage;
+    return n;
+}
+
+struct Sent {
+    uint64_t pages = 0, zero_pages = 0;
+    void add(const state::RamCounts& c) { pages += c.pages, zero_pages += c.zero_pages; }
+};
+
+void send_runs(const GuestMemory& mem, state::RecordWriter& w, const std::vector<PageRun>& runs, Sent& sent) {
+    for (const PageRun& r : runs) sent.add(state::save_ram_range(mem, w, r.gpa, r.len));
+}
+
+// The destination's answer: Ack "running", or Ack "refused" with its reason.
+void wait_for_running(int fd, const std::string& uri) {
+    pollfd p{fd, POLLIN, 0};
+    int n = ::poll(&p, 1, kAckTimeoutMs);
+    if (n == 0) throw state::Error("the destination did not say within " + std::to_string(kAckTimeoutMs / 1000) + " s that the guest runs");
+    state::RecordReader r(fd, "the destination " + uri);
+    state::Record ack = r.read();
+    if (ack.kind != state::Kind::Ack) throw state::Error("the destination answered with something other than an acknowledgement");
+    if (ack.name == "running") return;
+    throw state::Error("the destination refused: " + std::string(ack.body.begin(), ack.body.end()));
+}
+}  // namespace
+
+json Machine::migrate(Fd conn, const std::string& uri) {
+    auto t0 = Clock::now();
+    bool was_paused = pause_.paused(), paused_here = false, frozen = false, released = false;
+    Sent sent;
+    unsigned rounds = 0;
+    DirtyPages dirty(vm_, mem_);
+    auto logging = [&](bool on) {
+        DirtyBitmap log = on ? DirtyBitmap{dirty.vhost_log(), dirty.vhost_log_bytes()} : DirtyBitmap{};
+        for (const auto& d : devices_) d->device().set_dirty_log(log);
+    };
+    try {
+        // Logging first, then the first copy: a page written after it was
+        // sent is in the next round.
+        dirty.start();
+        logging(true);
+        state::RecordWriter w(conn.get());
+        w.header();
+        w.write(state::Kind::Config, "shape", shape(opts_).save());
+        sent.add(state::save_ram(mem_, w));
+        rounds = 1;
+        std::vector<PageRun> left = dirty.collect();
+        while (pages_in(left) > kSwitchPages && rounds < kMaxRounds) {
+            send_runs(mem_, w, left, sent);
+            rounds++;
+            left = dirty.collect();
+        }
+        // The switch-over: from here the guest waits.
+        auto paused_at = Clock::now();
+        paused_here = !was_paused;
+        if (paused_here) pause();  // throws ApiError when it cannot
+        for (const auto& d : devices_) d->quiesce();
+        frozen = true;
+        // On one host the destination's NICs attach to the same taps: ours go first.
+        for (const auto& d : devices_) d->device().set_host_attached(false);
+        released = true;
+        send_runs(mem_, w, left, sent);
+        send_runs(mem_, w, dirty.collect(), sent);  // what the last round, the vCPUs' last steps and the rings' wrote
+        save_sections(w);
+        uint64_t bytes = w.bytes_written();
+        wait_for_running(conn.get(), uri);
+        double downtime = ms_since(paused_at), total = ms_since(t0);
+        logging(false);
+        dirty.stop();
+        std::fprintf(stderr,
+                     "\r\nminivmm: migrated to %s: %.0f ms in all, the guest paused %.0f ms; %u rounds, %llu pages "
+                     "(%llu zero) in %.1f MiB\n",
+                     uri.c_str(), total, downtime, rounds, (unsigned long long)sent.pages,
+                     (unsigned long long)sent.zero_pages, double(bytes) / (1 << 20));
+        stop_.request(0, "migrated to " + uri + ": the guest runs there now");
+        return {{"state", "migrated"},
+                {"uri", uri},
+                {"total_ms", static_cast<long long>(total)},
+                {"downtime_ms", static_cast<long long>(downtime)},
+                {"rounds", rounds},
+                {"pages", sent.pages},
+                {"zero_pages", sent.zero_pages},
+                {"bytes", bytes}};
+    } catch (const std::exception& e) {
+        // Nothing lost: the guest goes on here as it was.
+        logging(false);
+        dirty.stop();
+        if (released)
+            for (const auto& d : devices_) d->device().set_host_attached(true);
+        if (frozen)
+            for (const auto& d : devices_) d->resume();
+        if (paused_here) pause_.resume();  // a pause that timed out, too
+        std::fprintf(stderr, "\r\nminivmm: migration to %s failed after %.0f ms: %s; the guest runs on here\n",
+                     uri.c_str(), ms_since(t0), e.what());
+        throw ApiError("migrate " + uri + ": " + e.what() + " (the guest runs on here)");
+    }
+}
+
+}  // namespace minivmm
