@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "vhost/coalesce_timer.hpp"
+#include "vhost/dirty_log.hpp"
 #include "vhost/port_backend.hpp"
 #include "virtio/net_datapath.hpp"
 #include "vmm/error.hpp"
@@ -38,6 +39,7 @@ public:
     void reset() override;
     std::vector<uint16_t> quiesce() override;
     void resume() override;
+    void set_dirty_log(const DirtyBitmap& log) override;
     const QueueStats* stats(unsigned queue) const override;
     bool coalescing() const override { return true; }
     void set_coalesce(unsigned queue, const Coalesce& c) override;
@@ -61,6 +63,9 @@ private:
     void flush(std::optional<SplitQueue>& q, uint16_t index, QueueStats& st);
     void stop_threads();
     static void wake(Pair& p);
+    // The migration's log, as every writer of a ring marks it; empty when off.
+    WriteLog writer() const;
+    void log_rings(Pair& p);  // with the pair's lock: its queues log as log_ says
 
     std::vector<std::unique_ptr<Pair>> pairs_;  // threads point into them: never moved
     // Set at activation with every pair's lock held; read by the pairs' threads under theirs.
@@ -69,6 +74,7 @@ private:
     VirtioTransport* transport_ = nullptr;
     Device* device_ = nullptr;
     bool quiesced_ = false;  // set and read with every pair's lock held, or the pair's own
+    DirtyLog log_;           // set with every pair's lock held; read under the pair's own
     std::atomic<bool> quit_{false};
 };
 
@@ -133,6 +139,7 @@ bool OffBackend::activate(const Rings& rings) {
                 p.tx_kicked = true;
             }
         }
+        log_rings(p);
     }
     set_offloads(features_);
     return true;
@@ -215,6 +222,28 @@ void OffBackend::resume() {
     }
 }
 
+WriteLog OffBackend::writer() const {
+    if (!log_) return {};
+    // Every write is inside guest memory, which the log covers (checked when set).
+    return [log = log_](uint64_t gpa, uint64_t len) { log.mark(gpa, len); };
+}
+
+void OffBackend::log_rings(Pair& p) {
+    for (auto* q : {&p.rx, &p.tx})
+        if (*q) (*q)->set_write_log(writer());
+}
+
+void OffBackend::set_dirty_log(const DirtyBitmap& bitmap) {
+    DirtyLog log(bitmap);
+    std::vector<std::unique_lock<std::mutex>> locks;
+    for (auto& p : pairs_) locks.emplace_back(p->lock);
+    if (log && mem_)
+        for (const MemRegion& r : mem_->regions())
+            if (!log.covers(r.gpa, r.size)) throw InternalError("vhost=off: a dirty log smaller than guest memory");
+    log_ = log;
+    for (auto& p : pairs_) log_rings(*p);
+}
+
 const QueueStats* OffBackend::stats(unsigned i) const {
     if (i / 2 >= pairs_.size()) return nullptr;
     const Pair& p = *pairs_[i / 2];
@@ -283,6 +312,7 @@ void OffBackend::io_loop(unsigned k) {
         opt.mergeable = features_ & net::kMrgRxbuf;
         opt.fd_header = vnet_header();
         opt.budget = kRxBatch;
+        opt.log = writer();
         std::string why;
         Work w;
         do {

@@ -2,6 +2,8 @@
 
 #include <linux/if_tun.h>
 
+#include <cstdio>
+
 #include "vhost/net_backends.hpp"
 #include "vmm/uapi_compat.hpp"
 #include "virtio/net_features.hpp"
@@ -36,6 +38,15 @@ void PortBackend::set_rss(const net::RssConfig* c) {
     if (!s) return;
     if (c) s->set(c->hash_types, c->key, c->table, c->unclassified);
     else s->clear();
+}
+
+// The queues the pairs in use have attached go, or come back: the
+// attached_ record stays as the pairs in use want it.
+void PortBackend::set_port_attached(bool attached) {
+    for (unsigned k = 0; k < attached_.size(); k++)
+        if (attached_[k] && !port_->hand_over_queue(k, attached) && !attached)
+            std::fprintf(stderr, "minivmm: %s: queue %u cannot be handed over (a tap made without multi_queue?)\n",
+                         port_->describe().c_str(), k);
 }
 
 // Recorded only once the port did it: a refused attach is tried again at

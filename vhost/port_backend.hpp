@@ -22,6 +22,7 @@ public:
     unsigned mtu() const override { return port_->mtu(); }
     bool rss() const override { return port_->steering() != nullptr; }
     void set_rss(const net::RssConfig* c) override;
+    void set_port_attached(bool attached) override;
 
 protected:
     void set_offloads(uint64_t features);

@@ -32,6 +32,7 @@ public:
     void reset() override;
     std::vector<uint16_t> quiesce() override;
     void resume() override;
+    void set_dirty_log(const DirtyBitmap& log) override;
     const QueueStats* stats(unsigned queue) const override { return vhost_->stats(queue); }
     bool coalescing() const override { return vhost_->coalescing(); }
     void set_coalesce(unsigned queue, const Coalesce& c) override {
@@ -49,6 +50,12 @@ private:
         uint16_t stopped_at[2] = {};  // quiesce(): each ring's next avail entry
     };
     void hand_over(unsigned k, const Rings& rings);
+    void apply_log();  // with every pair's lock held, rings handed over
+
+    // Logging for a migration: what activate() and set_dirty_log() give vhost.
+    uint64_t features_ = 0;        // negotiated, without VHOST_F_LOG_ALL
+    std::vector<VringAddr> addrs_;  // per ring, as handed over
+    DirtyBitmap log_;
 
     std::unique_ptr<VhostBackend> vhost_;
     std::string label_;
@@ -87,12 +94,20 @@ bool VhostRings::activate(const Rings& rings) {
         if (!vnet_header()) want |= vhost::kFNetVirtioNetHdr;
         if (want & ~vhost_->get_features())
             return device_->needs_reset("the vhost backend lacks features the driver took"), false;
+        features_ = want;
         vhost_->set_features(want);
         std::vector<VhostRegion> regions;
         for (const MemRegion& r : rings.mem.regions())
             regions.push_back({r.gpa, r.size, reinterpret_cast<uint64_t>(r.hva)});
         vhost_->set_mem_table(regions);
+        addrs_.assign(2 * pairs_.size(), VringAddr{});
         for (unsigned k = 0; k < rings.usable_pairs; k++) hand_over(k, rings);
+        // A driver that starts the device while a migration logs is logged too.
+        if (log_) {
+            std::vector<std::unique_lock<std::mutex>> locks;
+            for (auto& p : pairs_) locks.emplace_back(p->lock);
+            apply_log();
+        }
     } catch (const std::exception& e) {
         return device_->needs_reset(std::string("vhost: ") + e.what()), false;
     }
@@ -113,11 +128,38 @@ void VhostRings::hand_over(unsigned k, const Rings& rings) {
         vhost_->set_vring_base(i, rings.positions ? (*rings.positions)[i] : 0);
         // Ring placement was checked before activation (SplitQueue::valid).
         auto hva = [&](uint64_t gpa) { return reinterpret_cast<uint64_t>(rings.mem.ptr(gpa, 1)); };
-        vhost_->set_vring_addr(i, {hva(q.desc), hva(q.driver), hva(q.device), q.device, false});
+        addrs_[i] = {hva(q.desc), hva(q.driver), hva(q.device), q.device, false};
+        vhost_->set_vring_addr(i, addrs_[i]);
         vhost_->set_vring_kick(i, kick);
         vhost_->set_vring_call(i, call);
         vhost_->set_vring_err(i, err);
     }
+}
+
+// Logging as vhost wants it turned on: the log first (the kernel checks it
+// covers the memory table before it takes VHOST_F_LOG_ALL), then the
+// feature (every buffer write logged), then each ring's used-ring log; off
+// in the reverse order.
+void VhostRings::apply_log() {
+    bool on = static_cast<bool>(log_);
+    if (on) vhost_->set_log_base(reinterpret_cast<uint64_t>(log_.base()), log_.bytes());
+    vhost_->set_features(features_ | (on ? vhost::kFLogAll : 0));
+    for (unsigned k = 0; k < pairs_.size(); k++)
+        for (unsigned i : {2 * k, 2 * k + 1}) {
+            if (!pairs_[k]->configured[i % 2]) continue;
+            VringAddr a = addrs_[i];
+            a.log_used = on;
+            vhost_->set_vring_addr(i, a);
+        }
+    if (!on) vhost_->set_log_base(0, 0);
+}
+
+void VhostRings::set_dirty_log(const DirtyBitmap& log) {
+    std::vector<std::unique_lock<std::mutex>> locks;
+    for (auto& p : pairs_) locks.emplace_back(p->lock);
+    log_ = log;
+    // Not started: activate() applies it. Errors reach the migration, which fails.
+    if (transport_) apply_log();
 }
 
 // A pair out of use has no backend on its rings, so they move nothing.

@@ -163,8 +163,6 @@ private:
         // notification word) when the ring's VHOST_VRING_F_LOG flag is set,
         // the buffers the device fills when VHOST_F_LOG_ALL is negotiated.
         WriteLog used_log, data_log;
-        uint64_t used_gpa = 0;
-        bool event_idx = false;
         QueueStats st;
         CoalesceTimer coal;
     };
@@ -217,10 +215,8 @@ private:
             return;
         }
         r.q.emplace(mem_, static_cast<uint16_t>(r.num), *desc, *avail, *used);
-        r.event_idx = features_ & virtio::kFEventIdx;
-        r.q->set_event_idx(r.event_idx);
+        r.q->set_event_idx(features_ & virtio::kFEventIdx);
         r.q->resume(r.base);
-        r.used_gpa = *used;
         WriteLog log = logger(r);
         r.used_log = r.addr.log_used ? log : WriteLog{};
         r.data_log = features_ & vhost::kFLogAll ? log : WriteLog{};
@@ -275,21 +271,9 @@ private:
             r.st.interrupts++;
         }
     }
-    // The queue logs the used entries it writes, not the notification word
-    // (used->flags, or avail_event with EVENT_IDX) these write: logged here.
-    bool enable_notify(Ring& r) {
-        bool more = r.q->enable_notify();
-        log_notify_word(r);
-        return more;
-    }
-    void disable_notify(Ring& r) {
-        r.q->disable_notify();
-        if (!r.event_idx) log_notify_word(r);  // with EVENT_IDX it writes nothing
-    }
-    void log_notify_word(Ring& r) {
-        // The queue's own size: where the device writes avail_event.
-        if (r.used_log) r.used_log(r.event_idx ? r.used_gpa + 4 + 8ull * r.q->size() : r.used_gpa, 2);
-    }
+    // The queue logs what it writes of the used ring, notification word included.
+    bool enable_notify(Ring& r) { return r.q->enable_notify(); }
+    void disable_notify(Ring& r) { r.q->disable_notify(); }
     void tx_loop(Ring& r) {
         std::string why;
         while (!r.stopping) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "virtio/queue_stats.hpp"
+#include "vmm/dirty_bitmap.hpp"
 #include "vmm/state_stream.hpp"
 
 namespace minivmm {
@@ -19,14 +20,6 @@ constexpr uint8_t kAcknowledge = 1, kDriver = 2, kDriverOk = 4, kFeaturesOk = 8,
 // Transport-level feature bits (6).
 constexpr uint64_t kFIndirectDesc = 1ull << 28, kFEventIdx = 1ull << 29, kFVersion1 = 1ull << 32;
 }  // namespace virtio
-
-// Live migration's log of the pages the device writes: one bit per 4 KiB
-// guest page (page p at bit p % 8 of byte p / 8), covering all of guest
-// memory; empty when not logging. vhost/dirty_log.hpp marks it.
-struct DirtyBitmap {
-    uint8_t* base = nullptr;
-    uint64_t bytes = 0;
-};
 
 // One virtqueue as the driver configured it.
 struct QueueConfig {

@@ -118,6 +118,7 @@ bool VirtioNet::start(uint64_t features, const std::vector<QueueConfig>& queues,
         const QueueConfig& q = queues[ctrl_index];
         ctrl_.emplace(mem_, q.size, q.desc, q.driver, q.device);
         ctrl_->set_event_idx(features & virtio::kFEventIdx);
+        log_ctrl();
         if (!ctrl_->valid()) return needs_reset("control queue: bad size or ring address"), false;
         if (positions) ctrl_->resume((*positions)[ctrl_index]);
         ctrl_index_ = ctrl_index;

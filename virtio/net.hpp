@@ -60,8 +60,11 @@ public:
     void notify(uint16_t queue) override;
     // Saved state (net_state.cpp): the MAC, what the driver set through the
     // control queue, the negotiated features and every queue's position.
+    void log_ctrl();  // the control queue logs its writes as dirty_ says (with ctrl_lock_)
     void quiesce() override;
     void resume() override;
+    void set_dirty_log(const DirtyBitmap& log) override;  // net_state.cpp
+    void set_host_attached(bool attached) override;
     void save(state::Writer& w) const override;
     void load(state::Reader& r, const LoadedTransport& t, VirtioTransport& transport) override;
 
@@ -118,6 +121,7 @@ private:
     Thread ctrl_thread_;
     Mac mac_;
     std::optional<SplitQueue> ctrl_;
+    DirtyBitmap dirty_;  // a migration's log, under ctrl_lock_: the control queue's writes
     static constexpr uint16_t kNoCtrl = 0xffff;
     std::atomic<uint16_t> ctrl_index_{kNoCtrl};  // read by kicks without the lock
     std::atomic<unsigned> in_use_{1};

@@ -84,6 +84,13 @@ public:
     // carry on from there; kicks that came in between are not lost.
     virtual std::vector<uint16_t> quiesce() = 0;
     virtual void resume() = 0;
+    // Live migration. Every write the backend makes to guest memory (used
+    // rings, received frames) is marked in log until it is set empty again.
+    // Throws InternalError if the datapath cannot log (the migration fails).
+    virtual void set_dirty_log(const DirtyBitmap& log) = 0;
+    // The port's queues in use let go of (false) or taken back (true): a
+    // migration's switch-over to another minivmm on this host.
+    virtual void set_port_attached(bool attached) = 0;
     // Counters of a ring, or null where they are not visible (vhost-net).
     virtual const QueueStats* stats(unsigned queue) const = 0;
     // Notification coalescing (VIRTIO_NET_F_NOTF_COAL): only a datapath that

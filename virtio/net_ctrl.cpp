@@ -153,6 +153,10 @@ bool VirtioNet::ctrl_batch() {
         if (ack != kOk) reply.clear();
         if (!reply.empty()) status_gpa = write_reply(mem_, c, reply);
         *mem_.ptr(status_gpa, 1) = ack;
+        // A migration's log: the status and any result went into these.
+        if (dirty_)
+            for (const Segment& s : c.segs)
+                if (s.device_writable) dirty_.mark(s.gpa, s.len);
         ctrl_->push_used(c.head, static_cast<uint32_t>(reply.size() + 1));
         ctrl_stats_.packets++;
         if (ack != kOk) ctrl_stats_.errors++;

@@ -19,6 +19,24 @@ constexpr uint16_t kLinkUp = 1;  // VIRTIO_NET_S_LINK_UP: the only status this d
 constexpr size_t kMaxRssCommand = 4096;
 }
 
+void VirtioNet::log_ctrl() {
+    if (!ctrl_) return;
+    if (!dirty_) return ctrl_->set_write_log({});
+    ctrl_->set_write_log([log = dirty_](uint64_t gpa, uint64_t len) { log.mark(gpa, len); });
+}
+
+void VirtioNet::set_dirty_log(const DirtyBitmap& log) {
+    auto c = lock_ctrl();
+    dirty_ = log;
+    log_ctrl();
+    backend_->set_dirty_log(log);
+}
+
+void VirtioNet::set_host_attached(bool attached) {
+    auto c = lock_ctrl();
+    backend_->set_port_attached(attached);
+}
+
 void VirtioNet::quiesce() {
     auto c = lock_ctrl();
     if (quiesced_) return;

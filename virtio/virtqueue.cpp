@@ -142,6 +142,7 @@ bool SplitQueue::enable_notify() {
         store16(used + 4 + 8ull * size_, avail_seen_);
     else
         store16(used, 0);  // clear VRING_USED_F_NO_NOTIFY
+    if (log_) log_(event_idx_ ? used_ + 4 + 8ull * size_ : used_, 2);
     // The driver may have added buffers before it could see the request: the
     // store above must be ordered before re-reading avail->idx.
     std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -151,6 +152,7 @@ bool SplitQueue::enable_notify() {
 void SplitQueue::disable_notify() {
     if (!valid_ || event_idx_) return;  // with event indexes, a stale avail_event suppresses
     store16(mem_.ptr(used_, 2), 1);     // VRING_USED_F_NO_NOTIFY
+    if (log_) log_(used_, 2);
 }
 
 bool SplitQueue::need_interrupt() {

@@ -73,7 +73,8 @@ public:
     // base, and the used index is whatever the ring says now.
     void resume(uint16_t base);
     // Dirty logging for migration: called for every range of guest memory
-    // the device writes through this queue (used ring entries and index).
+    // the device writes through this queue (used ring entries and index, and
+    // the notification word: used->flags, or avail_event with EVENT_IDX).
     void set_write_log(std::function<void(uint64_t gpa, uint64_t len)> log) { log_ = std::move(log); }
 
 private:

@@ -71,7 +71,7 @@ json Machine::migrate(Fd conn, const std::string& uri) {
     unsigned rounds = 0;
     DirtyPages dirty(vm_, mem_);
     auto logging = [&](bool on) {
-        DirtyBitmap log = on ? DirtyBitmap{dirty.vhost_log(), dirty.vhost_log_bytes()} : DirtyBitmap{};
+        DirtyBitmap log = on ? DirtyBitmap(dirty.vhost_log(), dirty.vhost_log_bytes()) : DirtyBitmap();
         for (const auto& d : devices_) d->device().set_dirty_log(log);
     };
     try {

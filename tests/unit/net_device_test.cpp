@@ -2,6 +2,7 @@
 // queue, driven as a guest driver would (rings in GuestMemory, kicks through
 // notify()) against a multi-queue tap in a private network namespace.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <linux/if_packet.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
@@ -199,15 +200,49 @@ TEST(NetDevice, WorkerVhostHasTwoRingsPerPair) {
     });
 }
 
+namespace {
+// A tap made without multi_queue, as `ip tuntap add mode tap` makes one,
+// held open (minivmm makes its own taps multi_queue).
+Fd single_queue_tap(const char* name) {
+    Fd fd(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    EXPECT_EQ(ioctl(fd.get(), TUNSETIFF, &ifr), 0) << std::strerror(errno);
+    return fd;
+}
+}  // namespace
+
 TEST(NetDevice, SingleQueueTapRefusesSeveralQueues) {
     in_netns([] {
-        Tap one("sqtap0");  // made without multi_queue, and kept open
+        Fd one = single_queue_tap("sqtap0");
         try {
             Tap two("sqtap0", 2);
             ADD_FAILURE() << "a single-queue tap gave two queues";
         } catch (const UserError& e) {
             EXPECT_NE(std::string(e.what()).find("multi_queue"), std::string::npos) << e.what();
         }
+    });
+}
+
+// A live migration on one host: the source's queues go, the destination's
+// (opened meanwhile on the same tap) take the frames, and the source's come
+// back if the migration fails. Only a multi-queue tap allows it, so the
+// taps minivmm creates are made so, even for one queue.
+TEST(NetDevice, CreatedTapsHandTheirQueuesOver) {
+    in_netns([] {
+        Tap source("mqtap0");
+        Tap destination("mqtap0");  // a second process's queue on the same tap
+        EXPECT_TRUE(source.hand_over_queue(0, false));
+        EXPECT_TRUE(source.hand_over_queue(0, true));
+        {
+            Fd made = single_queue_tap("sqtap1");
+            EXPECT_EQ(ioctl(made.get(), TUNSETPERSIST, 1), 0);  // as `ip tuntap add` leaves it
+        }
+        Tap attached("sqtap1");  // opened as the user made it: no hand over
+        EXPECT_FALSE(attached.hand_over_queue(0, false));
+        // While it is held, another process cannot open it: the destination says so.
+        EXPECT_NE(minivmm::testing::error_of([] { Tap("sqtap1"); }).find("in use"), std::string::npos);
     });
 }
 

@@ -47,6 +47,12 @@ public:
     virtual void set_offload(unsigned tun_flags) { (void)tun_flags; }
     // A detached queue gets no frames; queue 0 is never detached.
     virtual void set_queue_attached(unsigned queue, bool attached) { (void)queue, (void)attached; }
+    // A live migration to another minivmm on this host: the queue, queue 0
+    // too, lets go of its frames (attached false) so the destination's
+    // queues on the same link take them, or takes them back when the
+    // migration fails. False where the port cannot (only a multi-queue tap
+    // can; the destination then cannot open the port while this one runs).
+    virtual bool hand_over_queue(unsigned queue, bool attached) { (void)queue, (void)attached; return false; }
     // The port's receive steering, or null: RSS is then not offered.
     virtual PortSteering* steering() { return nullptr; }
 };

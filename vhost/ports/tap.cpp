@@ -49,7 +49,10 @@ Tap::Tap(const std::string& name, unsigned queues) : name_(name) {
     if (name.empty() || name.size() >= IFNAMSIZ) throw UserError("--net: bad interface name '" + name + "'");
     // Whether TUNSETIFF below attaches or creates: creating needs saying.
     bool existed = if_nametoindex(name.c_str()) != 0;
-    bool mq = queues > 1;
+    // A tap minivmm creates is multi_queue even for one queue: a live
+    // migration to another minivmm on this host hands its queues over to
+    // the destination's, which only a multi-queue tap allows.
+    bool mq = queues > 1 || !existed;
     Fd first = open_queue(mq, existed);
     if (!first && !mq) {
         // One queue is enough of a tap made with multi_queue too.
@@ -64,6 +67,7 @@ Tap::Tap(const std::string& name, unsigned queues) : name_(name) {
         throw UserError("--net " + name + ": interface exists but is not a tap");
     }
     fds_.push_back(std::move(first));
+    multi_queue_ = mq;
     for (unsigned q = 1; q < queues; q++) {
         Fd fd = open_queue(true, true);
         if (!fd) throw UserError("--net " + name + ": cannot open tap queue " + std::to_string(q));
@@ -203,6 +207,14 @@ void Tap::set_offload(unsigned flags) {
         std::fprintf(stderr, "minivmm: tap %s: TUNSETOFFLOAD %#x failed: %s (said once)\n", name_.c_str(), flags,
                      std::strerror(errno));
     }
+}
+
+bool Tap::hand_over_queue(unsigned queue, bool attached) {
+    if (!multi_queue_ || queue >= fds_.size()) return false;
+    ifreq ifr{};
+    ifr.ifr_flags = attached ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE;
+    // EINVAL: already in that state.
+    return ioctl(fd(queue), TUNSETQUEUE, &ifr) == 0 || errno == EINVAL;
 }
 
 void Tap::set_queue_attached(unsigned queue, bool attached) {

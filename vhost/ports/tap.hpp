@@ -39,6 +39,7 @@ public:
     void set_mtu(unsigned mtu);
     void set_offload(unsigned tun_flags) override;
     void set_queue_attached(unsigned queue, bool attached) override;
+    bool hand_over_queue(unsigned queue, bool attached) override;
     const std::string& name() const { return name_; }
     // Header length in front of every frame, both ways (10 or 12 bytes).
     void set_vnet_header_size(int bytes);
@@ -52,6 +53,7 @@ private:
     Fd open_queue(bool multi_queue, bool existed);
     void probe();
     std::vector<Fd> fds_;
+    bool multi_queue_ = false;  // made or opened with IFF_MULTI_QUEUE
     std::string name_, device_;  // device_: /dev/tapN of a macvtap
     std::string created_;
     std::string offload_note_;
