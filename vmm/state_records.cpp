@@ -1,5 +1,6 @@
 #include "vmm/state_records.hpp"
 
+#include <sys/socket.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -19,8 +20,10 @@ struct RecordHead {
 
 uint32_t crc_of(const RecordHead& h, const void* name, const void* body) {
     uLong c = crc32(0, reinterpret_cast<const Bytef*>(&h), sizeof h);
-    c = crc32(c, static_cast<const Bytef*>(name), h.name_len);
-    c = crc32(c, static_cast<const Bytef*>(body), static_cast<uInt>(h.body_len));
+    // Empty parts add nothing: zlib takes a null buffer (an empty vector's
+    // data()) as a request for the initial value, and would start over.
+    if (h.name_len) c = crc32(c, static_cast<const Bytef*>(name), h.name_len);
+    if (h.body_len) c = crc32(c, static_cast<const Bytef*>(body), static_cast<uInt>(h.body_len));
     return static_cast<uint32_t>(c);
 }
 
@@ -31,7 +34,13 @@ bool known(uint32_t kind) { return kind >= uint32_t(Kind::Config) && kind <= uin
 void RecordWriter::put(const void* p, size_t n) {
     auto b = static_cast<const uint8_t*>(p);
     while (n) {
-        ssize_t w = ::write(fd_, b, n);
+        // A socket (a migration) takes send: a destination gone is EPIPE
+        // here, not SIGPIPE ending minivmm with its guest. A file takes write.
+        ssize_t w = socket_ ? ::send(fd_, b, n, MSG_NOSIGNAL) : ::write(fd_, b, n);
+        if (w < 0 && errno == ENOTSOCK && socket_) {
+            socket_ = false;
+            continue;
+        }
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) throw Error(std::string("writing saved state: ") + (w < 0 ? std::strerror(errno) : "nothing written"));
         b += w;

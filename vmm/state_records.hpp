@@ -45,6 +45,7 @@ public:
 private:
     void put(const void* p, size_t n);
     int fd_;
+    bool socket_ = true;  // until send says otherwise
     uint64_t written_ = 0;
 };
 

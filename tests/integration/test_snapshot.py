@@ -10,6 +10,7 @@ address while no minivmm holds it.
 import json
 import os
 import re
+import signal
 import subprocess
 import tempfile
 
@@ -90,7 +91,10 @@ def scenario_snapshot_across_datapaths(r):
             up = uptime(g)
             check(up >= state["uptime"], f"uptime went back: {up} after {state['uptime']}")
             state["uptime"] = up
-            ping(g, HOST, 10)
+            try:
+                ping(g, HOST, 10)
+            finally:
+                os.kill(g.proc.pid, signal.SIGUSR1)  # counters into the log, for a failure's reader
             st = ctl(sock2, "status")
             check(st["nics"][0]["datapath"] == vhost, f"status: {st}")
             bulk_to_host(g, ns, 5311)

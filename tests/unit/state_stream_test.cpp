@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+
 #include <cstring>
 
 #include "tests/unit/state_file.hpp"
@@ -121,4 +123,29 @@ TEST(StateRecords, HugeLengthIsRefusedBeforeAllocating) {
     RecordReader r(f.get(), "snap");
     r.header();
     EXPECT_NE(error_of([&] { r.read(); }).find("too large"), std::string::npos);
+}
+
+// Records with an empty name or body, as the Ack a migration's destination
+// sends, check the same on both sides, whatever an empty part's pointer is.
+TEST(StateRecords, EmptyPartsCheckOut) {
+    Fd f = temp_file();
+    RecordWriter w(f.get());
+    std::string why;
+    w.write(Kind::Ack, "running", {reinterpret_cast<const uint8_t*>(why.data()), why.size()});
+    w.write(Kind::End, "", std::span<const uint8_t>());
+    ::lseek(f.get(), 0, SEEK_SET);
+    RecordReader r(f.get(), "t");
+    EXPECT_EQ(r.read().name, "running");
+    EXPECT_EQ(r.read().kind, Kind::End);
+}
+
+// A reader gone (a migration's destination that died) is an error, not a
+// SIGPIPE that ends the process.
+TEST(StateRecords, AClosedSocketIsAnError) {
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    Fd a(sv[0]), b(sv[1]);
+    b = Fd();
+    RecordWriter w(a.get());
+    EXPECT_NE(error_of([&] { w.header(); }).find("Broken pipe"), std::string::npos);
 }
