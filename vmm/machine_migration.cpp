@@ -62,6 +62,20 @@ void wait_for_running(int fd, const std::string& uri) {
     if (ack.name == "running") return;
     throw state::Error("the destination refused: " + std::string(ack.body.begin(), ack.body.end()));
 }
+
+// After a failed write: a destination that refused the stream said why
+// before it closed the connection (its Ack "refused"). Empty if it did not.
+std::string refusal(int fd) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 2000) <= 0) return {};
+    try {
+        state::RecordReader r(fd, "the destination");
+        state::Record ack = r.read();
+        if (ack.kind == state::Kind::Ack && ack.name == "refused") return std::string(ack.body.begin(), ack.body.end());
+    } catch (const std::exception&) {
+    }
+    return {};
+}
 }  // namespace
 
 json Machine::migrate(Fd conn, const std::string& uri) {
@@ -122,6 +136,8 @@ json Machine::migrate(Fd conn, const std::string& uri) {
                 {"zero_pages", sent.zero_pages},
                 {"bytes", bytes}};
     } catch (const std::exception& e) {
+        std::string why = e.what();
+        if (std::string refused = refusal(conn.get()); !refused.empty()) why = "the destination refused: " + refused;
         // Nothing lost: the guest goes on here as it was.
         logging(false);
         dirty.stop();
@@ -131,8 +147,8 @@ json Machine::migrate(Fd conn, const std::string& uri) {
             for (const auto& d : devices_) d->resume();
         if (paused_here) pause_.resume();  // a pause that timed out, too
         std::fprintf(stderr, "\r\nminivmm: migration to %s failed after %.0f ms: %s; the guest runs on here\n",
-                     uri.c_str(), ms_since(t0), e.what());
-        throw ApiError("migrate " + uri + ": " + e.what() + " (the guest runs on here)");
+                     uri.c_str(), ms_since(t0), why.c_str());
+        throw ApiError("migrate " + uri + ": " + why + " (the guest runs on here)");
     }
 }
 
