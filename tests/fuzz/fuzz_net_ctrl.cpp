@@ -206,8 +206,8 @@ struct Ctrl {
         uint64_t offered = net->features();
         features = virtio::kFVersion1 | (offered & in.ConsumeIntegral<uint64_t>());
         if (in.ConsumeIntegralInRange(0, 7)) features |= net::kCtrlVq;
-        bool mq = has(net::kMq);
-        ctrl_index = static_cast<uint16_t>(mq ? 2 * pairs : 2);
+        // N = max_virtqueue_pairs with MQ or RSS, else 1; the control queue at 2N (5.1.2).
+        ctrl_index = static_cast<uint16_t>(has(net::kMq | net::kRss) ? 2 * pairs : 2);
         queues.assign(net->num_queues(), QueueConfig{});
         for (uint16_t i = 0; i < queues.size(); i++) {
             uint64_t at = kRings + 0x4000ull * i;
@@ -508,7 +508,7 @@ struct Ctrl {
                 table.push_back(static_cast<uint16_t>(le_load(&d[8 + 2 * e], 2)));
                 if (table.back() >= max_tx) return kErr;
             }
-            unsigned usable = has(net::kMq) ? pairs : 1;
+            unsigned usable = has(net::kMq | net::kRss) ? pairs : 1;
             for (unsigned k = 0; k < max_tx; k++)
                 if (k >= usable || !queues[2 * k].enabled || !queues[2 * k + 1].enabled) return kErr;
             in_use = max_tx;
@@ -525,7 +525,7 @@ struct Ctrl {
     // back with VQ_GET into the 8 bytes before the status.
     uint8_t expect_coalesce(uint8_t cmd, const std::vector<uint8_t>& d, uint64_t room, std::vector<uint8_t>& answer) {
         if (!has(net::kNotfCoal)) return kErr;
-        unsigned queues = has(net::kMq) ? 2 * pairs : 2;
+        unsigned queues = has(net::kMq | net::kRss) ? 2 * pairs : 2;
         auto params = [&](size_t at, Coalesce& c) {
             c = {uint32_t(le_load(&d[at], 4)), uint32_t(le_load(&d[at + 4], 4))};
             return c.max_packets <= kMaxCoalescePackets && c.max_usecs <= kMaxCoalesceUsecs;
@@ -617,7 +617,7 @@ struct Ctrl {
         CHECK(std::equal(mac.begin(), mac.end(), cfg));
         CHECK(cfg[6] == 1 && cfg[7] == 0 && le_load(cfg + 8, 2) == pairs && cfg[10] == 0 && cfg[11] == 0);
         if (!active || broken) return;
-        bool mq = has(net::kMq);
+        bool mq = has(net::kMq | net::kRss);
         for (unsigned k = 1; k < pairs; k++) CHECK(port->attached(k) == (k < in_use));
         const RecordingSteering& st = port->steering_rec;
         CHECK(st.set_ == rss.set_);
