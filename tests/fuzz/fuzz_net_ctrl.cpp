@@ -18,7 +18,7 @@
 // running follow the commands that succeeded; a chain with no room for its
 // status or one the ring walker refuses breaks the device, and nothing
 // else does. Notification coalescing (its parameters per queue, VQ_GET's
-// answer before the status) is checked against a model of its own, and
+// answer after the status) is checked against a model of its own, and
 // what reaches the recording backend against it. A wild driver also
 // scribbles over the ring: then only memory safety and termination are checked.
 #include <sys/eventfd.h>
@@ -459,7 +459,7 @@ struct Ctrl {
     }
 
     // The spec's answer to a command, and what it changes. answer: what
-    // the device writes before the status, with room (writable bytes) for it.
+    // the device writes after the status, with room (writable bytes) for it.
     uint8_t expect(const std::vector<uint8_t>& b, uint64_t room, std::vector<uint8_t>& answer) {
         if (b.size() < 2 || b.size() > 64 * 1024) return kErr;
         uint8_t cls = b[0], cmd = b[1];
@@ -522,7 +522,7 @@ struct Ctrl {
 
     // 5.1.6.5.7: parameters for all receive (RX_SET) or transmit (TX_SET)
     // queues, or one data queue of those the features give (VQ_SET), read
-    // back with VQ_GET into the 8 bytes before the status.
+    // back with VQ_GET into the 8 bytes after the status.
     uint8_t expect_coalesce(uint8_t cmd, const std::vector<uint8_t>& d, uint64_t room, std::vector<uint8_t>& answer) {
         if (!has(net::kNotfCoal)) return kErr;
         unsigned queues = has(net::kMq | net::kRss) ? 2 * pairs : 2;
@@ -586,15 +586,17 @@ struct Ctrl {
             auto [id, len] = ring.used_elem(ring.used_seen++);
             uint64_t room = 0;
             for (const Segment& w : c.writable) room += w.len;
-            std::vector<uint8_t> want;
-            uint8_t want_ack = expect(c.bytes, room, want);
-            want.push_back(want_ack);
+            std::vector<uint8_t> answer;
+            uint8_t want_ack = expect(c.bytes, room, answer);
+            std::vector<uint8_t> want = {want_ack};
+            want.insert(want.end(), answer.begin(), answer.end());
             CHECK(id == c.head && len == want.size());
-            // The answer and status from the first writable byte on; nothing
-            // else written: the rest of the writable bytes, and the command.
+            // The status then the answer from the first writable byte on
+            // (5.1.6.5); nothing else written: the rest of the writable
+            // bytes, and the command.
             std::vector<uint8_t> got;
             for (const Segment& w : c.writable) got.insert(got.end(), mem().ptr(w.gpa, w.len), mem().ptr(w.gpa, w.len) + w.len);
-            TRACE("  served %u: status %u, want %u\n", c.head, got[want.size() - 1], want_ack);
+            TRACE("  served %u: status %u, want %u\n", c.head, got[0], want_ack);
             want.resize(got.size(), 0xee);
             CHECK(got == want);
             for (uint16_t d : c.descs) busy[d] = 0;
