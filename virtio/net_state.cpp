@@ -126,7 +126,8 @@ void VirtioNet::load(state::Reader& r, const LoadedTransport& t, VirtioTransport
         const Coalesce& q = coal[i];
         if (q == Coalesce{}) continue;
         std::string at = who + "queue " + std::to_string(i) + " coalescing: ";
-        if (!(features & net::kNotfCoal)) r.fail(at + "set without VIRTIO_NET_F_NOTF_COAL");
+        if (!(features & (net::kNotfCoal | net::kVqNotfCoal)))
+            r.fail(at + "set without VIRTIO_NET_F_NOTF_COAL or VQ_NOTF_COAL");
         if (i >= 2 * usable) r.fail(at + "set on a queue the driver cannot reach");
         if (q.max_packets > kMaxCoalescePackets || q.max_usecs > kMaxCoalesceUsecs) r.fail(at + "beyond the limits");
     }

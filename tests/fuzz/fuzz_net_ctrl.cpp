@@ -524,15 +524,14 @@ struct Ctrl {
     // queues, or one data queue of those the features give (VQ_SET), read
     // back with VQ_GET into the 8 bytes after the status.
     uint8_t expect_coalesce(uint8_t cmd, const std::vector<uint8_t>& d, uint64_t room, std::vector<uint8_t>& answer) {
-        if (!has(net::kNotfCoal)) return kErr;
         unsigned queues = has(net::kMq | net::kRss) ? 2 * pairs : 2;
         auto params = [&](size_t at, Coalesce& c) {
             c = {uint32_t(le_load(&d[at], 4)), uint32_t(le_load(&d[at + 4], 4))};
             return c.max_packets <= kMaxCoalescePackets && c.max_usecs <= kMaxCoalesceUsecs;
         };
         Coalesce c;
-        if (cmd <= 1) {
-            if (d.size() != 8 || !params(0, c)) return kErr;
+        if (cmd <= 1) {  // TX_SET, RX_SET: NOTF_COAL's; VQ_SET, VQ_GET: VQ_NOTF_COAL's alone
+            if (!has(net::kNotfCoal) || d.size() != 8 || !params(0, c)) return kErr;
             for (unsigned i = cmd == 0 ? 1 : 0; i < queues; i += 2) coal[i] = c;
             return kOk;
         }

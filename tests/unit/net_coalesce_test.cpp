@@ -112,6 +112,12 @@ TEST(NetCoalesce, CommandsNeedTheirFeatures) {
     EXPECT_TRUE(m.run(kRxSet, params(1, 1), net::kNotfCoal));
     EXPECT_FALSE(m.run(kVqSet, vq(0, 1, 1), net::kNotfCoal));  // per-queue commands need VQ_NOTF_COAL
     EXPECT_FALSE(m.run(kVqGet, le({{0, 2}}), net::kNotfCoal));
+    // VQ_NOTF_COAL alone: its own commands, not NOTF_COAL's.
+    EXPECT_TRUE(m.run(kVqSet, vq(2, 7, 9), net::kVqNotfCoal));
+    EXPECT_EQ(m.c.get(2), (Coalesce{7, 9}));
+    ASSERT_TRUE(m.run(kVqGet, le({{2, 2}}), net::kVqNotfCoal));
+    EXPECT_EQ(m.reply, params(7, 9));
+    EXPECT_FALSE(m.run(kTxSet, params(1, 1), net::kVqNotfCoal));
 }
 
 TEST(NetCoalesce, ResetPutsEveryQueueBackToZero) {
