@@ -311,6 +311,19 @@ TEST(TapSteering, AProgramLeftByAKilledProcessIsDetachedWhenTheTapIsOpenedAgain)
     });
 }
 
+// A failed TUNSETSTEERINGEBPF is the ioctl's error alone, in one line:
+// whatever libbpf last said while loading is no part of it.
+TEST(TapSteering, AFailedAttachSaysTheIoctlsErrorOnly) {
+    auto s = std::make_unique<TapSteering>();
+    Fd not_a_tap = testing::make_eventfd();
+    try {
+        s->attach(not_a_tap.get());
+        ADD_FAILURE() << "attached to an eventfd";
+    } catch (const std::runtime_error& e) {
+        EXPECT_EQ(std::string(e.what()), std::string("TUNSETSTEERINGEBPF: ") + std::strerror(ENOTTY));
+    }
+}
+
 // Without CAP_BPF and CAP_SYS_ADMIN (dropped in this thread only) the
 // program does not load: the tap says why, in one line, and has no
 // steering, so the device will not offer RSS.
