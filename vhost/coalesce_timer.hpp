@@ -27,6 +27,8 @@ public:
     Coalesce get() const;
     // pending: used buffers published and not yet looked at by
     // need_interrupt(). True: decide now; false: held (the timer runs).
+    // A ring that stays busy loops without waiting and never reads fd():
+    // so due() also ends the wait once the timer's time is up.
     bool due(unsigned pending);
     // fd() was readable. True: the timer expired, decide now.
     bool expired();
@@ -40,6 +42,7 @@ private:
     Fd timer_;
     std::atomic<uint64_t> params_{0};  // max_packets << 32 | max_usecs: read whole by the ring's thread
     bool armed_ = false;               // the ring's thread's, or its owner's while it is stopped
+    int64_t deadline_ns_ = 0;          // CLOCK_MONOTONIC, while armed_
 };
 
 }  // namespace minivmm

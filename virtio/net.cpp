@@ -105,10 +105,9 @@ void VirtioNet::activate(uint64_t features, const std::vector<QueueConfig>& queu
 
 bool VirtioNet::start(uint64_t features, const std::vector<QueueConfig>& queues, VirtioTransport& t,
                       const std::vector<uint16_t>* positions) {
-    // Without MQ the device has one pair and the control queue follows it (5.1.2).
-    bool mq = features & net::kMq;
-    unsigned usable = mq ? pairs() : 1;
-    uint16_t ctrl_index = static_cast<uint16_t>(mq ? 2 * pairs() : 2);
+    // Without MQ or RSS the device has one pair and the control queue follows it (5.1.2).
+    unsigned usable = net::usable_pairs(features, pairs());
+    uint16_t ctrl_index = net::ctrl_queue(features, pairs());
     features_ = features;
     transport_ = &t;
     config_ = queues;

@@ -32,10 +32,12 @@ void NetCoalesce::reset() {
 
 bool NetCoalesce::command(uint8_t cmd, const std::vector<uint8_t>& data, uint64_t features, unsigned queues,
                           std::vector<uint8_t>& reply) {
-    if (!(features & net::kNotfCoal)) return false;
     if (queues > q_.size()) queues = static_cast<unsigned>(q_.size());
     Coalesce c;
+    // Each feature allows its own commands only: NOTF_COAL the SETs for
+    // all queues, VQ_NOTF_COAL the per-queue ones (5.1.6.5.9).
     if (cmd == VIRTIO_NET_CTRL_NOTF_COAL_TX_SET || cmd == VIRTIO_NET_CTRL_NOTF_COAL_RX_SET) {
+        if (!(features & net::kNotfCoal)) return false;
         if (data.size() != kSetLen || !read_params(data.data(), c)) return false;
         // Every queue of that direction the device has, in use or not yet.
         unsigned first = cmd == VIRTIO_NET_CTRL_NOTF_COAL_TX_SET ? 1 : 0;

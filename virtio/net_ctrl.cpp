@@ -41,19 +41,19 @@ bool mac_tables_fit(const std::vector<uint8_t>& d) {
     return at == d.size();
 }
 
-// Writes a command's result over the device-writable buffers, which the
-// caller made sure have room for exactly it and the status byte; returns
-// where the status goes.
-uint64_t write_reply(const GuestMemory& mem, const Chain& c, const std::vector<uint8_t>& reply) {
-    size_t at = 0;
+// Writes a command's result over the device-writable bytes after the
+// status byte (the first of them: 5.1.6.5, as Linux's driver places its
+// buffers), which the caller made sure have room for exactly it.
+void write_reply(const GuestMemory& mem, const Chain& c, const std::vector<uint8_t>& reply) {
+    size_t skip = 1, at = 0;
     for (const Segment& s : c.segs) {
         if (!s.device_writable) continue;
-        size_t n = std::min<size_t>(s.len, reply.size() - at);
-        if (n) std::memcpy(mem.ptr(s.gpa, n), reply.data() + at, n);
+        size_t from = std::min<size_t>(skip, s.len);
+        skip -= from;
+        size_t n = std::min<size_t>(s.len - from, reply.size() - at);
+        if (n) std::memcpy(mem.ptr(s.gpa + from, n), reply.data() + at, n);
         at += n;
-        if (n < s.len) return s.gpa + n;
     }
-    return 0;  // not reached: there is room for the status
 }
 }  // namespace
 
@@ -135,7 +135,7 @@ bool VirtioNet::ctrl_batch() {
             }
         if (!status) return needs_reset("control queue: a command with no room for its status"), false;
         uint8_t ack = kErr;
-        std::vector<uint8_t> reply;  // a command's result, before the status (5.1.6.5)
+        std::vector<uint8_t> reply;  // a command's result, after the status (5.1.6.5)
         if (c.readable_bytes >= 2 && c.readable_bytes <= kMaxCommand) {
             std::vector<uint8_t> bytes;
             for (const Segment& s : c.segs) {
@@ -146,13 +146,11 @@ bool VirtioNet::ctrl_batch() {
             std::vector<uint8_t> data(bytes.begin() + 2, bytes.end());
             ack = ctrl_command(bytes[0], bytes[1], data, reply);
         }
-        // A result goes only into exactly its room, then the status after it;
-        // without one (a failed command) the status goes first, as always.
+        // The status goes first, a result only into exactly its room after it.
         if (!reply.empty() && c.writable_bytes != reply.size() + 1) ack = kErr;
-        uint64_t status_gpa = status->gpa;
         if (ack != kOk) reply.clear();
-        if (!reply.empty()) status_gpa = write_reply(mem_, c, reply);
-        *mem_.ptr(status_gpa, 1) = ack;
+        if (!reply.empty()) write_reply(mem_, c, reply);
+        *mem_.ptr(status->gpa, 1) = ack;
         // A migration's log: the status and any result went into these.
         if (dirty_)
             for (const Segment& s : c.segs)

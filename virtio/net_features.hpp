@@ -15,7 +15,8 @@ constexpr uint64_t kCsum = 1ull << 0, kGuestCsum = 1ull << 1, kMac = 1ull << 5, 
                    kCtrlRx = 1ull << 18, kMq = 1ull << 22, kCtrlMacAddr = 1ull << 23,
                    kMtu = 1ull << 3, kGuestUso4 = 1ull << VIRTIO_NET_F_GUEST_USO4,
                    kGuestUso6 = 1ull << VIRTIO_NET_F_GUEST_USO6, kHostUso = 1ull << VIRTIO_NET_F_HOST_USO,
-                   kNotfCoal = 1ull << VIRTIO_NET_F_NOTF_COAL, kVqNotfCoal = 1ull << VIRTIO_NET_F_VQ_NOTF_COAL;
+                   kNotfCoal = 1ull << VIRTIO_NET_F_NOTF_COAL, kVqNotfCoal = 1ull << VIRTIO_NET_F_VQ_NOTF_COAL,
+                   kRss = 1ull << 60;  // VIRTIO_NET_F_RSS
 // The MTU a NIC may be given (--net mtu=, VIRTIO_NET_F_MTU): IPv4's
 // minimum up to what the config space's 16-bit field holds.
 constexpr unsigned kMinMtu = 68, kMaxMtu = 65535;
@@ -26,5 +27,11 @@ constexpr uint16_t kRxQueue = 0, kTxQueue = 1;
 constexpr size_t kMaxFrame = kHeaderLen + 65536 + 256;
 // Queue pairs a NIC may have: minivmm's limit, checked when a NIC is built.
 constexpr unsigned kMaxPairs = 16;
+// The pairs a driver may use: every one (max_virtqueue_pairs) once it
+// negotiates MQ or RSS, else the first; the control queue follows them (5.1.2).
+constexpr unsigned usable_pairs(uint64_t features, unsigned pairs) { return features & (kMq | kRss) ? pairs : 1; }
+constexpr uint16_t ctrl_queue(uint64_t features, unsigned pairs) {
+    return static_cast<uint16_t>(2 * usable_pairs(features, pairs));
+}
 
 }  // namespace minivmm::net

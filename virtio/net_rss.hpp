@@ -10,9 +10,10 @@
 #include <span>
 #include <vector>
 
+#include "virtio/net_features.hpp"
+
 namespace minivmm::net {
 
-constexpr uint64_t kRss = 1ull << 60;  // VIRTIO_NET_F_RSS
 // VIRTIO_NET_RSS_HASH_TYPE_*: IPv4, TCPv4, UDPv4, IPv6, TCPv6, UDPv6 are
 // supported; IP_EX, TCP_EX, UDP_EX (IPv6 extension headers) are not.
 constexpr uint32_t kHashIpv4 = 1u << 0, kHashTcpv4 = 1u << 1, kHashUdpv4 = 1u << 2, kHashIpv6 = 1u << 3,

@@ -117,9 +117,8 @@ void VirtioNet::load(state::Reader& r, const LoadedTransport& t, VirtioTransport
     if (link != kLinkUp) r.fail(who + "link status: not the link-up this device shows");
     // The device takes the driver's features at DRIVER_OK and drops them at reset.
     if (features != (t.driver_ok ? t.features : 0)) r.fail(who + "features: not what the driver negotiated");
-    bool mq = features & net::kMq;
-    unsigned usable = mq ? pairs() : 1;
-    uint16_t ctrl_index = static_cast<uint16_t>(mq ? 2 * pairs() : 2);
+    unsigned usable = net::usable_pairs(features, pairs());
+    uint16_t ctrl_index = net::ctrl_queue(features, pairs());
     // Pairs in use: one until the driver sets more (VQ_PAIRS_SET, which
     // takes only pairs whose queues are both set up).
     if (in_use < 1 || in_use > usable) r.fail(who + "queue pairs in use: " + std::to_string(in_use) + " of " +
@@ -145,7 +144,8 @@ void VirtioNet::load(state::Reader& r, const LoadedTransport& t, VirtioTransport
         const Coalesce& q = coal[i];
         if (q == Coalesce{}) continue;
         std::string at = who + "queue " + std::to_string(i) + " coalescing: ";
-        if (!(features & net::kNotfCoal)) r.fail(at + "set without VIRTIO_NET_F_NOTF_COAL");
+        if (!(features & (net::kNotfCoal | net::kVqNotfCoal)))
+            r.fail(at + "set without VIRTIO_NET_F_NOTF_COAL or VQ_NOTF_COAL");
         if (i >= 2 * usable) r.fail(at + "set on a queue the driver cannot reach");
         if (q.max_packets > kMaxCoalescePackets || q.max_usecs > kMaxCoalesceUsecs) r.fail(at + "beyond the limits");
     }

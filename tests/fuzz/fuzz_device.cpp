@@ -224,7 +224,7 @@ struct Device {
         store(mem(), b, cmd.data(), cmd.size());
         post(i, {{b, static_cast<uint32_t>(cmd.size())}, {s, 1}}, 1);
     }
-    uint16_t ctrl_queue() const { return static_cast<uint16_t>(features & net::kMq ? 2 * pairs : 2); }
+    uint16_t ctrl_queue() const { return static_cast<uint16_t>(features & (net::kMq | net::kRss) ? 2 * pairs : 2); }
 
     // A well-behaved driver's start (3.1.1) with the features it picks from
     // what is offered: every queue it knows placed and enabled, MSI-X vectors
@@ -254,7 +254,7 @@ struct Device {
         common(kStatus, virtio::kAcknowledge | virtio::kDriver | virtio::kFeaturesOk, 1);
         if (!(common_read(kStatus, 1) & virtio::kFeaturesOk)) return false;
         common(kMsixConfig, 0, 2);
-        unsigned used_pairs = features & net::kMq ? pairs : 1;
+        unsigned used_pairs = features & (net::kMq | net::kRss) ? pairs : 1;
         for (uint16_t i = 0; i < q.size(); i++) q[i] = Queue{};
         std::vector<uint16_t> mine;
         for (uint16_t i = 0; i < 2 * used_pairs; i++) mine.push_back(i);

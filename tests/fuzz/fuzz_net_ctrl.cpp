@@ -18,7 +18,7 @@
 // running follow the commands that succeeded; a chain with no room for its
 // status or one the ring walker refuses breaks the device, and nothing
 // else does. Notification coalescing (its parameters per queue, VQ_GET's
-// answer before the status) is checked against a model of its own, and
+// answer after the status) is checked against a model of its own, and
 // what reaches the recording backend against it. A wild driver also
 // scribbles over the ring: then only memory safety and termination are checked.
 #include <sys/eventfd.h>
@@ -206,8 +206,8 @@ struct Ctrl {
         uint64_t offered = net->features();
         features = virtio::kFVersion1 | (offered & in.ConsumeIntegral<uint64_t>());
         if (in.ConsumeIntegralInRange(0, 7)) features |= net::kCtrlVq;
-        bool mq = has(net::kMq);
-        ctrl_index = static_cast<uint16_t>(mq ? 2 * pairs : 2);
+        // N = max_virtqueue_pairs with MQ or RSS, else 1; the control queue at 2N (5.1.2).
+        ctrl_index = static_cast<uint16_t>(has(net::kMq | net::kRss) ? 2 * pairs : 2);
         queues.assign(net->num_queues(), QueueConfig{});
         for (uint16_t i = 0; i < queues.size(); i++) {
             uint64_t at = kRings + 0x4000ull * i;
@@ -459,7 +459,7 @@ struct Ctrl {
     }
 
     // The spec's answer to a command, and what it changes. answer: what
-    // the device writes before the status, with room (writable bytes) for it.
+    // the device writes after the status, with room (writable bytes) for it.
     uint8_t expect(const std::vector<uint8_t>& b, uint64_t room, std::vector<uint8_t>& answer) {
         if (b.size() < 2 || b.size() > 64 * 1024) return kErr;
         uint8_t cls = b[0], cmd = b[1];
@@ -508,7 +508,7 @@ struct Ctrl {
                 table.push_back(static_cast<uint16_t>(le_load(&d[8 + 2 * e], 2)));
                 if (table.back() >= max_tx) return kErr;
             }
-            unsigned usable = has(net::kMq) ? pairs : 1;
+            unsigned usable = has(net::kMq | net::kRss) ? pairs : 1;
             for (unsigned k = 0; k < max_tx; k++)
                 if (k >= usable || !queues[2 * k].enabled || !queues[2 * k + 1].enabled) return kErr;
             in_use = max_tx;
@@ -522,17 +522,16 @@ struct Ctrl {
 
     // 5.1.6.5.7: parameters for all receive (RX_SET) or transmit (TX_SET)
     // queues, or one data queue of those the features give (VQ_SET), read
-    // back with VQ_GET into the 8 bytes before the status.
+    // back with VQ_GET into the 8 bytes after the status.
     uint8_t expect_coalesce(uint8_t cmd, const std::vector<uint8_t>& d, uint64_t room, std::vector<uint8_t>& answer) {
-        if (!has(net::kNotfCoal)) return kErr;
-        unsigned queues = has(net::kMq) ? 2 * pairs : 2;
+        unsigned queues = has(net::kMq | net::kRss) ? 2 * pairs : 2;
         auto params = [&](size_t at, Coalesce& c) {
             c = {uint32_t(le_load(&d[at], 4)), uint32_t(le_load(&d[at + 4], 4))};
             return c.max_packets <= kMaxCoalescePackets && c.max_usecs <= kMaxCoalesceUsecs;
         };
         Coalesce c;
-        if (cmd <= 1) {
-            if (d.size() != 8 || !params(0, c)) return kErr;
+        if (cmd <= 1) {  // TX_SET, RX_SET: NOTF_COAL's; VQ_SET, VQ_GET: VQ_NOTF_COAL's alone
+            if (!has(net::kNotfCoal) || d.size() != 8 || !params(0, c)) return kErr;
             for (unsigned i = cmd == 0 ? 1 : 0; i < queues; i += 2) coal[i] = c;
             return kOk;
         }
@@ -586,15 +585,17 @@ struct Ctrl {
             auto [id, len] = ring.used_elem(ring.used_seen++);
             uint64_t room = 0;
             for (const Segment& w : c.writable) room += w.len;
-            std::vector<uint8_t> want;
-            uint8_t want_ack = expect(c.bytes, room, want);
-            want.push_back(want_ack);
+            std::vector<uint8_t> answer;
+            uint8_t want_ack = expect(c.bytes, room, answer);
+            std::vector<uint8_t> want = {want_ack};
+            want.insert(want.end(), answer.begin(), answer.end());
             CHECK(id == c.head && len == want.size());
-            // The answer and status from the first writable byte on; nothing
-            // else written: the rest of the writable bytes, and the command.
+            // The status then the answer from the first writable byte on
+            // (5.1.6.5); nothing else written: the rest of the writable
+            // bytes, and the command.
             std::vector<uint8_t> got;
             for (const Segment& w : c.writable) got.insert(got.end(), mem().ptr(w.gpa, w.len), mem().ptr(w.gpa, w.len) + w.len);
-            TRACE("  served %u: status %u, want %u\n", c.head, got[want.size() - 1], want_ack);
+            TRACE("  served %u: status %u, want %u\n", c.head, got[0], want_ack);
             want.resize(got.size(), 0xee);
             CHECK(got == want);
             for (uint16_t d : c.descs) busy[d] = 0;
@@ -617,7 +618,7 @@ struct Ctrl {
         CHECK(std::equal(mac.begin(), mac.end(), cfg));
         CHECK(cfg[6] == 1 && cfg[7] == 0 && le_load(cfg + 8, 2) == pairs && cfg[10] == 0 && cfg[11] == 0);
         if (!active || broken) return;
-        bool mq = has(net::kMq);
+        bool mq = has(net::kMq | net::kRss);
         for (unsigned k = 1; k < pairs; k++) CHECK(port->attached(k) == (k < in_use));
         const RecordingSteering& st = port->steering_rec;
         CHECK(st.set_ == rss.set_);

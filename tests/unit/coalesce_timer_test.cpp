@@ -80,6 +80,23 @@ TEST(CoalesceTimer, TimerEndsAHeldInterrupt) {
     EXPECT_FALSE(g.r.q.need_interrupt());
 }
 
+// A ring that stays busy asks due() again and again and never reads the
+// timerfd: once the time is up, due() ends the wait itself, and leaves the
+// timer disarmed (no stale expiry to flush later).
+TEST(CoalesceTimer, TheDeadlineEndsTheWaitWithoutTheTimerfd) {
+    Ring g(false);
+    g.t.set({64, 1000});
+    g.use(1);
+    EXPECT_FALSE(g.decide());
+    pollfd p{g.t.fd(), POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 5000), 1);  // the time is up (not read: as a busy ring never does)
+    g.use(1);
+    EXPECT_TRUE(g.decide());
+    EXPECT_FALSE(g.t.holding());
+    EXPECT_EQ(poll(&p, 1, 0), 0);
+    EXPECT_FALSE(g.t.expired());
+}
+
 TEST(CoalesceTimer, ASignalDisarmsTheTimer) {
     Ring g(false);
     g.t.set({2, 2000});

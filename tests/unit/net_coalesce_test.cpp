@@ -1,7 +1,7 @@
 // The control class VIRTIO_NET_CTRL_NOTF_COAL: what the driver may set,
 // where it goes, and what a hostile driver gets for the rest (VIRTIO_NET_ERR,
 // nothing changed). Then the same through a whole device's control queue,
-// where VQ_GET answers in the buffers before the status.
+// where VQ_GET answers in the writable bytes after the status.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -112,6 +112,12 @@ TEST(NetCoalesce, CommandsNeedTheirFeatures) {
     EXPECT_TRUE(m.run(kRxSet, params(1, 1), net::kNotfCoal));
     EXPECT_FALSE(m.run(kVqSet, vq(0, 1, 1), net::kNotfCoal));  // per-queue commands need VQ_NOTF_COAL
     EXPECT_FALSE(m.run(kVqGet, le({{0, 2}}), net::kNotfCoal));
+    // VQ_NOTF_COAL alone: its own commands, not NOTF_COAL's.
+    EXPECT_TRUE(m.run(kVqSet, vq(2, 7, 9), net::kVqNotfCoal));
+    EXPECT_EQ(m.c.get(2), (Coalesce{7, 9}));
+    ASSERT_TRUE(m.run(kVqGet, le({{2, 2}}), net::kVqNotfCoal));
+    EXPECT_EQ(m.reply, params(7, 9));
+    EXPECT_FALSE(m.run(kTxSet, params(1, 1), net::kVqNotfCoal));
 }
 
 TEST(NetCoalesce, ResetPutsEveryQueueBackToZero) {
@@ -126,29 +132,39 @@ TEST(NetCoalesce, ResetPutsEveryQueueBackToZero) {
 }
 
 // Through the device (vhost=off, whose I/O threads hold interrupts back):
-// the features are offered, SET reaches the queue, VQ_GET writes its 8
-// bytes into the writable buffers before the status, and a bad command is
+// the features are offered, SET reaches the queue, VQ_GET writes the
+// status first among the writable bytes and then its 8 (virtio 1.3, and
+// how Linux's driver places its buffers), and a bad command is
 // answered VIRTIO_NET_ERR and counted.
 struct DeviceRig {
     static constexpr uint64_t kFeatures = kMqFeatures | kBoth;
     static constexpr uint64_t kReply = 0x22000;
     CtrlRig r{2, kFeatures, "co0"};
 
-    // VQ_GET for vqn: the command, then the reply split over two writable
-    // buffers (5 and 3 bytes) and the status byte in a third.
-    int get(uint16_t vqn, std::vector<uint8_t>& out, uint32_t room = 8) {
+    // VQ_GET for vqn: the command, then the status byte, then the reply
+    // split over two writable buffers (5 and 3 bytes); or the status and
+    // the reply in one buffer of 9.
+    int get(uint16_t vqn, std::vector<uint8_t>& out, uint32_t room = 8, bool one_buffer = false) {
         std::vector<uint8_t> cmd = {6, kVqGet, uint8_t(vqn), uint8_t(vqn >> 8)};
         std::memcpy(r.mem.ptr(kCmdBuf, 4), cmd.data(), 4);
         std::memset(r.mem.ptr(kReply, 16), 0xee, 16);
         *r.mem.ptr(kStatusBuf, 1) = 0xee;
         r.desc(0, kCmdBuf, 4, kNext, 1);
-        r.desc(1, kReply, 5, kWrite | kNext, 2);
-        r.desc(2, kReply + 8, room - 5, kWrite | kNext, 3);
-        r.desc(3, kStatusBuf, 1, kWrite, 0);
+        if (one_buffer) {
+            r.desc(1, kReply, room + 1, kWrite, 0);
+        } else {
+            r.desc(1, kStatusBuf, 1, kWrite | kNext, 2);
+            r.desc(2, kReply, 5, kWrite | kNext, 3);
+            r.desc(3, kReply + 8, room - 5, kWrite, 0);
+        }
         uint16_t before = r.used_idx();
         r.ctrl.offer(0);
         r.net->notify(r.ctrl_index);
         if (r.used_idx() != uint16_t(before + 1)) return -1;
+        if (one_buffer) {
+            out.assign(r.mem.ptr(kReply + 1, 8), r.mem.ptr(kReply + 1, 8) + 8);
+            return *r.mem.ptr(kReply, 1);
+        }
         out.assign(r.mem.ptr(kReply, 5), r.mem.ptr(kReply, 5) + 5);
         out.insert(out.end(), r.mem.ptr(kReply + 8, 3), r.mem.ptr(kReply + 8, 3) + 3);
         return *r.mem.ptr(kStatusBuf, 1);
@@ -169,7 +185,10 @@ TEST(NetCoalesceDevice, OfferedSetAndReadBackThroughTheControlQueue) {
     std::vector<uint8_t> got;
     ASSERT_EQ(d.get(3, got), kOk);
     EXPECT_EQ(got, params(16, 250));
-    EXPECT_EQ(d.r.ctrl.used_elem(uint16_t(d.r.used_idx() - 1)).second, 9u);  // the answer and the status
+    EXPECT_EQ(d.r.ctrl.used_elem(uint16_t(d.r.used_idx() - 1)).second, 9u);  // the status and the answer
+    got.clear();
+    ASSERT_EQ(d.get(3, got, 8, true), kOk);
+    EXPECT_EQ(got, params(16, 250));
     ASSERT_EQ(d.r.command(6, kRxSet, params(8, 40)), kOk);
     ASSERT_EQ(d.get(2, got), kOk);
     EXPECT_EQ(got, params(8, 40));
@@ -182,13 +201,11 @@ TEST(NetCoalesceDevice, BadCommandsAreRefusedAndCounted) {
     EXPECT_EQ(d.r.command(6, kRxSet, params(1, 2000000)), kErr);
     // No answer: the status goes where any command's does, the first
     // writable byte, and nothing else is written.
-    std::vector<uint8_t> got, none(7, 0xee);
-    EXPECT_EQ(d.get(9, got), 0xee);
-    EXPECT_EQ(got[0], kErr);
-    EXPECT_EQ(std::vector<uint8_t>(got.begin() + 1, got.end()), none);
-    EXPECT_EQ(d.get(0, got, 9), 0xee);  // room for more than the answer
-    EXPECT_EQ(got[0], kErr);
-    EXPECT_EQ(std::vector<uint8_t>(got.begin() + 1, got.end()), none);
+    std::vector<uint8_t> got, none(8, 0xee);
+    EXPECT_EQ(d.get(9, got), kErr);
+    EXPECT_EQ(got, none);
+    EXPECT_EQ(d.get(0, got, 9), kErr);  // room for more than the answer
+    EXPECT_EQ(got, none);
     EXPECT_EQ(d.ctrl_errors(), 4u);
     EXPECT_TRUE(d.r.t.broken_why().empty());
 }

@@ -74,7 +74,7 @@ struct CtrlRig {
                                           VirtioNet::Mac{0x52, 0x54, 0, 1, 2, 3}, label);
         std::vector<QueueConfig> qs(net->num_queues());
         for (uint16_t i = 0; i < qs.size(); i++) qs[i] = {kQSize, ring(i), ring(i) + 0x1000, ring(i) + 0x2000, true, i};
-        ctrl_index = static_cast<uint16_t>(features & net::kMq ? 2 * pairs : 2);
+        ctrl_index = net::ctrl_queue(features, pairs);
         qs[ctrl_index] = {ctrl_size, kCtrlDesc, kCtrlAvail, kCtrlUsed, true, 0};
         net->activate(features, qs, t);
     }

@@ -197,6 +197,23 @@ TEST(NetRss, TheCommandSteersThroughTheTapAndBadOnesAreRefusedAndCounted) {
     });
 }
 
+// A driver may negotiate RSS without MQ (Linux 6.12's does not, others
+// may): then too every pair is usable, and the control queue follows them
+// all (5.1.2: N = max_virtqueue_pairs with MQ or RSS).
+TEST(NetRss, WithoutMqEveryPairIsUsableAndTheControlQueueFollowsThem) {
+    in_netns([] {
+        CtrlRig r(2, kRssFeatures & ~net::kMq, "rs3", kQSize, {}, true);
+        ASSERT_EQ(r.steering_note, "");
+        ASSERT_TRUE(r.net->features() & net::kRss);
+        ASSERT_EQ(r.ctrl_index, 4);
+        EXPECT_EQ(r.command(0, 0, {1}), kOk) << "RX promisc, on the control queue at 2N";
+        ASSERT_EQ(r.command(4, 1, rss_command(net::kRssHashTypes, std::vector<uint16_t>(128, 1), 0, 2, kKey)), kOk);
+        for (uint16_t port = 1000; port < 1016; port++) EXPECT_EQ(steer_udp(r, port), 1u);
+        EXPECT_EQ(r.pairs_set(2), kErr) << "VQ_PAIRS_SET needs MQ";
+        EXPECT_EQ(r.t.broken_why(), "");
+    });
+}
+
 // One pair: nothing to steer. Not offered even by a port that could
 // (minivmm loads no program then; this tap has one to show the rule).
 TEST(NetRss, NotOfferedWithOnePair) {

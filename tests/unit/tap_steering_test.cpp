@@ -10,11 +10,13 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <array>
+#include <csignal>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -269,6 +271,57 @@ TEST(TapSteering, SteersARealTapsQueues) {
         EXPECT_GT(even[0], 0u);
         EXPECT_GT(even[1], 0u);
     });
+}
+
+// A persistent tap keeps a program attached when the process that attached
+// it dies without detaching it (SIGKILL, a seccomp trap). The next minivmm
+// to open the tap detaches it first: without RSS its flows spread again
+// instead of following a table nobody updates.
+TEST(TapSteering, AProgramLeftByAKilledProcessIsDetachedWhenTheTapIsOpenedAgain) {
+    testing::in_netns([] {
+        ASSERT_EQ(std::system("ip tuntap add dev rsst2 mode tap multi_queue && ip link set rsst2 up && "
+                              "ip addr add 10.77.0.1/24 dev rsst2"),
+                  0);
+        int ready[2];
+        ASSERT_EQ(::pipe(ready), 0);
+        pid_t child = ::fork();
+        ASSERT_GE(child, 0);
+        if (child == 0) {  // every flow to queue 1, then killed with the program attached
+            Tap tap("rsst2", 2);
+            if (tap.attach_steering() != "") ::_exit(1);
+            tap.steering()->set(net::kRssHashTypes, kMsKey, std::vector<uint16_t>(128, 1), 0);
+            [[maybe_unused]] ssize_t n = ::write(ready[1], "x", 1);
+            ::raise(SIGKILL);
+            ::_exit(1);
+        }
+        ::close(ready[1]);
+        char c;
+        EXPECT_EQ(::read(ready[0], &c, 1), 1) << "the child could not attach its program";
+        ::close(ready[0]);
+        int status = 0;
+        ASSERT_EQ(::waitpid(child, &status, 0), child);
+        ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        Tap tap("rsst2", 2);
+        ASSERT_EQ(tap.steering(), nullptr);
+        constexpr unsigned kFlows = 16;
+        auto spread = udp_frames_per_queue(tap, kFlows);
+        EXPECT_EQ(spread[0] + spread[1], kFlows);
+        EXPECT_GT(spread[0], 0u) << "the dead process's table still steers every flow to queue 1";
+        EXPECT_GT(spread[1], 0u);
+    });
+}
+
+// A failed TUNSETSTEERINGEBPF is the ioctl's error alone, in one line:
+// whatever libbpf last said while loading is no part of it.
+TEST(TapSteering, AFailedAttachSaysTheIoctlsErrorOnly) {
+    auto s = std::make_unique<TapSteering>();
+    Fd not_a_tap = testing::make_eventfd();
+    try {
+        s->attach(not_a_tap.get());
+        ADD_FAILURE() << "attached to an eventfd";
+    } catch (const std::runtime_error& e) {
+        EXPECT_EQ(std::string(e.what()), std::string("TUNSETSTEERINGEBPF: ") + std::strerror(ENOTTY));
+    }
 }
 
 // Without CAP_BPF and CAP_SYS_ADMIN (dropped in this thread only) the

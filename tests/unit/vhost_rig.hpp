@@ -91,6 +91,7 @@ struct Options {
     uint64_t features = virtio::kFVersion1;
     RingLayout rx = kRxRing, tx = kTxRing;
     bool log = false;  // set_log_base(bitmap) before the rings start
+    uint16_t size = kQSize;  // both rings' (at most 256: one TX buffer slot per head below kRxBuf)
 };
 
 // MINIVMM_TEST_VHOST=kernel: the same rig drives the kernel's vhost-net
@@ -113,7 +114,7 @@ struct Rig {
     Tap tap{"vwtest0"};
     Fd pkt;
     int ifindex = 0;
-    GuestRing ring[2] = {{mem, kQSize, opt.rx}, {mem, kQSize, opt.tx}};
+    GuestRing ring[2] = {{mem, opt.size, opt.rx}, {mem, opt.size, opt.tx}};
     std::unique_ptr<VhostBackend> vh = kernel_vhost() ? open_kernel_vhost() : make_worker_vhost();  // last: stops first
 
     explicit Rig(Options o = {}) : opt(o) {
@@ -138,7 +139,7 @@ struct Rig {
         vh->set_mem_table({{0, kMemSize, hva(0)}});
         if (opt.log) vh->set_log_base(reinterpret_cast<uint64_t>(bitmap.data()), bitmap.size());
         for (unsigned i = 0; i < 2; i++) {
-            vh->set_vring_num(i, kQSize);
+            vh->set_vring_num(i, opt.size);
             vh->set_vring_base(i, 0);
             vh->set_vring_addr(i, vring_addr(ring[i].at));
             vh->set_vring_kick(i, kick[i].get());

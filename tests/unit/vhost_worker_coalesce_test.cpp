@@ -45,6 +45,28 @@ TEST(VhostWorker, CoalescingTimerEndsTheWait) {
     });
 }
 
+// A ring that never runs dry loops without waiting, so the timerfd is
+// never read: the deadline must end the wait anyway, or a guest that keeps
+// a ring busy gets one interrupt per lull instead of one per rx/tx-usecs.
+// Four passes of 64 buffers (the worker's budget), a 1 us timer: each pass
+// writes 64 frames to the tap, far longer than that, so the timer armed in
+// one pass has run out by the next.
+TEST(VhostWorker, TheTimerEndsTheWaitOfABusyRing) {
+    in_netns([] {
+        Rig r(Options{.size = 256});
+        r.vh->set_vring_coalesce(kTx, {32768, 1});
+        for (uint16_t h = 0; h < 256; h++) {
+            r.tx_chain(h, make_frame(100, uint8_t(h)));
+            r.ring[kTx].add(h);
+        }
+        r.ring[kTx].publish();
+        r.start(kTx);
+        ASSERT_TRUE(r.ring[kTx].wait_used(256));
+        EXPECT_TRUE(GuestRing::wait_for([&] { return r.stats(kTx).interrupts.load() >= 2; }, kTimeoutMs))
+            << "one interrupt for 256 buffers: the timer never ended a wait while the ring was busy";
+    });
+}
+
 TEST(VhostWorker, AStoppedRingSendsTheInterruptItHeld) {
     in_netns([] {
         Rig r;

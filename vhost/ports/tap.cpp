@@ -73,6 +73,15 @@ Tap::Tap(const std::string& name, unsigned queues) : name_(name) {
         if (!fd) throw UserError("--net " + name + ": cannot open tap queue " + std::to_string(q));
         fds_.push_back(std::move(fd));
     }
+    if (mq && existed) {
+        // A steering program outlives a minivmm killed before it could
+        // detach it (SIGKILL, a seccomp trap), and would go on steering this
+        // persistent tap by a table nobody updates: detached before anything
+        // else (no capability needed; attach_steering() may attach ours). A
+        // kernel without steering refuses the call, and has nothing to detach.
+        int none = -1;
+        ioctl(fds_[0].get(), TUNSETSTEERINGEBPF, &none);
+    }
     if (!existed) {
         // A fresh tap is down; bring the link up so only an address is missing.
         // Failing that is an error, not a warning: the tap lives only as long

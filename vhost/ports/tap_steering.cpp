@@ -38,9 +38,13 @@ int keep_last_line(enum libbpf_print_level level, const char* fmt, va_list ap) {
     return 0;
 }
 
+// bpf_call: a failure of libbpf's (whose last line, if any, says why);
+// else of a call of minivmm's own, which libbpf's lines, left from an
+// earlier load, would only mislead about.
 std::runtime_error failure(const std::string& what, int err, bool bpf_call = true) {
     std::string why = what + ": " + std::strerror(err);
-    if (bpf_call && (err == EPERM || err == EACCES)) why += " (loading BPF needs CAP_BPF or CAP_SYS_ADMIN)";
+    if (!bpf_call) return std::runtime_error(why);
+    if (err == EPERM || err == EACCES) why += " (loading BPF needs CAP_BPF or CAP_SYS_ADMIN)";
     else if (!last_libbpf_line.empty()) why += " (" + last_libbpf_line + ")";
     return std::runtime_error(why);
 }
