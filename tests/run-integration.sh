@@ -22,7 +22,7 @@ export MINIVMM_KVM_LEVEL=$level  # for tests/rig/outer-run.sh
 echo "where: test_input, test_harness on this machine (they need no KVM)"
 # The local suites run whole: MINIVMM_TEST_FILTER is for the outer runs.
 MINIVMM_TEST_FILTER= $py tests/integration/harness.py test_input test_harness || status=1
-first_outer="test_boot test_vhost_kernel test_snapshot"
+first_outer="test_boot test_vhost_kernel"
 if (( level <= 1 )); then
     echo "where: test_machine on this machine (the probe found a KVM that runs a VM)"
     MINIVMM_TEST_FILTER= $py tests/integration/harness.py test_machine || status=1
@@ -30,7 +30,7 @@ else
     echo "where: test_machine in the emulated outer host, with test_boot (the probe found no usable KVM here)"
     first_outer="test_machine $first_outer"
 fi
-echo "where: test_boot, test_vhost_kernel, test_snapshot, test_net, test_direct, test_migration, test_net612 (6.12) in the emulated outer host (they boot Linux" \
+echo "where: test_boot, test_vhost_kernel, test_net, test_direct, test_migration, test_net612 (6.12) in the emulated outer host (they boot Linux" \
      "and need vhost-net; tests/rig/outer-run.sh runs them here if the probe finds hardware speed and vhost-net)"
 # CI gives make test 90 minutes. The outer runs share a budget (default 60
 # minutes; a clean pass takes about 10): a run that would start with less

@@ -1,12 +1,13 @@
 // Saving the whole machine and loading it back: the control socket's
 // snapshot, --restore, and (with RAM sent in rounds) migration. What a
 // saved machine is, in stream order: its shape (checked before anything
-// loads), its RAM, the legacy devices and the PCI bus, each PCI device with
-// its rings' positions, each vCPU, then the VM's in-kernel chips and clock,
-// then End. Devices load after RAM because an active virtio device starts
-// its datapath as it loads and reads the rings there; vCPUs after RAM
-// because writing the kvmclock MSRs makes KVM write guest memory; the VM
-// after its vCPUs, its clock last (vmm/vcpu_state.cpp says why).
+// loads), its RAM, the legacy devices and the PCI bus, each vCPU, the VM's
+// in-kernel chips and clock, then each PCI device with its rings'
+// positions, then End. vCPUs after RAM because writing the kvmclock MSRs
+// makes KVM write guest memory; the VM after its vCPUs, its clock last
+// (vmm/vcpu_state.cpp says why); devices last because an active virtio
+// device starts its datapath as it loads, reading the rings in RAM and
+// raising interrupts that need the vCPUs' LAPICs in place.
 #include <unistd.h>
 
 #include <set>
@@ -51,11 +52,15 @@ void Machine::save_sections(state::RecordWriter& w) {
     w.write(state::Kind::Section, "serial", section([&](state::Writer& s) { serial_->save(s); }));
     w.write(state::Kind::Section, "acpi-pm", section([&](state::Writer& s) { pm_.save(s); }));
     w.write(state::Kind::Section, "pci-bus", section([&](state::Writer& s) { pci_.save(s); }));
-    for (const auto& d : devices_)
-        w.write(state::Kind::Section, d->device().label(), section([&](state::Writer& s) { d->save(s); }));
     for (size_t i = 0; i < vcpus_.size(); i++)
         w.write(state::Kind::Section, vcpu_section(i), section([&](state::Writer& s) { vcpus_[i]->save_state(s); }));
     w.write(state::Kind::Section, "vm", section([&](state::Writer& s) { vm_.save_state(s); }));
+    // Devices last: an active one starts its datapath as it loads, and an
+    // interrupt it raises must find the vCPUs' local APICs already loaded
+    // (one raised into a reset LAPIC is dropped, and that queue would wait
+    // for it for ever).
+    for (const auto& d : devices_)
+        w.write(state::Kind::Section, d->device().label(), section([&](state::Writer& s) { d->save(s); }));
     w.write(state::Kind::End, "", {});
 }
 
