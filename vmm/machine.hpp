@@ -80,6 +80,12 @@ private:
     // paused and the devices quiesced; and into a machine just built.
     state::RamCounts save_state(state::RecordWriter& w);
     void save_sections(state::RecordWriter& w);  // everything but RAM, then End
+    // The guest held still for saving: every vCPU parked (unless already
+    // paused) and every device quiesced; returns whether this paused the
+    // vCPUs. A failure is undone before it is thrown. thaw() resumes the
+    // devices, and the vCPUs if paused_here.
+    bool freeze();
+    void thaw(bool paused_here);
     void load_state(state::RecordReader& r);
 
     // Members are built in the order they are declared: this is the order

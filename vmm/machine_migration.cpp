@@ -80,7 +80,7 @@ std::string refusal(int fd) {
 
 json Machine::migrate(Fd conn, const std::string& uri) {
     auto t0 = Clock::now();
-    bool was_paused = pause_.paused(), paused_here = false, frozen = false, released = false;
+    bool paused_here = false, frozen = false, released = false;
     Sent sent;
     unsigned rounds = 0;
     DirtyPages dirty(vm_, mem_);
@@ -106,9 +106,7 @@ json Machine::migrate(Fd conn, const std::string& uri) {
         }
         // The switch-over: from here the guest waits.
         auto paused_at = Clock::now();
-        paused_here = !was_paused;
-        if (paused_here) pause();  // throws ApiError when it cannot
-        for (const auto& d : devices_) d->quiesce();
+        paused_here = freeze();
         frozen = true;
         // On one host the destination's NICs attach to the same taps: ours go first.
         for (const auto& d : devices_) d->device().set_host_attached(false);
@@ -143,9 +141,7 @@ json Machine::migrate(Fd conn, const std::string& uri) {
         dirty.stop();
         if (released)
             for (const auto& d : devices_) d->device().set_host_attached(true);
-        if (frozen)
-            for (const auto& d : devices_) d->resume();
-        if (paused_here) pause_.resume();  // a pause that timed out, too
+        if (frozen) thaw(paused_here);
         std::fprintf(stderr, "\r\nminivmm: migration to %s failed after %.0f ms: %s; the guest runs on here\n",
                      uri.c_str(), ms_since(t0), why.c_str());
         throw ApiError("migrate " + uri + ": " + why + " (the guest runs on here)");

@@ -106,11 +106,26 @@ void Machine::load_state(state::RecordReader& r) {
     }
 }
 
+bool Machine::freeze() {
+    bool pausing = !pause_.paused();
+    try {
+        if (pausing) pause();  // throws ApiError when it cannot
+        for (const auto& d : devices_) d->quiesce();
+    } catch (...) {
+        thaw(pausing);  // a device not quiesced resumes as a no-op
+        throw;
+    }
+    return pausing;
+}
+
+void Machine::thaw(bool paused_here) {
+    for (const auto& d : devices_) d->resume();
+    if (paused_here) pause_.resume();  // a pause that timed out too: its request stays until resumed
+}
+
 json Machine::snapshot(Fd file, const std::string& name, bool stop) {
     auto t0 = std::chrono::steady_clock::now();
-    bool was_paused = pause_.paused();
-    if (!was_paused) pause();  // throws ApiError when it cannot
-    for (const auto& d : devices_) d->quiesce();
+    bool was_paused = !freeze();
     std::string failure;
     state::RamCounts ram;
     uint64_t bytes = 0;
@@ -128,8 +143,7 @@ json Machine::snapshot(Fd file, const std::string& name, bool stop) {
     if (stop && failure.empty()) {
         stop_.request(0, "stopped after the snapshot to " + name);
     } else {
-        for (const auto& d : devices_) d->resume();
-        if (!was_paused) pause_.resume();
+        thaw(!was_paused);
     }
     if (!failure.empty()) throw ApiError("snapshot " + name + ": " + failure + " (the VM runs on)");
     return {{"file", name},
