@@ -10,6 +10,8 @@ One boot per datapath; each scenario has its own network namespace.
 """
 import os
 import re
+import socket
+import struct
 
 from coalesce import coalescing_cases
 from netns import Netns
@@ -156,18 +158,53 @@ def interrupts(line):
     return total
 
 
-def indirection_table(g):
+def rss_settings(g):
+    """The guest's indirection table and hash key, as ethtool -x shows them."""
     rc, out = g.run("ethtool -x eth0")
     check(rc == 0 and "with 2 RX ring(s)" in out, f"ethtool -x eth0: {out[:400]!r}")
     rows = re.findall(r"^\s*\d+:((?:\s+\d+)+)\s*$", out, re.M)
-    return [int(x) for row in rows for x in row.split()]
+    key = re.search(r"RSS hash key:\s*\n\s*((?:[0-9a-f]{2}:)+[0-9a-f]{2})", out)
+    check(key is not None, f"no RSS hash key in ethtool -x eth0: {out[-400:]!r}")
+    return [int(x) for row in rows for x in row.split()], bytes.fromhex(key.group(1).replace(":", ""))
 
 
-def flows_to_guest(g, ns, vhost):
-    """RSS_FLOWS UDP flows (one source port each) from the host into the
-    guest; what each receive queue took meanwhile."""
+def toeplitz(key, data):
+    """The virtio spec's (Microsoft's) RSS hash of data under key: for each
+    set input bit, the 32 key bits starting at its position, XORed."""
+    k, klen, h = int.from_bytes(key, "big"), len(key) * 8, 0
+    for i, byte in enumerate(data):
+        for b in range(8):
+            if byte & (0x80 >> b):
+                h ^= (k >> (klen - 32 - (8 * i + b))) & 0xFFFFFFFF
+    return h
+
+
+def flow_queue(table, key, port):
+    """The receive queue the guest's settings name for the UDP flow from
+    the host's port into the guest: source and destination addresses, then
+    ports, as on the wire."""
+    data = socket.inet_aton(HOST) + socket.inet_aton(GUEST) + struct.pack(">HH", port, RSS_PORT)
+    return table[toeplitz(key, data) % len(table)]
+
+
+def flows_for_both_queues(table, key):
+    """RSS_FLOWS source ports, half of them hashing to each queue: the
+    guest's key is random, and a few consecutive ports can all land on one."""
+    want, ports = RSS_FLOWS // 2, {0: [], 1: []}
+    for p in range(40000, 60000):
+        q = flow_queue(table, key, p)
+        if len(ports[q]) < want:
+            ports[q].append(p)
+        if min(len(v) for v in ports.values()) == want:
+            return ports[0] + ports[1]
+    check(False, f"no {want} flows for each queue under the guest's table {table} and key {key.hex()}")
+
+
+def flows_to_guest(g, ns, vhost, ports):
+    """One UDP flow into the guest from each source port; what each receive
+    queue took meanwhile."""
     before = rx_per_queue(g, vhost)
-    ns.sh(f"python3 -c \"import socket\nfor p in range(40000, 40000 + {RSS_FLOWS}):\n"
+    ns.sh(f"python3 -c \"import socket\nfor p in {list(ports)}:\n"
           f" s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('{HOST}', p))\n"
           f" for i in range({RSS_PER_FLOW}): s.sendto(b'x', ('{GUEST}', {RSS_PORT}))\n\"")
     after = rx_per_queue(g, vhost)
@@ -176,7 +213,8 @@ def flows_to_guest(g, ns, vhost):
 
 def rss(g, ns, vhost):
     """The guest's RSS table decides where host->guest flows land: all on
-    queue 1 once pinned, on both once spread again. ARP probes from the host
+    queue 1 once pinned; once spread again, each flow on the queue its
+    Toeplitz hash under the guest's key names. ARP probes from the host
     are not hashed and go to the unclassified queue (0): a few allowed.
     Counted in packets (worker, off) or receive interrupts (kernel)."""
     sent = RSS_FLOWS * RSS_PER_FLOW if vhost != "kernel" else 1
@@ -184,19 +222,25 @@ def rss(g, ns, vhost):
     if rc != 0:
         _, why = g.run("cat /sys/class/net/eth0/device/features; dmesg | grep -i -E 'virtio|rss' | tail -5")
         check(False, f"ethtool -L/-X: {out!r}; device features and driver messages: {why!r}")
-    table = indirection_table(g)
+    table, key = rss_settings(g)
     check(len(table) == 128 and set(table) == {0, 1}, f"table after 'equal 2': {table}")
+    ports = flows_for_both_queues(table, key)
     rc, out = g.run("ethtool -X eth0 weight 0 1")
     check(rc == 0, f"ethtool -X eth0 weight 0 1: {out!r}")
-    table = indirection_table(g)
-    check(set(table) == {1}, f"table after 'weight 0 1': {table}")
-    pinned = flows_to_guest(g, ns, vhost)
+    check(set(rss_settings(g)[0]) == {1}, f"table after 'weight 0 1': {rss_settings(g)[0]}")
+    pinned = flows_to_guest(g, ns, vhost, ports)
     check(pinned[1] >= sent and pinned[0] <= 4, f"pinned to queue 1: per queue {pinned}")
     rc, out = g.run("ethtool -X eth0 equal 2")
     check(rc == 0, f"ethtool -X eth0 equal 2: {out!r}")
-    spread = flows_to_guest(g, ns, vhost)
-    check(spread[0] + spread[1] >= sent and min(spread.values()) >= (RSS_PER_FLOW if vhost != "kernel" else 1),
-          f"spread over 2 queues: per queue {spread}")
+    spread = flows_to_guest(g, ns, vhost, ports)
+    if vhost != "kernel":
+        # Half the flows hash to each queue: exactly their packets on
+        # queue 1, theirs and at most a few ARP probes on queue 0.
+        half = sent // 2
+        check(spread[1] == half and half <= spread[0] <= half + 4,
+              f"spread over 2 queues: per queue {spread}, {half} packets expected on each")
+    else:
+        check(min(spread.values()) >= 1, f"spread over 2 queues: interrupts per queue {spread}")
     unit = "packets" if vhost != "kernel" else "interrupts"
     note = f"weight 0 1: {pinned[0]}/{pinned[1]} {unit} on queues 0/1; equal 2: {spread[0]}/{spread[1]}"
     print(f"  {note}", flush=True)
