@@ -69,6 +69,9 @@ public:
     // position; one not yet started stays configured but inactive. Throws
     // state::Error, naming the device and field, for a bad field.
     void load(state::Reader& r, const MemView& ram);
+    // Once the whole machine has loaded, before its vCPUs run: each queue
+    // the device serves is kicked and its vector raised, once.
+    void restart_after_load();
 
 protected:
     bool capability_writable(uint32_t reg) const override;

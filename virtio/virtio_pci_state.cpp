@@ -141,4 +141,24 @@ void VirtioPci::load(state::Reader& r, const MemView& ram) {
     dev_->load(r, {features, queues_, driver_ok, driver_ok && (status & virtio::kNeedsReset)}, *this);
 }
 
+// A kick or an interrupt of the last moments before the save may not be in
+// the state: the guest's kick taken by the old process's ioeventfd after its
+// rings stopped, or an interrupt its backend raised (or that a starting
+// datapath here raised) where no driver would see it. With EVENT_IDX each
+// side then waits for the other for ever: the driver kicks only past the
+// avail event the device last set, the device interrupts only past the used
+// event the driver last set. So every served queue is kicked and its vector
+// raised once: the device reads its available ring again, the driver its
+// used ring, and both set their events afresh. The spec lets either happen
+// at any time (a kick with nothing new, a spurious interrupt).
+void VirtioPci::restart_after_load() {
+    uint8_t s = status_;
+    if (!(s & virtio::kDriverOk) || (s & virtio::kNeedsReset)) return;
+    for (uint16_t q = 0; q < queues_.size(); q++) {
+        if (!queues_[q].enabled) continue;
+        dev_->notify(q);
+        signal_queue(q);
+    }
+}
+
 }  // namespace minivmm

@@ -77,6 +77,7 @@ void Machine::load_state(state::RecordReader& r) {
             case state::Kind::Section: break;
             case state::Kind::End:
                 if (!expected.empty()) throw state::Error("saved state lacks the state of " + *expected.begin());
+                for (const auto& d : devices_) d->restart_after_load();
                 return;
             default: throw state::Error("saved state has a record out of place (kind " + std::to_string(int(rec.kind)) + ")");
         }
