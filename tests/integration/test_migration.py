@@ -129,13 +129,18 @@ def traffic_during(vm, ns, port, hop):
 
     def finish():
         g2 = vm.g
+        t0 = time.monotonic()
+        want_in = into.result(300)
+        sent_at = time.monotonic() - t0
         g2.expect(f"IN-DONE-{hop}", 300)
+        print(f"  host's stream sent {sent_at:.1f} s after the move, in the guest's file "
+              f"{time.monotonic() - t0:.1f} s after", flush=True)
         rc, out = g2.run("sha256sum < /tmp/in; wc -c < /tmp/in", timeout=120)
         got_in = out.split()
-        want_in = into.result(300)
         check(rc == 0 and got_in[0] == want_in[0],
               f"host sent {want_in}, the guest's file has {got_in} (pages the datapath wrote during the copy lost?)")
         got_out = out_of.result(300)
+        print(f"  guest's stream received {time.monotonic() - t0:.1f} s after the move", flush=True)
         check(got_out == (want_out, STREAM), f"guest sent {want_out}, host received {got_out}")
         pout, _ = pinger.communicate(timeout=120)
         m = re.search(r"sent (\d+) received (\d+) max_gap_ms (\d+)", pout)
@@ -175,9 +180,11 @@ def moves(r, name, cpus, queues, path):
                 st = ctl(vm.sock, "status")
                 check(st["nics"][0]["datapath"] == dst and st["state"] == "running", f"status: {st}")
                 ping(vm.g, HOST, 5)
-                return (f"{rep['total_ms']} ms, downtime {rep['downtime_ms']} ms, {rep['rounds']} rounds, "
+                note = (f"{rep['total_ms']} ms, downtime {rep['downtime_ms']} ms, {rep['rounds']} rounds, "
                         f"{rep['pages']} pages; ping every 10 ms: {sent - received} of {sent} lost, longest gap "
                         f"{gap} ms; 50 MB each way during the move, sha256 match")
+                print(f"  {note}", flush=True)
+                return note
             r.case(f"{cpus} vCPU(s), {queues} pair(s): {src} -> {dst} under traffic", one_move)
         r.case("poweroff after the moves exits 0",
                lambda: (vm.g.send("poweroff -f\n"), check(vm.g.wait_exit(120) == 0, "exit")))
