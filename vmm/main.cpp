@@ -115,17 +115,16 @@ minivmm::Fd take_incoming(const std::string& text) {
     std::fprintf(stderr, "minivmm: migration: receiving the guest\n");
     return c;
 }
-
 }  // namespace
 
 int main(int argc, char** argv) {
     using namespace minivmm;
-    // The control socket's client: no VM, no KVM.
     // A reader that goes away (a migration's destination, the pipe a
     // snapshot was passed) is a write's EPIPE, not a signal that ends
     // minivmm with its guest: sockets are written with MSG_NOSIGNAL, but a
     // pipe has no such flag. Nothing is exec'd, so no child inherits this.
     ::signal(SIGPIPE, SIG_IGN);
+    // The control socket's client: no VM, no KVM.
     if (argc >= 2 && std::string(argv[1]) == "ctl") return run_ctl(argc - 2, argv + 2);
     keep_heap_small();
     Fd incoming;  // the migration's connection, for the refusal if anything fails
