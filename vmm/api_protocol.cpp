@@ -1,7 +1,9 @@
 #include "vmm/api_protocol.hpp"
 
+#include <cstdio>
 #include <functional>
 #include <map>
+#include <new>
 #include <vector>
 
 namespace minivmm {
@@ -103,6 +105,13 @@ std::string api_handle_line(std::string_view line, ApiTarget& target, PassedFds*
     } catch (const json::exception& e) {
         // A target's reply that JSON cannot hold: say so rather than end the thread.
         return api_error_reply(std::string("cannot form the reply: ") + e.what());
+    } catch (const std::bad_alloc&) {
+        return api_error_reply("out of memory");
+    } catch (const std::exception& e) {
+        // Whatever else a command throws (a failed thread start, a KVM
+        // call) fails that request, not the VM; the operator hears of it.
+        std::fprintf(stderr, "\r\nminivmm: control socket: a request failed: %s\n", e.what());
+        return api_error_reply(std::string("internal error: ") + e.what());
     }
 }
 

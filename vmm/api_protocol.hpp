@@ -43,11 +43,13 @@ public:
     virtual nlohmann::ordered_json migrate(Fd conn, const std::string& uri) = 0;
 };
 
-// Files a client passed with its requests (SCM_RIGHTS), oldest first. A
-// command that writes somewhere (snapshot, migrate) takes the oldest: minivmm opens
-// no path and connects nowhere itself once the guest runs, so its filters
-// need no open() or connect(), and the client's own permissions decide
-// where state may go.
+// Files a client passed with one request line (SCM_RIGHTS, sent with that
+// line's bytes). A command that writes somewhere (snapshot, migrate) takes
+// the first: minivmm opens no path and connects nowhere itself once the
+// guest runs, so its filters need no open() or connect(), and the client's
+// own permissions decide where state may go. Files a request does not take
+// are closed with its reply; a request whose files were cut off (more than
+// kMaxPassedFds held at once) is refused.
 using PassedFds = std::deque<Fd>;
 constexpr size_t kMaxPassedFds = 4;
 
@@ -56,6 +58,7 @@ struct ApiError : std::runtime_error {
 };
 
 // One request line (without its newline) to one reply line (with it).
+// Whatever a command throws becomes an error reply: the VM runs on.
 std::string api_handle_line(std::string_view line, ApiTarget& target, PassedFds* fds = nullptr);
 // The reply to a line that was longer than kMaxRequestLine.
 std::string api_overlong_reply();

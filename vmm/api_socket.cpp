@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <vector>
 
@@ -42,12 +43,24 @@ bool someone_listens(const sockaddr_un& a, const std::string& path) {
     throw sys_error("--api-sock " + path + ": cannot check the socket there");
 }
 
+// Files that came with a client's bytes (SCM_RIGHTS), with where in its
+// byte stream: the last byte the recvmsg that brought them returned. The
+// kernel ends a read at the bytes a file was sent with, so that byte is one
+// of them, and the files belong to the request line it is part of.
+struct Passed {
+    uint64_t at;
+    Fd fd;
+    bool cut = false;  // a mark, no file: some sent here were cut off (MSG_CTRUNC, or over the bound)
+};
+
 struct Client {
     Fd fd;
     std::string in, out;
+    uint64_t received = 0;    // bytes read from it so far; in holds the last of them
     bool discarding = false;  // the rest of an over-long line
     bool closing = false;     // the client is done sending: close once out is written
-    PassedFds fds;            // files passed with its requests, not yet taken
+    std::deque<Passed> fds;   // files passed with its requests, in stream order
+    size_t held = 0;          // of those, real files
     std::chrono::steady_clock::time_point last;
 };
 
@@ -61,24 +74,55 @@ bool flush(Client& c) {
     return true;
 }
 
+// The files passed with the line whose bytes run from stream offset begin
+// to end (inclusive) go to line; those that came with bytes before it (an
+// over-long line's) are closed. True if some sent with it were cut off.
+bool line_fds(Client& c, uint64_t begin, uint64_t end, PassedFds& line) {
+    bool cut = false;
+    while (!c.fds.empty() && c.fds.front().at <= end) {
+        Passed p = std::move(c.fds.front());
+        c.fds.pop_front();
+        if (p.fd) c.held--;
+        if (p.at < begin) continue;
+        if (p.cut) cut = true;
+        if (p.fd) line.push_back(std::move(p.fd));
+    }
+    return cut;
+}
+
+// One request line and the files passed with it; those it does not take
+// are closed with the reply. A request whose files were cut off is refused:
+// it could otherwise act on the wrong one.
+std::string handle(Client& c, std::string_view line, uint64_t begin, ApiTarget& target) {
+    PassedFds fds;
+    // To its newline (or, unterminated, past its last byte).
+    if (line_fds(c, begin, begin + line.size(), fds))
+        return api_error_reply("more files were passed with the request than the " + std::to_string(kMaxPassedFds) +
+                               " a client may pass at once: refused, every file closed");
+    return api_handle_line(line, target, &fds);
+}
+
 // Handles the complete lines in c.in until the replies reach their bound;
 // bounds what is left.
 void take_lines(Client& c, ApiTarget& target) {
+    const uint64_t base = c.received - c.in.size();  // c.in[0]'s offset in the stream
     size_t start = 0;
     for (size_t nl; c.out.size() < ApiSocket::kMaxPendingReplies &&
                     (nl = c.in.find('\n', start)) != std::string::npos;
          start = nl + 1) {
         if (c.discarding) {
             c.discarding = false;  // the over-long line ends here; it was answered
+            PassedFds dropped;
+            line_fds(c, 0, base + nl, dropped);
             continue;
         }
-        c.out += api_handle_line(std::string_view(c.in).substr(start, nl - start), target, &c.fds);
+        c.out += handle(c, std::string_view(c.in).substr(start, nl - start), base + start, target);
     }
     c.in.erase(0, start);
     if (c.in.find('\n') != std::string::npos) return;  // lines held back for their replies
     // The last line of a client that closed its side unterminated.
     if (c.closing && !c.in.empty() && !c.discarding && c.in.size() <= kMaxRequestLine) {
-        c.out += api_handle_line(c.in, target, &c.fds);
+        c.out += handle(c, c.in, base + start, target);
         c.in.clear();
     }
     if (c.in.size() > kMaxRequestLine) {
@@ -90,9 +134,12 @@ void take_lines(Client& c, ApiTarget& target) {
     }
 }
 
-// Takes the files that came with the bytes (SCM_RIGHTS): kept for the
-// requests that need one, up to kMaxPassedFds; more are closed.
-void take_fds(Client& c, msghdr& m) {
+// Takes the files that came with the bytes ending at stream offset at
+// (SCM_RIGHTS), up to kMaxPassedFds held per client. Files the kernel could
+// not deliver (MSG_CTRUNC: it closed them) or over the bound (closed here)
+// leave a mark that fails their request.
+void take_fds(Client& c, msghdr& m, uint64_t at) {
+    bool cut = m.msg_flags & MSG_CTRUNC;
     for (cmsghdr* h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
         if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS) continue;
         size_t n = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -100,9 +147,15 @@ void take_fds(Client& c, msghdr& m) {
             int fd;
             std::memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
             Fd owned(fd);
-            if (c.fds.size() < kMaxPassedFds) c.fds.push_back(std::move(owned));
+            if (c.held >= kMaxPassedFds) {
+                cut = true;
+                continue;
+            }
+            c.fds.push_back({at, std::move(owned)});
+            c.held++;
         }
     }
+    if (cut) c.fds.push_back({at, Fd(), true});
 }
 
 // Reads what is there; false once the client has closed its side (or failed).
@@ -117,8 +170,9 @@ bool read_some(Client& c) {
         m.msg_control = control;
         m.msg_controllen = sizeof control;
         ssize_t n = ::recvmsg(c.fd.get(), &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-        if (n >= 0) take_fds(c, m);
         if (n > 0) {
+            c.received += static_cast<uint64_t>(n);
+            take_fds(c, m, c.received - 1);
             c.in.append(buf, static_cast<size_t>(n));
             if (c.in.size() > kMaxRequestLine) return true;  // handled before reading on
             continue;

@@ -3,10 +3,12 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "vmm/api_protocol.hpp"
@@ -47,16 +49,49 @@ const char* positional_key(const std::string& cmd) {
     return nullptr;
 }
 
-// The snapshot's file is opened here, and the migration's connection made
+// A snapshot goes to a new file beside FILE (same directory, so the same
+// file system) that replaces FILE only once minivmm says the snapshot is
+// complete: one that fails leaves what was at FILE as it was.
+struct SnapshotFile {
+    std::string temp, file;
+    SnapshotFile() = default;
+    SnapshotFile(const SnapshotFile&) = delete;
+    SnapshotFile& operator=(const SnapshotFile&) = delete;
+    ~SnapshotFile() {
+        if (!temp.empty()) ::unlink(temp.c_str());
+    }
+    Fd create(const std::string& name) {
+        // A FIFO, a device, a terminal: written in place (truncating means
+        // nothing there, and a file renamed over /dev/null would be a disaster).
+        struct stat st;
+        if (::stat(name.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+            Fd f(::open(name.c_str(), O_WRONLY | O_CLOEXEC));
+            if (!f) throw sys_error("ctl: snapshot " + name);
+            return f;
+        }
+        file = name;
+        std::string t = name + ".partial-XXXXXX";
+        int fd = ::mkostemp(t.data(), O_CLOEXEC);  // mode 0600
+        if (fd < 0) throw sys_error("ctl: snapshot " + name + ": creating a file beside it");
+        temp = t;
+        return Fd(fd);
+    }
+    void commit() {
+        if (::rename(temp.c_str(), file.c_str()) < 0) {
+            int err = errno;
+            std::string kept = temp;
+            temp.clear();  // the only copy of a guest that may have stopped: kept
+            throw sys_error("ctl: snapshot saved as " + kept + ", but it cannot replace " + file, err);
+        }
+        temp.clear();
+    }
+};
+
+// The snapshot's file is created here, and the migration's connection made
 // here, with the client's permissions, and passed to minivmm with the
 // request: a running minivmm opens no path and connects nowhere.
-Fd passed_fd(const json& req) {
-    if (req["cmd"] == "snapshot" && req.contains("file")) {
-        std::string file = req["file"].get<std::string>();
-        Fd f(::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-        if (!f) throw sys_error("ctl: snapshot " + file);
-        return f;
-    }
+Fd passed_fd(const json& req, SnapshotFile& snap) {
+    if (req["cmd"] == "snapshot" && req.contains("file")) return snap.create(req["file"].get<std::string>());
     if (req["cmd"] == "migrate" && req.contains("uri")) {
         try {
             return connect_migration(parse_migration_uri(req["uri"].get<std::string>()));
@@ -145,15 +180,18 @@ int run_ctl(int argc, char** argv) {
         if (argc < 2) throw UserError("ctl: expected a socket path and a command (usage: minivmm ctl PATH COMMAND [KEY=VALUE...])");
         std::string path = argv[0];
         json req = ctl_request(std::vector<std::string>(argv + 1, argv + argc));
-        Fd passed = passed_fd(req);
+        SnapshotFile snap;
+        Fd passed = passed_fd(req, snap);
         Fd s = connect_to(path);
         int timeout = passed ? kSnapshotTimeoutMs : kReplyTimeoutMs;
         std::string line = exchange(s, path, req.dump(-1, ' ', false, json::error_handler_t::replace) + "\n", passed, timeout);
         json reply = json::parse(line, nullptr, false);
         if (reply.is_discarded() || !reply.is_object() || !reply.contains("ok") || !reply["ok"].is_boolean())
             throw UserError("ctl: " + path + ": the reply is not a control socket's: " + line.substr(0, 200));
+        bool ok = reply["ok"].get<bool>();
+        if (ok && !snap.temp.empty()) snap.commit();
         std::printf("%s\n", reply.dump(2, ' ', false, json::error_handler_t::replace).c_str());
-        return reply["ok"].get<bool>() ? 0 : 1;
+        return ok ? 0 : 1;
     } catch (const UserError& e) {
         std::fprintf(stderr, "minivmm: %s\n", e.what());
         return 1;

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include <atomic>
+#include <cstdio>
 
 #include "vmm/error.hpp"
 #include "vmm/kvm.hpp"
@@ -34,7 +35,13 @@ DirtyPages::DirtyPages(Vm& vm, const GuestMemory& mem) : vm_(vm), mem_(mem) {
 }
 
 DirtyPages::~DirtyPages() {
-    stop();
+    // Reached while a failed migration unwinds too: a KVM that will not
+    // take the slots back is said once, never a second exception.
+    try {
+        stop();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "\r\nminivmm: migration: turning KVM's dirty log off: %s\n", e.what());
+    }
     ::munmap(vhost_log_, vhost_log_bytes_);
 }
 

@@ -22,14 +22,15 @@ class DirtyPages {
 public:
     // Memory slots are numbered as mem's regions (Machine does so).
     DirtyPages(Vm& vm, const GuestMemory& mem);
-    ~DirtyPages();
+    ~DirtyPages();  // stops logging; a failure is one line on stderr, never thrown
     DirtyPages(const DirtyPages&) = delete;
     DirtyPages& operator=(const DirtyPages&) = delete;
 
     // KVM starts logging every slot; the vhost bitmap is zeroed. Writes from
     // here on are reported by the next collect().
     void start();
-    // KVM stops logging (its write-protection of RAM ends). Idempotent.
+    // KVM stops logging (its write-protection of RAM ends). Idempotent;
+    // throws InternalError if KVM refuses a slot (once: it counts as stopped).
     void stop();
     // The pages written since start() or the last collect(), merged into
     // runs, in address order; both logs are cleared as they are read.

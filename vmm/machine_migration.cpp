@@ -3,9 +3,11 @@
 // meanwhile (vmm/dirty_pages.hpp: the vCPUs' writes from KVM, the NICs'
 // from the vhost log), until what is left is small; then the guest is
 // paused, its NICs let go of their host ports, and the rest of RAM and the
-// machine's state go out. Only when the destination says the guest runs
-// there does this process let go; anything else (the destination missing,
-// refusing, dying, silent) undoes the pause and the guest runs on here.
+// machine's state go out. The end is three steps (migration_handshake.hpp):
+// the destination says it has loaded everything ("ready"), this process
+// writes Go and only then lets go; anything else (the destination missing,
+// refusing, dying, silent or stuck, Go not written) undoes the pause and the
+// guest runs on here.
 #include <poll.h>
 
 #include <chrono>
@@ -13,6 +15,7 @@
 
 #include "vmm/dirty_pages.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/migration_handshake.hpp"
 #include "vmm/ram_state.hpp"
 #include "vmm/state_records.hpp"
 #include "virtio/device.hpp"
@@ -31,8 +34,6 @@ constexpr uint64_t kSwitchPages = 2048;
 // A guest that dirties RAM faster than it is sent would never converge:
 // after this many rounds the rest goes with the guest paused.
 constexpr unsigned kMaxRounds = 30;
-// How long the destination may take to load the state and say it runs.
-constexpr int kAckTimeoutMs = 60'000;
 
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
@@ -51,18 +52,6 @@ void send_runs(const GuestMemory& mem, state::RecordWriter& w, const std::vector
     for (const PageRun& r : runs) sent.add(state::save_ram_range(mem, w, r.gpa, r.len));
 }
 
-// The destination's answer: Ack "running", or Ack "refused" with its reason.
-void wait_for_running(int fd, const std::string& uri) {
-    pollfd p{fd, POLLIN, 0};
-    int n = ::poll(&p, 1, kAckTimeoutMs);
-    if (n == 0) throw state::Error("the destination did not say within " + std::to_string(kAckTimeoutMs / 1000) + " s that the guest runs");
-    state::RecordReader r(fd, "the destination " + uri);
-    state::Record ack = r.read();
-    if (ack.kind != state::Kind::Ack) throw state::Error("the destination answered with something other than an acknowledgement");
-    if (ack.name == "running") return;
-    throw state::Error("the destination refused: " + std::string(ack.body.begin(), ack.body.end()));
-}
-
 // After a failed write: a destination that refused the stream said why
 // before it closed the connection (its Ack "refused"). Empty if it did not.
 std::string refusal(int fd) {
@@ -70,17 +59,30 @@ std::string refusal(int fd) {
     if (::poll(&p, 1, 2000) <= 0) return {};
     try {
         state::RecordReader r(fd, "the destination");
-        state::Record ack = r.read();
+        state::Record ack = r.read_within(2000);
         if (ack.kind == state::Kind::Ack && ack.name == "refused") return std::string(ack.body.begin(), ack.body.end());
     } catch (const std::exception&) {
     }
     return {};
+}
+
+// Clean-up that must not throw: after Go, or while the guest is being
+// given back, a failure is said once and the rest goes on.
+template <class F>
+void quietly(const char* what, F&& f) noexcept {
+    try {
+        f();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "\r\nminivmm: migration: %s: %s\n", what, e.what());
+    }
 }
 }  // namespace
 
 json Machine::migrate(Fd conn, const std::string& uri) {
     auto t0 = Clock::now();
     bool paused_here = false, frozen = false, released = false;
+    double downtime = 0;
+    uint64_t bytes = 0;
     Sent sent;
     unsigned rounds = 0;
     DirtyPages dirty(vm_, mem_);
@@ -114,38 +116,51 @@ json Machine::migrate(Fd conn, const std::string& uri) {
         send_runs(mem_, w, left, sent);
         send_runs(mem_, w, dirty.collect(), sent);  // what the last round, the vCPUs' last steps and the rings' wrote
         save_sections(w);
-        uint64_t bytes = w.bytes_written();
-        wait_for_running(conn.get(), uri);
-        double downtime = ms_since(paused_at), total = ms_since(t0);
-        logging(false);
-        dirty.stop();
-        std::fprintf(stderr,
-                     "\r\nminivmm: migrated to %s: %.0f ms in all, the guest paused %.0f ms; %u rounds, %llu pages "
-                     "(%llu zero) in %.1f MiB\n",
-                     uri.c_str(), total, downtime, rounds, (unsigned long long)sent.pages,
-                     (unsigned long long)sent.zero_pages, double(bytes) / (1 << 20));
-        stop_.request(0, "migrated to " + uri + ": the guest runs there now");
-        return {{"state", "migrated"},
-                {"uri", uri},
-                {"total_ms", static_cast<long long>(total)},
-                {"downtime_ms", static_cast<long long>(downtime)},
-                {"rounds", rounds},
-                {"pages", sent.pages},
-                {"zero_pages", sent.zero_pages},
-                {"bytes", bytes}};
+        bytes = w.bytes_written();
+        migration::await_ready(conn.get());
+        downtime = ms_since(paused_at);
+        // The commit: once Go is written the guest is the destination's,
+        // and nothing below may resume it here.
+        migration::send_go(conn.get(), state::kStallMs);
     } catch (const std::exception& e) {
         std::string why = e.what();
         if (std::string refused = refusal(conn.get()); !refused.empty()) why = "the destination refused: " + refused;
         // Nothing lost: the guest goes on here as it was.
-        logging(false);
-        dirty.stop();
+        quietly("turning the NICs' dirty log off", [&] { logging(false); });
+        quietly("turning KVM's dirty log off", [&] { dirty.stop(); });
         if (released)
-            for (const auto& d : devices_) d->device().set_host_attached(true);
-        if (frozen) thaw(paused_here);
+            for (const auto& d : devices_)
+                quietly("taking the tap back", [&] { d->device().set_host_attached(true); });
+        if (frozen)
+            quietly("resuming the guest", [&] {
+                try {
+                    thaw(paused_here);
+                } catch (...) {
+                    if (paused_here) pause_.resume();  // the vCPUs at least, whatever a device did
+                    throw;
+                }
+            });
         std::fprintf(stderr, "\r\nminivmm: migration to %s failed after %.0f ms: %s; the guest runs on here\n",
                      uri.c_str(), ms_since(t0), why.c_str());
         throw ApiError("migrate " + uri + ": " + why + " (the guest runs on here)");
     }
+    double total = ms_since(t0);
+    stop_.request(0, "migrated to " + uri + ": the guest runs there now");
+    quietly("turning the NICs' dirty log off", [&] { logging(false); });
+    quietly("turning KVM's dirty log off", [&] { dirty.stop(); });
+    std::fprintf(stderr,
+                 "\r\nminivmm: migrated to %s: %.0f ms in all, the guest paused %.0f ms; %u rounds, %llu pages "
+                 "(%llu zero) in %.1f MiB\n",
+                 uri.c_str(), total, downtime, rounds, (unsigned long long)sent.pages,
+                 (unsigned long long)sent.zero_pages, double(bytes) / (1 << 20));
+    return {{"state", "migrated"},
+            {"uri", uri},
+            {"total_ms", static_cast<long long>(total)},
+            {"downtime_ms", static_cast<long long>(downtime)},
+            {"rounds", rounds},
+            {"pages", sent.pages},
+            {"zero_pages", sent.zero_pages},
+            {"bytes", bytes}};
 }
 
 }  // namespace minivmm

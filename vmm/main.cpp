@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <link.h>
 #include <malloc.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -26,6 +27,7 @@
 #include "vmm/error.hpp"
 #include "vmm/kvm.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/migration_handshake.hpp"
 #include "vmm/migration_uri.hpp"
 #include "vmm/seccomp.hpp"
 #include "vmm/state_records.hpp"
@@ -82,13 +84,18 @@ int drop_code_pages(dl_phdr_info* info, size_t, void*) {
 }
 void drop_setup_code() { dl_iterate_phdr(drop_code_pages, nullptr); }
 
+// How long --incoming waits for more of the stream: the source is silent
+// only while it pauses the guest (at most 10 s) and collects its last pages.
+constexpr int kIncomingStallMs = 60'000;
+
 // A saved guest's stream (--restore's file, --incoming's connection) is
 // opened before the machine (and any --jail), and its shape checked against
 // the options before anything is built: a wrong --mem is one line, not a
 // half-built machine.
-minivmm::state::RecordReader start_reading(int fd, const std::string& what, const minivmm::Options& opts) {
+minivmm::state::RecordReader start_reading(int fd, const std::string& what, const minivmm::Options& opts,
+                                           int stall_ms = -1) {
     using namespace minivmm;
-    state::RecordReader r(fd, what);
+    state::RecordReader r(fd, what, stall_ms);
     r.header();
     state::Record first = r.read();
     if (first.kind != state::Kind::Config) throw state::Error(what + ": does not start with the machine's shape");
@@ -108,22 +115,15 @@ minivmm::Fd take_incoming(const std::string& text) {
     std::fprintf(stderr, "minivmm: migration: receiving the guest\n");
     return c;
 }
-
-// Tells the source how the migration ended here: it lets go of the guest
-// only on "running"; on anything else it resumes it.
-void answer_source(int fd, const std::string& what, const std::string& why = {}) {
-    using namespace minivmm;
-    try {
-        state::RecordWriter w(fd);
-        w.write(state::Kind::Ack, what, {reinterpret_cast<const uint8_t*>(why.data()), why.size()});
-    } catch (const std::exception&) {
-        // The source is gone: it has resumed its guest, or will.
-    }
-}
 }  // namespace
 
 int main(int argc, char** argv) {
     using namespace minivmm;
+    // A reader that goes away (a migration's destination, the pipe a
+    // snapshot was passed) is a write's EPIPE, not a signal that ends
+    // minivmm with its guest: sockets are written with MSG_NOSIGNAL, but a
+    // pipe has no such flag. Nothing is exec'd, so no child inherits this.
+    ::signal(SIGPIPE, SIG_IGN);
     // The control socket's client: no VM, no KVM.
     if (argc >= 2 && std::string(argv[1]) == "ctl") return run_ctl(argc - 2, argv + 2);
     keep_heap_small();
@@ -149,7 +149,9 @@ int main(int argc, char** argv) {
             restore.emplace(start_reading(snapshot.get(), "--restore " + *opts.restore, opts));
         } else if (opts.incoming) {
             incoming = take_incoming(*opts.incoming);
-            restore.emplace(start_reading(incoming.get(), "migration on " + *opts.incoming, opts));
+            // A source that stops sending is given up on, not waited for:
+            // it resumes its guest when its own writes stall.
+            restore.emplace(start_reading(incoming.get(), "migration on " + *opts.incoming, opts, kIncomingStallMs));
         } else {
             files = std::make_unique<BootFiles>(read_boot_files(opts.kernel, opts.initrd, opts.boot));
         }
@@ -162,7 +164,10 @@ int main(int argc, char** argv) {
         Machine machine(opts, files.get(), restore ? &*restore : nullptr);
         snapshot = Fd();
         if (incoming) {
-            answer_source(incoming.get(), "running");
+            // Everything is loaded, and no vCPU has run: the guest starts
+            // here only on the source's go (vmm/migration_handshake.hpp).
+            migration::answer(incoming.get(), "ready");
+            migration::await_go(incoming.get(), "migration on " + *opts.incoming);
             incoming = Fd();
             std::fprintf(stderr, "minivmm: the migrated guest runs here\n");
         }
@@ -178,11 +183,11 @@ int main(int argc, char** argv) {
                          "kernel will run very slowly; use a PVM-enabled guest kernel (CONFIG_PVM_GUEST)\n");
         return machine.run();
     } catch (const UserError& e) {
-        if (incoming) answer_source(incoming.get(), "refused", e.what());
+        if (incoming) migration::answer(incoming.get(), "refused", e.what());
         std::fprintf(stderr, "minivmm: %s\n", e.what());
         return 1;
     } catch (const InternalError& e) {
-        if (incoming) answer_source(incoming.get(), "refused", std::string("internal error: ") + e.what());
+        if (incoming) migration::answer(incoming.get(), "refused", std::string("internal error: ") + e.what());
         std::fprintf(stderr, "minivmm: internal error: %s\n", e.what());
         return 2;
     } catch (const std::system_error& e) {

@@ -14,6 +14,7 @@ thread), which KVM's own log never sees.
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -246,6 +247,31 @@ def scenario_failures(r):
             check(st["state"] == "running", f"status: {st}")
             return json.loads(out)["error"]
         r.case("destination killed mid-stream: migrate fails, the source's guest runs on", killed)
+
+        def stopped():
+            # SIGSTOP as it starts reading: it never reads on or says ready.
+            # The source's writes stall (or, had it all been read, its wait
+            # for ready runs out): 30 s either way, then the guest resumes.
+            g, sock, uri = vm.destination("worker")
+            p = subprocess.Popen([MINIVMM, "ctl", vm.sock, "migrate", uri], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+            try:
+                wait_for(g, "migration: receiving")
+                os.kill(g.proc.pid, signal.SIGSTOP)
+                out, err = p.communicate(timeout=300)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                g.kill()
+            check(p.returncode == 1 and "runs on here" in out, f"migrate to a stopped destination: {out!r} {err!r}")
+            error = json.loads(out)["error"]
+            check("took nothing for 30 s" in error or "no answer within 30 s" in error, f"not the deadline: {error!r}")
+            ping(vm.g, HOST, 3)
+            st = ctl(vm.sock, "status")
+            check(st["state"] == "running", f"status: {st}")
+            return error
+        r.case("destination stopped (SIGSTOP) mid-stream: migrate fails after the deadline, the guest answers",
+               stopped)
         r.case("poweroff exits 0", lambda: (vm.g.send("poweroff -f\n"), check(vm.g.wait_exit(120) == 0, "exit")))
     finally:
         if vm:

@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <new>
+#include <stdexcept>
 #include <string>
+#include <system_error>
 #include <vector>
 
 using namespace minivmm;
@@ -187,4 +190,31 @@ TEST(ApiProtocol, ErrorEchoOfBadUtf8StaysOneValidLine) {
         json r = reply(line, t);
         EXPECT_EQ(r["ok"], false);
     }
+}
+
+// Whatever a command throws is that request's error reply, never the end
+// of the API thread (and with it the VM): a failed allocation, a thread
+// that could not start, anything else of the standard library's.
+TEST(ApiProtocol, AnythingACommandThrowsIsAnErrorReply) {
+    struct Throwing : FakeTarget {
+        int kind = 0;
+        json status() override {
+            switch (kind) {
+                case 0: throw std::bad_alloc();
+                case 1: throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again), "thread");
+                case 2: throw std::out_of_range("vector::at");
+                default: throw std::runtime_error("something else");
+            }
+        }
+    } t;
+    const char* want[] = {"out of memory", "thread", "vector::at", "something else"};
+    for (t.kind = 0; t.kind < 4; t.kind++) {
+        ::testing::internal::CaptureStderr();
+        json r = reply(R"({"cmd":"status"})", t);
+        ::testing::internal::GetCapturedStderr();
+        EXPECT_EQ(r["ok"], false);
+        EXPECT_NE(r["error"].get<std::string>().find(want[t.kind]), std::string::npos) << r.dump();
+    }
+    // The next request is served as ever.
+    EXPECT_EQ(reply(R"({"cmd":"resume"})", t)["state"], "running");
 }

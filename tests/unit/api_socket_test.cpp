@@ -20,6 +20,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "vmm/api_protocol.hpp"
 #include "vmm/error.hpp"
@@ -334,5 +335,82 @@ TEST(ApiSocket, ClientsBeyondTheLimitAreToldAndClosed) {
     }
     EXPECT_EQ(reply["ok"], true) << reply.dump();
     if (reply["ok"] != true) kill(pid, SIGKILL);
+    EXPECT_EQ(wait_child(pid), 0);
+}
+
+namespace {
+void send_with_fds(const Fd& s, const std::string& line, const std::vector<int>& fds) {
+    iovec io{const_cast<char*>(line.data()), line.size()};
+    std::vector<char> control(CMSG_SPACE(fds.size() * sizeof(int)));
+    msghdr m{};
+    m.msg_iov = &io;
+    m.msg_iovlen = 1;
+    m.msg_control = control.data();
+    m.msg_controllen = control.size();
+    cmsghdr* h = CMSG_FIRSTHDR(&m);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
+    std::memcpy(CMSG_DATA(h), fds.data(), fds.size() * sizeof(int));
+    ASSERT_EQ(sendmsg(s.get(), &m, MSG_NOSIGNAL), ssize_t(line.size()));
+}
+
+// What the pipe's read end gets within 5 s: its text, or "EOF" once every
+// copy of the write end (the server's too) is closed.
+std::string pipe_text(const Fd& r) {
+    std::string got;
+    char buf[64];
+    for (;;) {
+        pollfd p{r.get(), POLLIN, 0};
+        if (poll(&p, 1, 5000) != 1) return got + "(still open)";
+        ssize_t n = read(r.get(), buf, sizeof buf);
+        if (n <= 0) return got + "EOF";
+        got.append(buf, size_t(n));
+    }
+}
+}  // namespace
+
+// A file passed with a request belongs to that request: one a request does
+// not take is closed with its reply, never handed to a later request; a
+// request whose files were cut off is refused and every file closed.
+TEST(ApiSocket, PassedFilesBelongToTheirLine) {
+    TempDir d;
+    std::string p = d.path + "/api.sock";
+    pid_t pid = serve_in_child(p);
+    Fd a = wait_connect(p);
+    ASSERT_TRUE(a);
+    int pf[2];
+    ASSERT_EQ(pipe(pf), 0);
+    Fd r1(pf[0]), w1(pf[1]);
+    send_with_fds(a, "{\"cmd\":\"status\"}\n", {w1.get()});
+    w1 = Fd();
+    EXPECT_EQ(json::parse(read_line(a))["ok"], true);
+    EXPECT_EQ(pipe_text(r1), "EOF") << "the server kept a file its request did not take";
+    send_all(a, "{\"cmd\":\"snapshot\",\"file\":\"x\"}\n");
+    EXPECT_NE(json::parse(read_line(a))["error"].get<std::string>().find("needs a file passed"), std::string::npos);
+
+    // Two requests back to back, the file with the second: it goes to the second.
+    ASSERT_EQ(pipe(pf), 0);
+    Fd r2(pf[0]), w2(pf[1]);
+    send_all(a, "{\"cmd\":\"status\"}\n");
+    send_with_fds(a, "{\"cmd\":\"snapshot\",\"file\":\"two\"}\n", {w2.get()});
+    w2 = Fd();
+    EXPECT_EQ(json::parse(read_line(a))["state"], "running");
+    EXPECT_EQ(json::parse(read_line(a))["written"], 8);
+    EXPECT_EQ(pipe_text(r2), "snap:twoEOF");
+
+    // More files than fit (the kernel cuts the message: MSG_CTRUNC).
+    ASSERT_EQ(pipe(pf), 0);
+    Fd r3(pf[0]), w3(pf[1]);
+    std::vector<int> five(kMaxPassedFds + 1, w3.get());
+    send_with_fds(a, "{\"cmd\":\"snapshot\",\"file\":\"cut\"}\n", five);
+    w3 = Fd();
+    json cut = json::parse(read_line(a));
+    EXPECT_EQ(cut["ok"], false);
+    EXPECT_NE(cut["error"].get<std::string>().find("more files were passed"), std::string::npos) << cut.dump();
+    EXPECT_EQ(pipe_text(r3), "EOF") << "a file of the refused request was written or kept";
+
+    send_all(a, "{\"cmd\":\"quit\"}\n");
+    EXPECT_EQ(json::parse(read_line(a))["state"], "stopping");
     EXPECT_EQ(wait_child(pid), 0);
 }

@@ -3,10 +3,19 @@
 #include "vmm/ctl.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
 
 #include "tests/unit/cli_args.hpp"
 #include "vmm/cli.hpp"
 #include "vmm/error.hpp"
+#include "vmm/fd.hpp"
 
 using namespace minivmm;
 using minivmm::testing::parse;
@@ -56,4 +65,86 @@ TEST(Ctl, NothingServingIsOneLineAndStatus1) {
     EXPECT_EQ(ctl({"/tmp"}), 1);
     err = ::testing::internal::GetCapturedStderr();
     EXPECT_NE(err.find("expected a socket path and a command"), std::string::npos) << err;
+}
+
+namespace {
+// A control socket that takes one request with its file, writes "new" into
+// that file, and answers ok or not.
+struct OneShotServer {
+    std::string dir, path;
+    Fd listener;
+    std::thread t;
+    explicit OneShotServer(bool ok) {
+        char tmpl[] = "/tmp/minivmm-ctl-XXXXXX";
+        dir = mkdtemp(tmpl);
+        path = dir + "/api.sock";
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+        listener = Fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        EXPECT_EQ(bind(listener.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+        EXPECT_EQ(listen(listener.get(), 1), 0);
+        t = std::thread([this, ok] {
+            Fd c(accept(listener.get(), nullptr, nullptr));
+            char buf[4096];
+            alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+            iovec io{buf, sizeof buf};
+            msghdr m{};
+            m.msg_iov = &io;
+            m.msg_iovlen = 1;
+            m.msg_control = control;
+            m.msg_controllen = sizeof control;
+            if (recvmsg(c.get(), &m, 0) <= 0) return;
+            cmsghdr* h = CMSG_FIRSTHDR(&m);
+            if (h && h->cmsg_type == SCM_RIGHTS) {
+                int fd;
+                std::memcpy(&fd, CMSG_DATA(h), sizeof fd);
+                Fd f(fd);
+                [[maybe_unused]] ssize_t n = write(f.get(), "new", 3);
+            }
+            std::string reply = ok ? "{\"ok\":true}\n" : "{\"ok\":false,\"error\":\"snapshot failed\"}\n";
+            [[maybe_unused]] ssize_t n = write(c.get(), reply.data(), reply.size());
+        });
+    }
+    ~OneShotServer() {
+        t.join();
+        std::system(("rm -rf '" + dir + "'").c_str());
+    }
+};
+
+std::string contents(const std::string& p) {
+    std::ifstream f(p);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+size_t files_in(const std::string& dir) {
+    size_t n = 0;
+    for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator(dir)) n++;
+    return n;
+}
+}  // namespace
+
+// A snapshot replaces FILE only once minivmm says it is complete: a failed
+// one leaves the old FILE whole, and no partial file beside it.
+TEST(Ctl, SnapshotReplacesTheFileOnlyOnSuccess) {
+    {
+        OneShotServer s(false);
+        std::string file = s.dir + "/vm.snap";
+        std::ofstream(file) << "old";
+        ::testing::internal::CaptureStdout();
+        EXPECT_EQ(ctl({s.path, "snapshot", file}), 1);
+        ::testing::internal::GetCapturedStdout();
+        EXPECT_EQ(contents(file), "old");
+        EXPECT_EQ(files_in(s.dir), 2u) << "the partial file was left (socket and vm.snap expected)";
+    }
+    {
+        OneShotServer s(true);
+        std::string file = s.dir + "/vm.snap";
+        std::ofstream(file) << "old";
+        ::testing::internal::CaptureStdout();
+        EXPECT_EQ(ctl({s.path, "snapshot", file}), 0);
+        ::testing::internal::GetCapturedStdout();
+        EXPECT_EQ(contents(file), "new");
+        EXPECT_EQ(files_in(s.dir), 2u);
+    }
 }
