@@ -37,6 +37,9 @@ public:
     virtual bool signal_queue(uint16_t queue) = 0;
     // The driver broke the rules: set DEVICE_NEEDS_RESET and tell it.
     virtual void mark_broken(const std::string& why) = 0;
+    // The device's configuration changed (a status bit the driver is to
+    // act on): raises the configuration change interrupt.
+    virtual void signal_config() = 0;
 
     // For vhost backends, eventfds that bypass minivmm's userspace, valid from
     // activate() until reset(); -1 where the transport cannot provide them.
@@ -119,6 +122,13 @@ public:
     // Lets go of (false) or takes back (true) the device's host side, so
     // that a destination on the same host can take it over (a tap's queues).
     virtual void set_host_attached(bool attached) { (void)attached; }
+    // The machine has just been restored or has arrived from a migration,
+    // and the network does not know where it now is: a device whose driver
+    // can announce it (virtio-net's GUEST_ANNOUNCE) asks the driver to.
+    // Called once the whole machine has loaded, before the vCPUs run; a
+    // device that is not running, or whose driver took no such feature,
+    // does nothing.
+    virtual void announce() {}
 };
 
 }  // namespace minivmm

@@ -50,8 +50,10 @@ void VirtioNet::stop_ctrl_thread() {
 
 uint64_t VirtioNet::features() const {
     using namespace net;
+    // GUEST_ANNOUNCE with the control queue its acknowledgement needs: the
+    // device model alone serves both, whatever the datapath.
     uint64_t f = virtio::kFVersion1 | virtio::kFIndirectDesc | virtio::kFEventIdx | kMac | kMrgRxbuf | kStatus |
-                 kCtrlVq | kCtrlRx | kCtrlMacAddr;
+                 kCtrlVq | kCtrlRx | kCtrlMacAddr | kGuestAnnounce;
     // Checksum and segmentation offloads need a port whose frames carry the
     // virtio-net header: without it partial checksums and GSO frames could
     // not be described to the other side.
@@ -72,14 +74,15 @@ uint64_t VirtioNet::features() const {
 }
 
 void VirtioNet::config_read(uint64_t off, uint8_t* data, uint32_t size) {
-    // mac[6], status (link up), max_virtqueue_pairs, mtu, then RSS's
-    // fields after speed and duplex (net_rss.hpp).
+    // mac[6], status (link up, an announcement asked for),
+    // max_virtqueue_pairs, mtu, then RSS's fields after speed and duplex
+    // (net_rss.hpp).
     uint8_t cfg[net::kConfigSizeWithRss] = {};
     {
         auto g = lock_ctrl();
         std::memcpy(cfg, mac_.data(), 6);
+        le_store(cfg + 6, 2, net::kStatusLinkUp | (announcing_ ? net::kStatusAnnounce : 0));
     }
-    le_store(cfg + 6, 2, 1);
     le_store(cfg + 8, 2, pairs());
     if (features() & net::kMtu) le_store(cfg + 10, 2, mtu_);
     if (features() & net::kRss) net::put_rss_config_space(cfg);
@@ -148,6 +151,7 @@ void VirtioNet::reset() {
     in_use_ = 1;
     backend_->set_rss(nullptr);
     promisc_ = allmulti_ = false;
+    announcing_ = false;
     rss_command_.clear();
     quiesced_ = backend_started_ = false;
     positions_.clear();

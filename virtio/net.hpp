@@ -65,6 +65,10 @@ public:
     void resume() override;
     void set_dirty_log(const DirtyBitmap& log) override;  // net_state.cpp
     void set_host_attached(bool attached) override;
+    // GUEST_ANNOUNCE (net_ctrl.cpp): the status shows ANNOUNCE until the
+    // driver acknowledges it. Not part of the saved state: every load
+    // announces afresh, which also covers one pending when it was saved.
+    void announce() override;
     void save(state::Writer& w) const override;
     void load(state::Reader& r, const LoadedTransport& t, VirtioTransport& transport) override;
 
@@ -126,6 +130,7 @@ private:
     std::atomic<uint16_t> ctrl_index_{kNoCtrl};  // read by kicks without the lock
     std::atomic<unsigned> in_use_{1};
     bool promisc_ = false, allmulti_ = false;
+    bool announcing_ = false;  // VIRTIO_NET_S_ANNOUNCE: asked, not yet acknowledged
     std::vector<uint8_t> rss_command_;  // the RSS_CONFIG in force, as the driver sent it; empty: none
     // Snapshots and migration: the datapaths stopped (quiesce()), and each
     // queue's next avail entry, by queue number, as they stopped or as loaded.

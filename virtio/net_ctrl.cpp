@@ -23,6 +23,7 @@ constexpr uint8_t kOk = 0, kErr = 1;
 // Classes and commands (5.1.6.5).
 constexpr uint8_t kClassRx = 0, kRxPromisc = 0, kRxAllMulti = 1;
 constexpr uint8_t kClassMac = 1, kMacTableSet = 0, kMacAddrSet = 1;
+constexpr uint8_t kClassAnnounce = 3, kAnnounceAck = 0;
 constexpr uint8_t kClassMq = 4, kMqVqPairsSet = 0;
 // The largest command read: a MAC filter table of thousands of entries fits.
 constexpr uint64_t kMaxCommand = 64 * 1024;
@@ -183,6 +184,12 @@ uint8_t VirtioNet::ctrl_command(uint8_t cls, uint8_t cmd, const std::vector<uint
         std::memcpy(mac_.data(), data.data(), 6);
         return kOk;
     }
+    // The driver has announced the guest (5.1.6.5.4): the command has no data.
+    if (cls == kClassAnnounce && cmd == kAnnounceAck && (features_ & net::kGuestAnnounce)) {
+        if (!data.empty()) return kErr;
+        announcing_ = false;
+        return kOk;
+    }
     if (cls == kClassMq && cmd == kMqVqPairsSet && (features_ & net::kMq) && data.size() == 2) {
         uint64_t n = le_load(data.data(), 2);
         if (n < 1 || n > pairs() || !pairs_ready(static_cast<unsigned>(n))) return kErr;
@@ -191,6 +198,24 @@ uint8_t VirtioNet::ctrl_command(uint8_t cls, uint8_t cmd, const std::vector<uint
     }
     if (cls == kClassMq && cmd == net::kCtrlMqRssConfig && (features_ & net::kRss)) return ctrl_rss(data);
     return kErr;
+}
+
+// After a restore or an incoming migration the guest sits behind another
+// switch port, or the same port after a while, and switches still send its
+// traffic where it was. Its driver knows its addresses: with GUEST_ANNOUNCE
+// it sends gratuitous ARPs and unsolicited neighbour advertisements when
+// the status shows ANNOUNCE and the configuration change interrupt comes.
+// Raised before the vCPUs run, that interrupt waits in the LAPIC (or the
+// MSI-X pending bits, if masked) until they do.
+void VirtioNet::announce() {
+    auto c = lock_ctrl();
+    // The driver must have started the device and taken the feature with
+    // the control queue its acknowledgement needs (a driver may not take
+    // it alone, 5.1.3.1); a broken or stopped device stays silent.
+    constexpr uint64_t kNeeds = net::kGuestAnnounce | net::kCtrlVq;
+    if (!active_ || quiesced_ || !transport_ || (features_ & kNeeds) != kNeeds) return;
+    announcing_ = true;
+    transport_->signal_config();
 }
 
 // Every pair put in use must have both its queues set up.

@@ -13,7 +13,9 @@
 namespace minivmm {
 
 namespace {
-constexpr uint16_t kLinkUp = 1;  // VIRTIO_NET_S_LINK_UP: the only status this device shows
+// The status saved: the link is up. ANNOUNCE is left out (announce()
+// sets it again after every load).
+constexpr uint16_t kLinkUp = net::kStatusLinkUp;
 // An RSS_CONFIG command: its largest table and key, and room for a driver's
 // padding after them (parse_rss_config ignores it).
 constexpr size_t kMaxRssCommand = 4096;

@@ -39,6 +39,7 @@ public:
     void bar_write(int bar, uint64_t off, const uint8_t* data, uint32_t size) override;
     bool signal_queue(uint16_t queue) override;
     void mark_broken(const std::string& why) override;
+    void signal_config() override;
     int kick_eventfd(uint16_t queue) override;
     int call_eventfd(uint16_t queue) override;
     int error_eventfd(uint16_t queue) override;
@@ -86,7 +87,6 @@ private:
     void set_status(uint8_t s);
     uint8_t merge_status(uint8_t s, uint8_t old) const;  // what writing s over old leaves
     void reset_locked();
-    void signal_config();
 
     // Per-queue eventfds for vhost. irq_lock_ guards them; it is taken
     // after PciBus's lock (config writes reach decoding_changed() and the

@@ -78,6 +78,9 @@ void Machine::load_state(state::RecordReader& r) {
             case state::Kind::End:
                 if (!expected.empty()) throw state::Error("saved state lacks the state of " + *expected.begin());
                 for (const auto& d : devices_) d->restart_after_load();
+                // A restore and an incoming migration alike: the guest is
+                // somewhere the network has not seen it yet.
+                for (const auto& d : devices_) d->device().announce();
                 return;
             default: throw state::Error("saved state has a record out of place (kind " + std::to_string(int(rec.kind)) + ")");
         }

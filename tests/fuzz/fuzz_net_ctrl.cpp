@@ -19,11 +19,15 @@
 // status or one the ring walker refuses breaks the device, and nothing
 // else does. Notification coalescing (its parameters per queue, VQ_GET's
 // answer after the status) is checked against a model of its own, and
-// what reaches the recording backend against it. A wild driver also
+// what reaches the recording backend against it. The machine's request
+// for an announcement (after a load) shows in the status, with a config
+// interrupt, only on a running device whose driver took GUEST_ANNOUNCE,
+// until ANNOUNCE_ACK (which has no data) clears it. A wild driver also
 // scribbles over the ring: then only memory safety and termination are checked.
 #include <sys/eventfd.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <map>
@@ -63,6 +67,8 @@ struct Transport : VirtioTransport {
         std::lock_guard g(lock);
         if (broken.empty()) broken = why;
     }
+    void signal_config() override { config_signals++; }
+    std::atomic<unsigned> config_signals{0};
     bool is_broken() {
         std::lock_guard g(lock);
         return !broken.empty();
@@ -174,6 +180,7 @@ struct Ctrl {
     unsigned in_use = 1;
     RecordingSteering rss;  // what the port's steering must hold
     std::vector<Coalesce> coal;  // per data queue
+    bool announcing = false;     // the status shows ANNOUNCE
     int want_room = -1;          // VQ_GET: the writable bytes its answer and status need
 
     Ctrl(FuzzedDataProvider& i) : in(i), strict(i.ConsumeBool()) {
@@ -244,7 +251,19 @@ struct Ctrl {
         if (coalescing) CHECK(recorded == coal);
         std::lock_guard g(t.lock);
         t.broken.clear();
-        active = broken = false;
+        active = broken = announcing = false;
+    }
+    // After a load the machine asks the device to have its driver announce
+    // the guest: only a running device whose driver took GUEST_ANNOUNCE
+    // (with the control queue) shows it and raises its config interrupt.
+    void announce() {
+        unsigned before = t.config_signals;
+        net->announce();
+        bool asked = active && !broken && has(net::kGuestAnnounce) && has(net::kCtrlVq);
+        TRACE("announce: %s\n", asked ? "asked" : "ignored");
+        if (asked) announcing = true;
+        CHECK(t.config_signals == before + (asked ? 1u : 0u));
+        check_effects();
     }
     // Clears what the last activation used (all of RAM after a wild driver).
     void mem_clear() {
@@ -338,6 +357,10 @@ struct Ctrl {
                 break;
             case 8:  // shorter than a header
                 more(in.ConsumeIntegralInRange(0, 1));
+                break;
+            case 9:  // the announcement's acknowledgement, which has no data, and its neighbours
+                b = {3, in.ConsumeIntegralInRange<uint8_t>(0, 1)};
+                more(static_cast<size_t>(std::max(0, odd)));
                 break;
             case 10:
             case 11: {  // notification coalescing: TX_SET, RX_SET, VQ_SET, VQ_GET and beyond
@@ -465,6 +488,11 @@ struct Ctrl {
         uint8_t cls = b[0], cmd = b[1];
         std::vector<uint8_t> d(b.begin() + 2, b.end());
         if (cls == 6) return expect_coalesce(cmd, d, room, answer);
+        if (cls == 3 && cmd == 0 && has(net::kGuestAnnounce)) {
+            if (!d.empty()) return kErr;
+            announcing = false;
+            return kOk;
+        }
         if (cls == 0 && has(net::kCtrlRx) && d.size() == 1) return cmd <= 1 ? kOk : kErr;
         if (cls == 1 && cmd == 0 && has(net::kCtrlRx)) {
             // struct virtio_net_ctrl_mac twice: le32 entries, then that many addresses.
@@ -616,7 +644,7 @@ struct Ctrl {
         uint8_t cfg[12];
         net->config_read(0, cfg, sizeof cfg);
         CHECK(std::equal(mac.begin(), mac.end(), cfg));
-        CHECK(cfg[6] == 1 && cfg[7] == 0 && le_load(cfg + 8, 2) == pairs && cfg[10] == 0 && cfg[11] == 0);
+        CHECK(cfg[6] == (announcing ? 3 : 1) && cfg[7] == 0 && le_load(cfg + 8, 2) == pairs && cfg[10] == 0 && cfg[11] == 0);
         if (!active || broken) return;
         bool mq = has(net::kMq | net::kRss);
         for (unsigned k = 1; k < pairs; k++) CHECK(port->attached(k) == (k < in_use));
@@ -702,6 +730,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             case 11:
                 c.reset();
                 if (in.ConsumeIntegralInRange(0, 3)) c.activate();
+                break;
+            case 12:  // (offered commands, acknowledgements among them, may be served any time)
+                if (c.strict && c.pending.empty()) c.announce();
                 break;
             default:
                 if (!c.strict && c.ctrl_usable())

@@ -7,7 +7,9 @@ While a guest moves: the host pings it every 10 ms (packets lost are
 reported), the host streams 50 MB into a file in the guest's RAM and the
 guest streams to the host, both spread over the pre-copy rounds; after the
 move both sha256 sums match, the guest's uptime went on and its clock did
-not jump. The stream into the guest is what tests the dirty log: its pages
+not jump, and the guest announced itself (a gratuitous ARP from its MAC,
+seen on the tap: the device asked its driver to, VIRTIO_NET_F_GUEST_ANNOUNCE).
+The stream into the guest is what tests the dirty log: its pages
 are written by the datapath (vhost-net, the worker threads, the off I/O
 thread), which KVM's own log never sees.
 """
@@ -20,6 +22,7 @@ import sys
 import tempfile
 import time
 
+from arp_watch import Watch
 from netns import BulkServer, Netns
 from test_net import BOOT_TIMEOUT, GUEST, HOST, guest_stream_sha, ping, unprivileged
 from vmtest import MINIVMM, Guest, check, minivmm
@@ -59,6 +62,12 @@ def guest_clock_offset(g):
     rc, out = g.run("date +%s")
     check(rc == 0 and out.strip().isdigit(), f"date: {out!r}")
     return int(out.strip()) - time.time()
+
+
+def guest_mac(g):
+    rc, out = g.run("cat /sys/class/net/eth0/address")
+    check(rc == 0 and re.fullmatch(r"[0-9a-f:]{17}", out.strip()), f"the guest's MAC: {out!r}")
+    return out.strip()
 
 
 def uptime(g):
@@ -169,12 +178,19 @@ def moves(r, name, cpus, queues, path):
         for hop, (src, dst) in enumerate(zip(path, path[1:]), 1):
             def one_move(src=src, dst=dst, hop=hop):
                 up0, clock0 = uptime(vm.g), guest_clock_offset(vm.g)
+                mac = guest_mac(vm.g)
                 finish, kill = traffic_during(vm, ns, 5400 + 10 * hop, hop)
+                watch = Watch(ns, tap, GUEST)
                 try:
+                    t0 = time.monotonic()
                     rep = vm.migrate(dst)
+                    announced = watch.announced(60)
                     sent, received, gap = finish()
                 finally:
                     kill()
+                    watch.kill()
+                check(announced and announced[0] == mac and announced[1] > t0,
+                      f"no gratuitous ARP from the guest ({mac}, {GUEST}) after the move: {announced}")
                 up1, clock1 = uptime(vm.g), guest_clock_offset(vm.g)
                 check(up1 > up0, f"uptime {up1} after {up0}: the guest rebooted")
                 check(abs(clock1 - clock0) < 5, f"the guest's clock moved {clock1 - clock0:+.1f} s against the host's")
@@ -183,7 +199,8 @@ def moves(r, name, cpus, queues, path):
                 ping(vm.g, HOST, 5)
                 note = (f"{rep['total_ms']} ms, downtime {rep['downtime_ms']} ms, {rep['rounds']} rounds, "
                         f"{rep['pages']} pages; ping every 10 ms: {sent - received} of {sent} lost, longest gap "
-                        f"{gap} ms; 50 MB each way during the move, sha256 match")
+                        f"{gap} ms; 50 MB each way during the move, sha256 match; announced "
+                        f"{announced[1] - t0:.1f} s after migrate began")
                 print(f"  {note}", flush=True)
                 return note
             r.case(f"{cpus} vCPU(s), {queues} pair(s): {src} -> {dst} under traffic", one_move)

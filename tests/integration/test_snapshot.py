@@ -1,8 +1,10 @@
 """A Linux guest with a NIC saved and continued across processes and
 datapaths: booted with vhost=kernel, snapshot (then=stop), restored with
 vhost=worker: the guest's shell, its files, its uptime and its network
-carry on. (A guest saved on worker and restored on off does not get its
-received frames yet: tests/README.md.)
+carry on, and the restored guest announces itself (a gratuitous ARP from
+its MAC on the tap: VIRTIO_NET_F_GUEST_ANNOUNCE). (A guest saved on
+worker and restored on off does not get its received frames yet:
+tests/README.md.)
 
 Runs in the emulated outer host with the net suites. The tap is made by
 the test (persistent, in the test's namespace), so its host side keeps its
@@ -14,7 +16,9 @@ import re
 import signal
 import subprocess
 import tempfile
+import time
 
+from arp_watch import Watch
 from netns import Netns
 from test_net import BOOT_TIMEOUT, GUEST, HOST, bulk_from_host, bulk_to_host, ping, unprivileged
 from vmtest import MINIVMM, Guest, check, minivmm
@@ -73,6 +77,9 @@ def scenario_snapshot_across_datapaths(r):
             rc, out = g.run("echo kept-$((6*7)) > /root/marker && cat /root/marker")
             check(rc == 0 and "kept-42" in out, f"marker: {out!r}")
             state["uptime"] = uptime(g)
+            rc, out = g.run("cat /sys/class/net/eth0/address")
+            check(rc == 0 and re.fullmatch(r"[0-9a-f:]{17}", out.strip()), f"the guest's MAC: {out!r}")
+            state["mac"] = out.strip()
             rep = ctl(sock, "snapshot", snap, "then=stop")
             rc = g.wait_exit(60)
             check(rc == 0, f"exit status {rc} after snapshot then=stop: {g.out[-300:]!r}")
@@ -84,9 +91,17 @@ def scenario_snapshot_across_datapaths(r):
             nonlocal g
             d2 = socket_dir()
             sock2 = os.path.join(d2, "api.sock")
-            g = Guest(ns.prefix() + [MINIVMM, "--restore", snap, "--mem", MEM, "--api-sock", sock2,
-                                     "--net", f"{tap},vhost={vhost}"] + unprivileged(), f"snap-{vhost}")
-            wait_socket(g, sock2)
+            watch = Watch(ns, tap, GUEST)
+            try:
+                t0 = time.monotonic()
+                g = Guest(ns.prefix() + [MINIVMM, "--restore", snap, "--mem", MEM, "--api-sock", sock2,
+                                         "--net", f"{tap},vhost={vhost}"] + unprivileged(), f"snap-{vhost}")
+                wait_socket(g, sock2)
+                announced = watch.announced(60)
+            finally:
+                watch.kill()
+            check(announced and announced[0] == state["mac"] and announced[1] > t0,
+                  f"no gratuitous ARP from the restored guest ({state['mac']}, {GUEST}): {announced}")
             rc, out = g.run("cat /root/marker", timeout=120)
             check(rc == 0 and "kept-42" in out, f"the guest's file after restore: {out!r}")
             up = uptime(g)
@@ -106,8 +121,10 @@ def scenario_snapshot_across_datapaths(r):
             else:
                 g.send("poweroff -f\n")
                 check(g.wait_exit(120) == 0, "exit after poweroff")
-            return f"uptime {up:.0f} s, ping 0% loss, 50 MB each way with matching sha256"
-        r.case("restored with vhost=worker: shell, file, uptime, ping, 50 MB each way; poweroff exits 0",
+            return (f"announced {announced[1] - t0:.1f} s after the restore began; uptime {up:.0f} s, "
+                    f"ping 0% loss, 50 MB each way with matching sha256")
+        r.case("restored with vhost=worker: announces itself; shell, file, uptime, ping, 50 MB each way; "
+               "poweroff exits 0",
                lambda: restored("worker", False))
     finally:
         if g:

@@ -42,6 +42,7 @@ public:
         std::lock_guard g(lock);
         broken = why;
     }
+    void signal_config() override { config_signals++; }
     std::string broken_why() {
         std::lock_guard g(lock);
         return broken;
@@ -49,6 +50,7 @@ public:
     std::mutex lock;
     std::set<uint16_t> signalled;
     std::string broken;
+    std::atomic<unsigned> config_signals{0};
     std::function<void(uint16_t)> on_signal;  // set before the device runs
 };
 
