@@ -30,7 +30,7 @@ else
     echo "where: test_machine in the emulated outer host, with test_boot (the probe found no usable KVM here)"
     first_outer="test_machine $first_outer"
 fi
-echo "where: test_boot, test_vhost_kernel, test_net, test_direct, test_migration, test_net612 (6.12) in the emulated outer host (they boot Linux" \
+echo "where: test_boot, test_vhost_kernel, test_net, test_direct, test_migration, test_snapshot, test_net612 (6.12) in the emulated outer host (they boot Linux" \
      "and need vhost-net; tests/rig/outer-run.sh runs them here if the probe finds hardware speed and vhost-net)"
 # CI gives make test 90 minutes. The outer runs share a budget (default 60
 # minutes; a clean pass takes about 10): a run that would start with less
@@ -58,10 +58,9 @@ else
     outer "" $first_outer
     for s in one_nic_kernel one_nic_worker one_nic_off two_nics mq_kernel mq_worker mq_off; do outer "$s" test_net; done
     for s in kernel worker off; do outer "scenario_$s" test_direct; done
-    # Live migration: the failure cases, one outer host.
-    # (The moves under traffic and the twenty moves are not in make test yet:
-    # tests/README.md says why.)
-    outer "failures" test_migration
+    # Live migration (the failure cases, the moves under traffic, twenty
+    # moves) and snapshots restored on each datapath: one outer host.
+    outer "" test_migration test_snapshot
     # A 6.12 outer host and guests (USO, jumbo frames): one outer host, a boot per datapath.
     MINIVMM_KERNEL=6.12 outer "" test_net612
 fi

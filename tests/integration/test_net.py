@@ -61,14 +61,14 @@ def guest_stream_sha(g, producer):
 # in its tmpfs: filling that much guest memory is a storm of nested-paging
 # exits, which is where the emulated outer host's SVM has been seen to
 # triple-fault guests (README, known problems), and it tests nothing here.
-def bulk_to_host(g, ns, port):
+def bulk_to_host(g, ns, port, size=BULK):
     # One random MiB repeated: the guest's urandom is slow under emulation,
     # and the NIC does not care what the bytes are.
     rc, out = g.run("dd if=/dev/urandom of=/tmp/mib bs=1M count=1 2>&1", timeout=120)
     check(rc == 0, f"making the data in the guest: {out!r}")
-    stream = f"for i in $(seq {BULK >> 20}); do cat /tmp/mib; done"
-    want = (guest_stream_sha(g, stream), BULK)
-    srv = BulkServer(ns, "recv", HOST, port, BULK)
+    stream = f"for i in $(seq {size >> 20}); do cat /tmp/mib; done"
+    want = (guest_stream_sha(g, stream), size)
+    srv = BulkServer(ns, "recv", HOST, port, size)
     try:
         rc, out = g.run(f"{stream} | nc {HOST} {port}", timeout=300)
         got = srv.result(300)
