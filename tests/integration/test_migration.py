@@ -34,11 +34,13 @@ STREAM_SECONDS = 20  # the host's stream into the guest, spread over the move
 # 0.5 MB/s on any datapath (its CPU is emulated); 1 MiB every 1.5 s keeps
 # it going through the move.
 OUT_STREAM = 10 << 20
+MOVE_AFTER = 3  # seconds of traffic before the move starts
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def ctl(sock, *args, ok=True, timeout=900):
-    p = subprocess.run([MINIVMM, "ctl", sock] + list(args), capture_output=True, text=True, timeout=timeout)
+def ctl(sock, *args, ok=True, timeout=900, wrap=()):
+    p = subprocess.run(list(wrap) + [MINIVMM, "ctl", sock] + list(args), capture_output=True, text=True,
+                       timeout=timeout)
     if ok:
         check(p.returncode == 0, f"ctl {' '.join(args)}: exit {p.returncode}: {p.stdout[-500:]!r} {p.stderr[-500:]!r}")
         reply = json.loads(p.stdout)
@@ -110,7 +112,8 @@ class Vm:
     def migrate(self, vhost, tcp=False):
         g, sock, uri = self.destination(vhost, tcp=tcp)
         try:
-            rep = ctl(self.sock, "migrate", uri)
+            # In the namespace: ctl makes the connection (a TCP one to its loopback).
+            rep = ctl(self.sock, "migrate", uri, wrap=self.ns.prefix())
         except Exception:
             g.kill()
             raise
@@ -140,7 +143,7 @@ def traffic_during(vm, ns, port, hop):
                                              str(STREAM_SECONDS + 15)], stdout=subprocess.PIPE, text=True)
     check(pinger.stdout.readline().strip() == "pinging", "the pinger did not start")
     g.send(f"(nc {HOST} {port} > /tmp/in; echo IN-DONE-{hop}) & ({producer}) | nc {HOST} {port + 1} &\n")
-    time.sleep(3)  # both streams under way before the move
+    time.sleep(MOVE_AFTER)  # the streams under way before the move
 
     def finish():
         g2 = vm.g
