@@ -76,6 +76,11 @@ struct SnapshotFile {
         temp = t;
         return Fd(fd);
     }
+    std::string keep() {
+        std::string kept = temp;
+        temp.clear();
+        return kept;
+    }
     void commit() {
         if (::rename(temp.c_str(), file.c_str()) < 0) {
             int err = errno;
@@ -129,8 +134,10 @@ void send_request(const Fd& s, const std::string& path, const std::string& line,
     }
 }
 
-std::string exchange(const Fd& s, const std::string& path, const std::string& line, const Fd& passed, int timeout_ms) {
+std::string exchange(const Fd& s, const std::string& path, const std::string& line, const Fd& passed, int timeout_ms,
+                     bool& sent) {
     send_request(s, path, line, passed);
+    sent = true;
     std::string reply;
     char buf[4096];
     while (reply.find('\n') == std::string::npos) {
@@ -184,10 +191,22 @@ int run_ctl(int argc, char** argv) {
         Fd passed = passed_fd(req, snap);
         Fd s = connect_to(path);
         int timeout = passed ? kSnapshotTimeoutMs : kReplyTimeoutMs;
-        std::string line = exchange(s, path, req.dump(-1, ' ', false, json::error_handler_t::replace) + "\n", passed, timeout);
-        json reply = json::parse(line, nullptr, false);
-        if (reply.is_discarded() || !reply.is_object() || !reply.contains("ok") || !reply["ok"].is_boolean())
-            throw UserError("ctl: " + path + ": the reply is not a control socket's: " + line.substr(0, 200));
+        bool sent = false;
+        json reply;
+        try {
+            std::string line = exchange(s, path, req.dump(-1, ' ', false, json::error_handler_t::replace) + "\n",
+                                        passed, timeout, sent);
+            reply = json::parse(line, nullptr, false);
+            if (reply.is_discarded() || !reply.is_object() || !reply.contains("ok") || !reply["ok"].is_boolean())
+                throw UserError("ctl: " + path + ": the reply is not a control socket's: " + line.substr(0, 200));
+        } catch (const UserError& e) {
+            // minivmm has the file and may still be writing it (a slow
+            // disk, then=stop): without its answer, the file may be the
+            // guest's only copy, so it stays, and the user hears where.
+            if (!sent || snap.temp.empty()) throw;
+            std::string kept = snap.keep();
+            throw UserError(std::string(e.what()) + "; the snapshot, complete or not, is in " + kept);
+        }
         bool ok = reply["ok"].get<bool>();
         if (ok && !snap.temp.empty()) snap.commit();
         std::printf("%s\n", reply.dump(2, ' ', false, json::error_handler_t::replace).c_str());

@@ -217,6 +217,7 @@ Machine::~Machine() = default;
 
 int Machine::run() {
     Vcpu::install_kick_handler();
+    start_loaded_devices();
 
     {
         Console console(*serial_, stop_.fd());

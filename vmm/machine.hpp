@@ -87,6 +87,12 @@ private:
     bool freeze();
     void thaw(bool paused_here);
     void load_state(state::RecordReader& r);
+    // After a load, as the guest starts (for a migration, only on the
+    // source's go, so nothing the guest queued leaves from here before):
+    // each device's queues kicked and vectors raised once, and each NIC
+    // announcing the guest, which the network has not seen here yet.
+    void start_loaded_devices();
+    bool loaded_ = false;
 
     // Members are built in the order they are declared: this is the order
     // of setting up, and its reverse is the order of tearing down.

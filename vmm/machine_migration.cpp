@@ -60,7 +60,7 @@ std::string refusal(int fd) {
     try {
         state::RecordReader r(fd, "the destination");
         state::Record ack = r.read_within(2000);
-        if (ack.kind == state::Kind::Ack && ack.name == "refused") return std::string(ack.body.begin(), ack.body.end());
+        if (ack.kind == state::Kind::Ack && ack.name == "refused") return migration::printable(ack.body);
     } catch (const std::exception&) {
     }
     return {};

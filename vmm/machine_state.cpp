@@ -10,6 +10,7 @@
 // raising interrupts that need the vCPUs' LAPICs in place.
 #include <unistd.h>
 
+#include <exception>
 #include <set>
 
 #include "vmm/machine.hpp"
@@ -77,10 +78,7 @@ void Machine::load_state(state::RecordReader& r) {
             case state::Kind::Section: break;
             case state::Kind::End:
                 if (!expected.empty()) throw state::Error("saved state lacks the state of " + *expected.begin());
-                for (const auto& d : devices_) d->restart_after_load();
-                // A restore and an incoming migration alike: the guest is
-                // somewhere the network has not seen it yet.
-                for (const auto& d : devices_) d->device().announce();
+                loaded_ = true;  // run() restarts the queues and announces the NICs
                 return;
             default: throw state::Error("saved state has a record out of place (kind " + std::to_string(int(rec.kind)) + ")");
         }
@@ -110,6 +108,12 @@ void Machine::load_state(state::RecordReader& r) {
     }
 }
 
+void Machine::start_loaded_devices() {
+    if (!loaded_) return;
+    for (const auto& d : devices_) d->restart_after_load();
+    for (const auto& d : devices_) d->device().announce();
+}
+
 bool Machine::freeze() {
     bool pausing = !pause_.paused();
     try {
@@ -123,8 +127,18 @@ bool Machine::freeze() {
 }
 
 void Machine::thaw(bool paused_here) {
-    for (const auto& d : devices_) d->resume();
+    // Every device and then the vCPUs, whatever one device's resume throws:
+    // the guest runs on with the others. The first failure is rethrown.
+    std::exception_ptr first;
+    for (const auto& d : devices_) {
+        try {
+            d->resume();
+        } catch (...) {
+            if (!first) first = std::current_exception();
+        }
+    }
     if (paused_here) pause_.resume();  // a pause that timed out too: its request stays until resumed
+    if (first) std::rethrow_exception(first);
 }
 
 json Machine::snapshot(Fd file, const std::string& name, bool stop) {

@@ -117,6 +117,17 @@ minivmm::Fd take_incoming(const std::string& text) {
 }
 }  // namespace
 
+// A stop signal (INT, TERM, HUP) pending: the user or the system asked
+// this minivmm to stop while a migrating guest arrived.
+static void refuse_if_stopped() {
+    sigset_t pending;
+    if (::sigpending(&pending) < 0) return;
+    for (int sig : {SIGINT, SIGTERM, SIGHUP})
+        if (sigismember(&pending, sig))
+            throw minivmm::UserError(std::string("asked to stop (") + sigabbrev_np(sig) +
+                                     ") while the migrating guest arrived: not started here");
+}
+
 int main(int argc, char** argv) {
     using namespace minivmm;
     // A reader that goes away (a migration's destination, the pipe a
@@ -164,6 +175,11 @@ int main(int argc, char** argv) {
         Machine machine(opts, files.get(), restore ? &*restore : nullptr);
         snapshot = Fd();
         if (incoming) {
+            // Signals are held while the machine stands (vmm/machine.cpp):
+            // one that came while the guest was arriving means "stop", and
+            // acted on only after go it would stop a guest the source has
+            // given up. Refused now, the source runs it on.
+            refuse_if_stopped();
             // Everything is loaded, and no vCPU has run: the guest starts
             // here only on the source's go (vmm/migration_handshake.hpp).
             migration::answer(incoming.get(), "ready");

@@ -1,8 +1,20 @@
 #include "vmm/migration_handshake.hpp"
 
+#include <poll.h>
+
 #include "vmm/state_records.hpp"
 
 namespace minivmm::migration {
+
+std::string printable(const std::vector<uint8_t>& text) {
+    // The peer's words go into this process's log and the migrate reply:
+    // short, and nothing a terminal would act on.
+    constexpr size_t kMax = 256;
+    std::string s;
+    for (size_t i = 0; i < text.size() && i < kMax; i++) s += text[i] >= 0x20 && text[i] < 0x7f ? char(text[i]) : '?';
+    if (text.size() > kMax) s += "...";
+    return s;
+}
 
 void await_ready(int fd, int timeout_ms) {
     state::RecordReader r(fd, "the destination");
@@ -13,13 +25,18 @@ void await_ready(int fd, int timeout_ms) {
         if (r.ended()) throw state::Error("the destination closed the connection without saying it has the guest");
         throw;
     }
-    std::string why(ack.body.begin(), ack.body.end());
+    std::string why = printable(ack.body);
     if (ack.kind == state::Kind::Ack && ack.name == "ready") return;
     if (ack.kind == state::Kind::Ack && ack.name == "refused") throw state::Error("the destination refused: " + why);
     throw state::Error("the destination answered with something other than ready or refused");
 }
 
 void send_go(int fd, int stall_ms) {
+    // A destination that said ready and then went away (killed, out of
+    // memory) leaves a TCP socket that still takes a write: the hang-up is
+    // seen first, so the guest resumes here rather than running nowhere.
+    pollfd p{fd, POLLIN | POLLRDHUP, 0};
+    if (::poll(&p, 1, 0) > 0) throw state::Error("the destination hung up or spoke after saying ready; no go sent");
     state::RecordWriter w(fd, stall_ms);
     w.write(state::Kind::Go, "", {});
 }

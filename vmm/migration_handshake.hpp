@@ -5,7 +5,9 @@
 // on anything else (no answer in time, a refusal, a write that fails). The
 // one window left is a Go written but lost in flight (vmm/README.md).
 #pragma once
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace minivmm::migration {
 
@@ -15,6 +17,10 @@ constexpr int kReadyTimeoutMs = 30'000;
 // How long the destination waits for Go after its "ready": the source
 // writes it as soon as it reads "ready".
 constexpr int kGoTimeoutMs = 30'000;
+
+// A peer's text (a refusal's reason) as it may be logged: at most 256
+// printable ASCII characters.
+std::string printable(const std::vector<uint8_t>& text);
 
 // The source. Returns on "ready"; throws state::Error on a refusal (its
 // reason in the message), any other record, the connection's end, or

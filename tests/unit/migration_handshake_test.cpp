@@ -117,10 +117,16 @@ TEST(MigrationHandshake, NoGoIsTheDestinationsRefusal) {
 // destination that has gone, or that takes nothing, the write fails.
 TEST(MigrationHandshake, AGoThatCannotBeWrittenFails) {
     {
-        Pair p;
+        Pair p;  // gone after its ready: seen before the write (over TCP the write would succeed)
         p.destination = Fd();
         std::string e = error_of([&] { migration::send_go(p.source.get(), 5000); });
-        EXPECT_NE(e.find("Broken pipe"), std::string::npos) << e;
+        EXPECT_NE(e.find("hung up"), std::string::npos) << e;
+    }
+    {
+        Pair p;  // more after its ready: not a destination waiting for go
+        ASSERT_EQ(send(p.destination.get(), "x", 1, MSG_NOSIGNAL), 1);
+        std::string e = error_of([&] { migration::send_go(p.source.get(), 5000); });
+        EXPECT_NE(e.find("hung up or spoke"), std::string::npos) << e;
     }
     {
         Pair p;  // its socket full: a destination stopped
@@ -138,4 +144,14 @@ TEST(MigrationHandshake, AnsweringAGoneSourceIsQuiet) {
     Pair p;
     p.source = Fd();
     EXPECT_EQ(error_of([&] { migration::answer(p.destination.get(), "ready"); }), "(no error)");
+}
+
+// A peer's reason reaches the log and the migrate reply short and inert.
+TEST(MigrationHandshake, APeersTextIsShortAndPrintable) {
+    std::string raw = "\x1b[2Jno\n";
+    raw += std::string(400, 'a');
+    std::string s = migration::printable({raw.begin(), raw.end()});
+    EXPECT_EQ(s.substr(0, 7), "?[2Jno?");
+    EXPECT_EQ(s.size(), 256u + 3);
+    EXPECT_EQ(s.find_first_of("\x1b\n"), std::string::npos);
 }
