@@ -1,0 +1,244 @@
+"""make bench's migration part (MINIVMM_BENCH_PARTS=migration): live
+migration of a 512 MiB, 1 vCPU guest with one NIC on a shared multi_queue
+tap, within one outer host, minivmm beside QEMU 7.2 in the same run.
+
+Rows (MINIVMM_BENCH_MIGRATION_ROWS, comma-separated, keeps only those named):
+- minivmm kernel -> kernel, worker -> worker, kernel -> worker (vhost=);
+- QEMU 7.2 vhost=on with its default migration parameters (the downtime
+  limit and bandwidth cap it reports are in the notes), and with
+  max-bandwidth raised to 10 GiB/s, since minivmm has no cap;
+each with the guest idle and under iperf3 load (host->guest, the direction
+whose pages the datapath writes: vhost's dirty log, not KVM's, sees them).
+
+Per move: total and downtime as the VMM reports them (minivmm: its `migrate`
+reply, from the pause to the destination's "running"; QEMU: query-migrate's
+total-time and downtime), rounds (minivmm's; QEMU's dirty-sync-count), MB in
+the stream (minivmm: all of it; QEMU: RAM transferred), and what the network
+saw: tests/integration/pinger.py from the host every 10 ms, its longest gap
+between replies and the pings lost. Under load: iperf3's rate over its whole
+run, and how long the load still had to run when the move completed
+(negative: the move finished only after the load had ended).
+
+A guest boots once per VMM and round and is moved row after row (a move
+that only brings it to a row's source is not measured). A failure ends that
+guest; the rows left are retried once in a fresh one, loudly, then read
+`failed`. Writes migration.md, migration.csv, migration-raw.csv.
+"""
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from test_migration import shared_tap
+from test_net import GUEST, HOST
+from netns import Netns
+from vmtest import REPO, TestFailure
+
+import configs
+import metrics
+import report
+import rounds
+from migration_vms import MiniVm, QemuVm
+
+QUICK = os.environ.get("MINIVMM_BENCH_QUICK") == "1"
+LOAD_S = 12 if QUICK else 20  # iperf3's run; the move starts 5 s into it
+PING_S = LOAD_S + 15  # the pinger's window; the move starts 2 s into it
+PINGER = os.path.join(REPO, "tests", "integration", "pinger.py")
+TAP = "mvbmig0"
+BIG_BW = 10 << 30  # QEMU's max-bandwidth for the raised rows, bytes/s (HMP: 10G)
+
+METRICS = [
+    ("total_ms", "total, ms", 0),
+    ("downtime_ms", "downtime (VMM's own), ms", 0),
+    ("gap_ms", "longest ping gap (10 ms pings), ms", 0),
+    ("lost", "pings lost", 0),
+    ("rounds", "rounds", 0),
+    ("mb", "MB sent", 1),
+    ("load_mbps", "iperf3 host->guest, Mbit/s", 0),
+    ("load_left_s", "iperf3 left at completion, s", 1),
+]
+
+
+@dataclass
+class Row:
+    vmm: str  # "minivmm" or "qemu"
+    src: str  # the backend the guest must be on before the move
+    dst: str
+    load: bool
+    bandwidth: int = 0  # QEMU: max-bandwidth for the move (0: QEMU's default)
+
+
+ROWS = {}
+for _s, _d in (("kernel", "kernel"), ("worker", "worker"), ("kernel", "worker")):
+    for _load in (False, True):
+        ROWS[f"minivmm {_s} -> {_d}, {'iperf3' if _load else 'idle'}"] = Row("minivmm", _s, _d, _load)
+for _bw, _what in ((0, "QEMU defaults"), (BIG_BW, "max-bandwidth 10G")):
+    for _load in (False, True):
+        ROWS[f"qemu 7.2 vhost=on, {_what}, {'iperf3' if _load else 'idle'}"] = Row("qemu", "qemu", "qemu", _load, _bw)
+# The order a guest goes through them: minivmm's kernel -> worker under load
+# last, after an unmeasured worker -> kernel.
+ORDER = {"minivmm": [n for n in ROWS if ROWS[n].vmm == "minivmm" and not (ROWS[n].src != ROWS[n].dst and ROWS[n].load)]
+         + [n for n in ROWS if ROWS[n].vmm == "minivmm" and ROWS[n].src != ROWS[n].dst and ROWS[n].load],
+         "qemu": [n for n in ROWS if ROWS[n].vmm == "qemu"]}
+
+qemu_defaults = {}  # QEMU's migration parameters as it reported them, for the notes
+
+
+def ping_gap(pinger, started, done):
+    """(longest gap ms or None, lost): None when the move outlasted the pinger's window."""
+    out, _ = pinger.communicate(timeout=PING_S + 60)
+    m = re.search(r"sent (\d+) received (\d+) max_gap_ms (\d+)", out)
+    if not m:
+        raise TestFailure(f"pinger: {out!r}")
+    sent, got, gap = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    if done - started > PING_S - 1:
+        rounds.say(f"the move ended {done - started:.0f} s into the pinger's {PING_S} s: no gap figure")
+        return None, sent - got
+    return gap, sent - got
+
+
+def measure_move(vm, ns, name):
+    row = ROWS[name]
+    srv = None
+    load_end = None
+    try:
+        if row.load:
+            srv = metrics.Server(ns, f"iperf3 -s -1 --forceflush -B {HOST}", "listening")
+            rc, out = vm.g.run(f"iperf3 -c {HOST} -t {LOAD_S} -R -f m -i 0 > /tmp/ipl 2>&1 &")
+            load_end = time.monotonic() + LOAD_S
+            time.sleep(5)
+        pinger = subprocess.Popen(ns.prefix() + [sys.executable, PINGER, GUEST, "0.01", str(PING_S)],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            if pinger.stdout.readline().strip() != "pinging":
+                raise TestFailure("the pinger did not start")
+            started = time.monotonic()
+            time.sleep(2)
+            rep = vm.move(row.dst) if row.vmm == "minivmm" else vm.move(row.bandwidth)
+            done = time.monotonic()
+            gap, lost = ping_gap(pinger, started, done)
+        finally:
+            if pinger.poll() is None:
+                pinger.kill()
+        if isinstance(vm, QemuVm) and vm.defaults and not qemu_defaults:
+            qemu_defaults.update(vm.defaults)
+        sample = dict(rep, gap_ms=gap, lost=lost, load_mbps=None, load_left_s=None)
+        if row.load:
+            rc, out = vm.g.run("wait; cat /tmp/ipl", timeout=LOAD_S + 180)
+            m = re.findall(r"([\d.]+) Mbits/sec.*receiver", out)
+            if not m:
+                raise TestFailure(f"iperf3 across the move (log {vm.g.log_path}): {out.strip()[-300:]}")
+            sample.update(load_mbps=float(m[-1]), load_left_s=load_end - done)
+    finally:
+        if srv:
+            srv.stop()
+    # Traffic after the move, or the row fails: a stalled NIC is a result to report, not a figure.
+    rc, out = vm.g.run(f"ping -c 3 -W 5 {HOST}", timeout=60)
+    if rc:
+        raise TestFailure(f"no traffic after the move (log {vm.g.log_path}): {out.strip()[-200:]}")
+    return sample
+
+
+def chain(vmm, todo, label, got):
+    """Boots one guest and moves it through the rows todo (in order), each
+    sample into got[name]; raises at the first failure."""
+    ns = Netns("mvbmig")
+    vm = None
+    try:
+        shared_tap(ns, TAP)
+        vm = MiniVm(ns, TAP, label) if vmm == "minivmm" else QemuVm(ns, TAP, label)
+        vm.boot(configs.BOOT_TIMEOUT)
+        rc, out = vm.g.run(f"ping -c 2 -W 5 {HOST}", timeout=60)
+        if rc:
+            raise TestFailure(f"guest cannot reach the host: {out.strip()[-200:]}")
+        for name in todo:
+            row = ROWS[name]
+            if vm.backend != row.src:
+                vm.move(row.src)  # to the row's start, not measured
+            got[name] = measure_move(vm, ns, name)
+            rounds.say(f"{label} {name}: {show(got[name])}")
+    finally:
+        if vm:
+            vm.close()
+        ns.close()
+
+
+def show(s):
+    return ", ".join(f"{h} {'n/a' if s.get(k) is None else f'{s[k]:.{d}f}'}" for k, h, d in METRICS)
+
+
+def notes(nrounds):
+    d = qemu_defaults
+    qd = (f"downtime-limit {d['downtime-limit']} ms, max-bandwidth {d['max-bandwidth'] / 2**20:.0f} MiB/s"
+          if d else "not read (no QEMU move succeeded)")
+    where = (" Measured inside the emulated outer host (QEMU TCG): absolute figures are far below hardware, "
+             "compare rows only." if os.environ.get("MINIVMM_OUTER") else "")
+    return (f"Median of {nrounds} interleaved round(s) (min-max when more than one). 512 MiB, 1 vCPU, one NIC "
+            "on a multi_queue tap shared by source and destination, both processes on the same host, "
+            "migrating over a unix socket. minivmm: `--incoming unix:PATH`, `minivmm ctl SOCK migrate URI`; "
+            "downtime from the pause to the destination's \"running\"; no bandwidth cap. QEMU 7.2 vhost=on: "
+            f"`-incoming unix:PATH`, QMP `migrate`, query-migrate's total-time and downtime; QEMU's defaults "
+            f"(as it reported them: {qd}) and, in the 10G rows, max-bandwidth raised to 10 GiB/s "
+            "(`migrate-set-parameters`). Rounds: minivmm's pre-copy passes (the full one included); QEMU's "
+            "dirty-sync-count. MB sent: minivmm's whole stream; QEMU's RAM transferred (10^6 bytes). Ping gap: "
+            "tests/integration/pinger.py every 10 ms from the host, the longest time without a reply over its "
+            f"{PING_S} s window (the move starts 2 s in). "
+            f"iperf3: `-R` (host->guest) for {LOAD_S} s, the move starting 5 s in; its rate over the whole run, "
+            "and how long it still had to run when the move completed (negative: the move converged only "
+            "after the load had stopped)." + where)
+
+
+def run(out, nrounds):
+    """True if any row has a sample."""
+    try:
+        names = rounds.pick(ROWS, os.environ.get("MINIVMM_BENCH_MIGRATION_ROWS"))
+    except ValueError as e:
+        rounds.say(str(e))
+        return False
+    t0 = time.monotonic()
+    chains = [(vmm, [n for n in ORDER[vmm] if n in names]) for vmm in ORDER]
+    chains = [c for c in chains if c[1]]
+    rounds.say(f"migration: {nrounds} round(s) of {len(names)} rows ({len(chains)} guests a round)")
+    results = {n: [] for n in names}
+    retried, failed = [], []
+
+    def save(prefix=""):
+        os.makedirs(out, exist_ok=True)
+        report.write_csv(os.path.join(out, "migration.csv"), results, METRICS)
+        report.write_raw(os.path.join(out, "migration-raw.csv"), results, METRICS)
+        with open(os.path.join(out, "migration.md"), "w") as f:
+            f.write(prefix + "Live migration, minivmm and QEMU 7.2\n\n" + report.markdown(results, METRICS)
+                    + "\n\n" + notes(nrounds) + "\n")
+
+    for r in range(nrounds):
+        for vmm, todo in chains[r % len(chains):] + chains[:r % len(chains)]:
+            got = {}
+            for attempt in (1, 2):
+                left = [n for n in todo if n not in got]
+                try:
+                    chain(vmm, left, f"migbench-r{r + 1}-{vmm}" + ("-retry" if attempt == 2 else ""), got)
+                    break
+                except Exception as e:  # noqa: BLE001 - any failure gets the one retry
+                    where = [n for n in left if n not in got][:1]
+                    what = f"round {r + 1} {vmm} at {where[0] if where else 'boot'}"
+                    if attempt == 1:
+                        rounds.say(f"RETRY {what}: failed ({rounds.why(e)}); the rows left once more in a fresh guest")
+                        retried.append(what)
+                    else:
+                        rounds.say(f"FAILED {what}: failed again ({rounds.why(e)}); those rows have no sample "
+                                   "this round")
+                        failed.append(what)
+            for n in todo:
+                results[n].append(got.get(n))
+            save("(partial: the run did not finish) ")
+    save()
+    print("\nLive migration, minivmm and QEMU 7.2\n\n" + report.markdown(results, METRICS) + "\n\n" + notes(nrounds),
+          flush=True)
+    if retried:
+        rounds.say(f"migration: retried after a failure: {', '.join(retried)}")
+    if failed:
+        rounds.say(f"migration: failed twice: {', '.join(failed)}")
+    rounds.say(f"migration took {rounds.elapsed(t0)}")
+    return any(any(s) for s in results.values())
