@@ -106,7 +106,8 @@ def measure_move(vm, ns, name):
     try:
         if row.load:
             srv = metrics.Server(ns, f"iperf3 -s -1 --forceflush -B {HOST}", "listening")
-            rc, out = vm.g.run(f"iperf3 -c {HOST} -t {LOAD_S} -R -f m -i 0 > /tmp/ipl 2>&1 &")
+            # A job of the guest's shell, so `wait` finds it after the move ("& true": run() appends "; ...").
+            vm.g.run(f"iperf3 -c {HOST} -t {LOAD_S} -R -f m -i 0 > /tmp/ipl 2>&1 & true")
             load_end = time.monotonic() + LOAD_S
             time.sleep(5)
         pinger = subprocess.Popen(ns.prefix() + [sys.executable, PINGER, GUEST, "0.01", str(PING_S)],
