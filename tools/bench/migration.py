@@ -2,7 +2,8 @@
 migration of a 512 MiB, 1 vCPU guest with one NIC on a shared multi_queue
 tap, within one outer host, minivmm beside QEMU 7.2 in the same run.
 
-Rows (MINIVMM_BENCH_MIGRATION_ROWS, comma-separated, keeps only those named):
+Rows (MINIVMM_BENCH_MIGRATION_ROWS, comma-separated, keeps only those named,
+e.g. "minivmm kernel -> worker (iperf3),qemu 7.2 vhost=on defaults (idle)"):
 - minivmm kernel -> kernel, worker -> worker, kernel -> worker (vhost=);
 - QEMU 7.2 vhost=on with its default migration parameters (the downtime
   limit and bandwidth cap it reports are in the notes), and with
@@ -73,10 +74,10 @@ class Row:
 ROWS = {}
 for _s, _d in (("kernel", "kernel"), ("worker", "worker"), ("kernel", "worker")):
     for _load in (False, True):
-        ROWS[f"minivmm {_s} -> {_d}, {'iperf3' if _load else 'idle'}"] = Row("minivmm", _s, _d, _load)
-for _bw, _what in ((0, "QEMU defaults"), (BIG_BW, "max-bandwidth 10G")):
+        ROWS[f"minivmm {_s} -> {_d} ({'iperf3' if _load else 'idle'})"] = Row("minivmm", _s, _d, _load)
+for _bw, _what in ((0, "defaults"), (BIG_BW, "max-bandwidth 10G")):
     for _load in (False, True):
-        ROWS[f"qemu 7.2 vhost=on, {_what}, {'iperf3' if _load else 'idle'}"] = Row("qemu", "qemu", "qemu", _load, _bw)
+        ROWS[f"qemu 7.2 vhost=on {_what} ({'iperf3' if _load else 'idle'})"] = Row("qemu", "qemu", "qemu", _load, _bw)
 # The order a guest goes through them: minivmm's kernel -> worker under load
 # last, after an unmeasured worker -> kernel.
 ORDER = {"minivmm": [n for n in ROWS if ROWS[n].vmm == "minivmm" and not (ROWS[n].src != ROWS[n].dst and ROWS[n].load)]
