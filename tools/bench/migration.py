@@ -44,10 +44,10 @@ import rounds
 from migration_vms import MiniVm, QemuVm
 
 QUICK = os.environ.get("MINIVMM_BENCH_QUICK") == "1"
-LOAD_S = 12 if QUICK else 20  # iperf3's run; the move starts 5 s into it
-PING_S = LOAD_S + 15  # the pinger's window; the move starts 2 s into it
+LOAD_S = 20 if QUICK else 25  # iperf3's run; the destination starts 3 s into it
+PING_IDLE_S, PING_LOAD_S = 25, LOAD_S + 5  # the pinger's window; the move starts 2 s into it
 PINGER = os.path.join(REPO, "tests", "integration", "pinger.py")
-TAP = "mvbmig0"
+TAP, BRIDGE = "mvbmig0", "mvbmigbr"
 BIG_BW = 10 << 30  # QEMU's max-bandwidth for the raised rows, bytes/s (HMP: 10G)
 
 METRICS = [
@@ -64,7 +64,7 @@ METRICS = [
 
 @dataclass
 class Row:
-    vmm: str  # "minivmm" or "qemu"
+    vmm: str  # the guest it takes: "minivmm", "qemu" (shared tap), "qemu bridge" (a tap each on a bridge)
     src: str  # the backend the guest must be on before the move
     dst: str
     load: bool
@@ -75,27 +75,29 @@ ROWS = {}
 for _s, _d in (("kernel", "kernel"), ("worker", "worker"), ("kernel", "worker")):
     for _load in (False, True):
         ROWS[f"minivmm {_s} -> {_d} ({'iperf3' if _load else 'idle'})"] = Row("minivmm", _s, _d, _load)
-for _bw, _what in ((0, "defaults"), (BIG_BW, "max-bandwidth 10G")):
+for _vmm, _bw, _what in (("qemu", 0, "defaults"), ("qemu", BIG_BW, "max-bandwidth 10G"),
+                         ("qemu bridge", BIG_BW, "max-bandwidth 10G bridge")):
     for _load in (False, True):
-        ROWS[f"qemu 7.2 vhost=on {_what} ({'iperf3' if _load else 'idle'})"] = Row("qemu", "qemu", "qemu", _load, _bw)
+        ROWS[f"qemu 7.2 vhost=on {_what} ({'iperf3' if _load else 'idle'})"] = Row(_vmm, "qemu", "qemu", _load, _bw)
 # The order a guest goes through them: minivmm's kernel -> worker under load
 # last, after an unmeasured worker -> kernel.
 ORDER = {"minivmm": [n for n in ROWS if ROWS[n].vmm == "minivmm" and not (ROWS[n].src != ROWS[n].dst and ROWS[n].load)]
          + [n for n in ROWS if ROWS[n].vmm == "minivmm" and ROWS[n].src != ROWS[n].dst and ROWS[n].load],
-         "qemu": [n for n in ROWS if ROWS[n].vmm == "qemu"]}
+         "qemu": [n for n in ROWS if ROWS[n].vmm == "qemu"],
+         "qemu bridge": [n for n in ROWS if ROWS[n].vmm == "qemu bridge"]}
 
 qemu_defaults = {}  # QEMU's migration parameters as it reported them, for the notes
 
 
-def ping_gap(pinger, started, done):
+def ping_gap(pinger, window, started, done):
     """(longest gap ms or None, lost): None when the move outlasted the pinger's window."""
-    out, _ = pinger.communicate(timeout=PING_S + 60)
+    out, _ = pinger.communicate(timeout=window + 60)
     m = re.search(r"sent (\d+) received (\d+) max_gap_ms (\d+)", out)
     if not m:
         raise TestFailure(f"pinger: {out!r}")
     sent, got, gap = int(m.group(1)), int(m.group(2)), int(m.group(3))
-    if done - started > PING_S - 1:
-        rounds.say(f"the move ended {done - started:.0f} s into the pinger's {PING_S} s: no gap figure")
+    if done - started > window - 1:
+        rounds.say(f"the move ended {done - started:.0f} s into the pinger's {window} s: no gap figure")
         return None, sent - got
     return gap, sent - got
 
@@ -110,17 +112,21 @@ def measure_move(vm, ns, name):
             # A job of the guest's shell, so `wait` finds it after the move ("& true": run() appends "; ...").
             vm.g.run(f"iperf3 -c {HOST} -t {LOAD_S} -R -f m -i 0 > /tmp/ipl 2>&1 & true")
             load_end = time.monotonic() + LOAD_S
-            time.sleep(5)
-        pinger = subprocess.Popen(ns.prefix() + [sys.executable, PINGER, GUEST, "0.01", str(PING_S)],
+            time.sleep(3)
+        # The destination waits before the pinger starts: its start-up (seconds
+        # for QEMU here) is no part of either VMM's move.
+        vm.prepare(row.dst) if row.vmm == "minivmm" else vm.prepare(row.bandwidth)
+        window = PING_LOAD_S if row.load else PING_IDLE_S
+        pinger = subprocess.Popen(ns.prefix() + [sys.executable, PINGER, GUEST, "0.01", str(window)],
                                   stdout=subprocess.PIPE, text=True)
         try:
             if pinger.stdout.readline().strip() != "pinging":
                 raise TestFailure("the pinger did not start")
             started = time.monotonic()
             time.sleep(2)
-            rep = vm.move(row.dst) if row.vmm == "minivmm" else vm.move(row.bandwidth)
+            rep = vm.move()
             done = time.monotonic()
-            gap, lost = ping_gap(pinger, started, done)
+            gap, lost = ping_gap(pinger, window, started, done)
         finally:
             if pinger.poll() is None:
                 pinger.kill()
@@ -149,8 +155,12 @@ def chain(vmm, todo, label, got):
     ns = Netns("mvbmig")
     vm = None
     try:
-        shared_tap(ns, TAP)
-        vm = MiniVm(ns, TAP, label) if vmm == "minivmm" else QemuVm(ns, TAP, label)
+        if vmm == "qemu bridge":
+            ns.sh(f"ip link add {BRIDGE} type bridge && ip addr add {HOST}/24 dev {BRIDGE} && ip link set {BRIDGE} up")
+            vm = QemuVm(ns, TAP, label.replace(" ", "-"), bridge=BRIDGE)
+        else:
+            shared_tap(ns, TAP)
+            vm = MiniVm(ns, TAP, label) if vmm == "minivmm" else QemuVm(ns, TAP, label)
         vm.boot(configs.BOOT_TIMEOUT)
         rc, out = vm.g.run(f"ping -c 2 -W 5 {HOST}", timeout=60)
         if rc:
@@ -158,7 +168,8 @@ def chain(vmm, todo, label, got):
         for name in todo:
             row = ROWS[name]
             if vm.backend != row.src:
-                vm.move(row.src)  # to the row's start, not measured
+                vm.prepare(row.src)  # to the row's start, not measured
+                vm.move()
             got[name] = measure_move(vm, ns, name)
             rounds.say(f"{label} {name}: {show(got[name])}")
     finally:
@@ -178,7 +189,8 @@ def notes(nrounds):
     where = (" Measured inside the emulated outer host (QEMU TCG): absolute figures are far below hardware, "
              "compare rows only." if os.environ.get("MINIVMM_OUTER") else "")
     return (f"Median of {nrounds} interleaved round(s) (min-max when more than one). 512 MiB, 1 vCPU, one NIC "
-            "on a multi_queue tap shared by source and destination, both processes on the same host, "
+            "on a multi_queue tap shared by source and destination (the `bridge` rows: QEMU's usual arrangement "
+            "instead, a tap of its own for each process on a bridge), both processes on the same host, "
             "migrating over a unix socket. minivmm: `--incoming unix:PATH`, `minivmm ctl SOCK migrate URI`; "
             "downtime from the pause to the destination's \"running\"; no bandwidth cap. QEMU 7.2 vhost=on: "
             f"`-incoming unix:PATH`, QMP `migrate`, query-migrate's total-time and downtime; QEMU's defaults "
@@ -186,9 +198,10 @@ def notes(nrounds):
             "(`migrate-set-parameters`). Rounds: minivmm's pre-copy passes (the full one included); QEMU's "
             "dirty-sync-count. MB sent: minivmm's whole stream; QEMU's RAM transferred (10^6 bytes). Ping gap: "
             "tests/integration/pinger.py every 10 ms from the host, the longest time without a reply over its "
-            f"{PING_S} s window (the move starts 2 s in). "
-            f"iperf3: `-R` (host->guest) for {LOAD_S} s, the move starting 5 s in; its rate over the whole run, "
-            "and how long it still had to run when the move completed (negative: the move converged only "
+            f"window ({PING_IDLE_S} s idle, {PING_LOAD_S} s under load), which starts once the destination waits "
+            "and 2 s before the move. "
+            f"iperf3: `-R` (host->guest) for {LOAD_S} s, the destination started 3 s in; its rate over the whole "
+            "run, and how long it still had to run when the move completed (negative: the move completed only "
             "after the load had stopped)." + where)
 
 
@@ -220,7 +233,7 @@ def run(out, nrounds):
             for attempt in (1, 2):
                 left = [n for n in todo if n not in got]
                 try:
-                    chain(vmm, left, f"migbench-r{r + 1}-{vmm}" + ("-retry" if attempt == 2 else ""), got)
+                    chain(vmm, left, f"migbench-r{r + 1}-{vmm.replace(' ', '-')}" + ("-retry" if attempt == 2 else ""), got)
                     break
                 except Exception as e:  # noqa: BLE001 - any failure gets the one retry
                     where = [n for n in left if n not in got][:1]

@@ -16,8 +16,8 @@ import os
 import tempfile
 import time
 
-from test_migration import Vm
-from vmtest import INITRD, KERNEL, Guest, TestFailure
+from test_migration import Vm, ctl, wait_for
+from vmtest import INITRD, KERNEL, Guest, TestFailure, check
 
 import configs
 from qmp import Qmp, QmpError
@@ -29,6 +29,7 @@ class MiniVm:
     def __init__(self, ns, tap, name):
         self.vm = Vm(ns, tap, name, 1, 1)  # boots on vhost=kernel
         self.backend = "kernel"
+        self.pending = None
 
     @property
     def g(self):
@@ -37,21 +38,41 @@ class MiniVm:
     def boot(self, timeout):
         return self.vm.g.boot(timeout)
 
-    def move(self, dst):
-        rep = self.vm.migrate(dst)
+    def prepare(self, dst):
+        """Starts the destination (vhost=dst), waiting with --incoming."""
+        self.pending = (dst,) + self.vm.destination(dst)
+
+    def move(self):
+        """Test_migration.Vm.migrate, the destination already started."""
+        dst, g, sock, uri = self.pending
+        self.pending = None
+        try:
+            rep = ctl(self.vm.sock, "migrate", uri, timeout=MIGRATE_TIMEOUT)
+        except Exception:
+            g.kill()
+            raise
+        check(self.vm.g.wait_exit(60) == 0, f"the source's exit status after migrating: {self.vm.g.out[-300:]!r}")
+        wait_for(g, "the migrated guest runs here")
+        self.vm.g, self.vm.sock = g, sock
         self.backend = dst
         return {"total_ms": rep["total_ms"], "downtime_ms": rep["downtime_ms"], "rounds": rep["rounds"],
                 "mb": rep["bytes"] / 1e6}
 
     def close(self):
+        if self.pending:
+            self.pending[1].kill()
         self.vm.g.kill()
 
 
 class QemuVm:
     backend = "qemu"
 
-    def __init__(self, ns, tap, name):
-        self.ns, self.tap, self.name = ns, tap, name
+    def __init__(self, ns, tap, name, bridge=None):
+        """bridge: instead of sharing tap, each QEMU process gets a tap of
+        its own on this bridge (QEMU's usual arrangement; its announce after
+        the move turns the bridge's traffic to the destination's tap)."""
+        self.ns, self.tap, self.name, self.bridge = ns, tap, name, bridge
+        self.pending = None
         self.dir = tempfile.mkdtemp(prefix=f"qemu-mig-{name}-")
         self.hop = 0
         self.defaults = None  # QEMU's own migration parameters, as it first reported them
@@ -59,7 +80,13 @@ class QemuVm:
 
     def _start(self, incoming):
         qmp_path = os.path.join(self.dir, f"qmp{self.hop}.sock")
-        # queues=2 on the netdev: QEMU opens a tap multi_queue only when asked
+        if self.bridge:
+            tap = f"{self.tap}q{self.hop}"
+            self.ns.sh(f"ip tuntap add dev {tap} mode tap && ip link set {tap} master {self.bridge} up")
+            netdev = f"tap,id=n0,ifname={tap},script=no,downscript=no,vhost=on"  # the VM table's
+        else:
+            netdev = f"tap,id=n0,ifname={self.tap},script=no,downscript=no,vhost=on,queues=2"
+        # Shared tap, queues=2 on the netdev: QEMU opens a tap multi_queue only when asked
         # for more than one queue, and the shared tap is multi_queue. The
         # device keeps mq off (its default), so the guest sees one pair, as
         # minivmm's does, and QEMU detaches the tap queue it does not use.
@@ -67,7 +94,7 @@ class QemuVm:
             "qemu-system-x86_64", "-enable-kvm", "-cpu", "host", "-m", str(configs.MEM_MIB), "-smp", "1",
             "-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio", "-kernel", KERNEL, "-initrd", INITRD,
             "-append", configs.APPEND,
-            "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no,vhost=on,queues=2",
+            "-netdev", netdev,
             "-device", "virtio-net-pci,netdev=n0", "-qmp", f"unix:{qmp_path},server=on,wait=off"]
         if incoming:
             argv += ["-incoming", incoming]
@@ -82,16 +109,22 @@ class QemuVm:
     def boot(self, timeout):
         return self.g.boot(timeout)
 
-    def move(self, bandwidth=None):
-        """bandwidth: max-bandwidth in bytes/s for this move, or QEMU's default."""
+    def prepare(self, bandwidth=None):
+        """Starts the destination, waiting with -incoming; bandwidth: the
+        source's max-bandwidth for the move in bytes/s, or QEMU's default."""
         if self.defaults is None:
             self.defaults = self.qmp.cmd("query-migrate-parameters")
         self.hop += 1
         uri = f"unix:{os.path.join(self.dir, f'in{self.hop}.sock')}"
         dest, dest_qmp = self._start(uri)
+        self.pending = (dest, dest_qmp, uri)
+        if bandwidth:
+            self.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": bandwidth})
+
+    def move(self):
+        dest, dest_qmp, uri = self.pending
+        self.pending = None
         try:
-            if bandwidth:
-                self.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": bandwidth})
             self.qmp.cmd("migrate", uri=uri)
             deadline = time.monotonic() + MIGRATE_TIMEOUT
             while True:
@@ -127,5 +160,7 @@ class QemuVm:
                 "mb": ram["transferred"] / 1e6}
 
     def close(self):
+        if self.pending:
+            self.pending[0].kill()
         self.qmp.close()
         self.g.kill()
