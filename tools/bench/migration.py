@@ -44,8 +44,11 @@ import rounds
 from migration_vms import MiniVm, QemuVm
 
 QUICK = os.environ.get("MINIVMM_BENCH_QUICK") == "1"
-LOAD_S = 20 if QUICK else 25  # iperf3's run; the destination starts 3 s into it
-PING_IDLE_S, PING_LOAD_S = 25, LOAD_S + 5  # the pinger's window; the move starts 2 s into it
+# Long enough that a move under load completes while iperf3 still runs, and
+# inside the pinger's window, in an emulated host that other work slows too
+# (a 107 MB QEMU move took 23 s in one quick run); QUICK changes only rounds.
+LOAD_S = 30  # iperf3's run; the destination starts 3 s into it
+PING_IDLE_S, PING_LOAD_S = 40, LOAD_S + 10  # the pinger's window; the move starts 2 s into it
 PINGER = os.path.join(REPO, "tests", "integration", "pinger.py")
 TAP, BRIDGE = "mvbmig0", "mvbmigbr"
 BIG_BW = 10 << 30  # QEMU's max-bandwidth for the raised rows, bytes/s (HMP: 10G)
