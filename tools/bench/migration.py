@@ -113,7 +113,8 @@ def measure_move(vm, ns, name):
         if row.load:
             srv = metrics.Server(ns, f"iperf3 -s -1 --forceflush -B {HOST}", "listening")
             # A job of the guest's shell, so `wait` finds it after the move ("& true": run() appends "; ...").
-            vm.g.run(f"iperf3 -c {HOST} -t {LOAD_S} -R -f m -i 0 > /tmp/ipl 2>&1 & true")
+            # Per-second reports go to a file in the guest, not its console.
+            vm.g.run(f"iperf3 -c {HOST} -t {LOAD_S} -R -f m -i 1 > /tmp/ipl 2>&1 & true")
             load_end = time.monotonic() + LOAD_S
             time.sleep(3)
         # The destination waits before the pinger starts: its start-up (seconds
@@ -142,6 +143,9 @@ def measure_move(vm, ns, name):
             if not m:
                 raise TestFailure(f"iperf3 across the move (log {vm.g.log_path}): {out.strip()[-300:]}")
             sample.update(load_mbps=float(m[-1]), load_left_s=load_end - done)
+            per_s = re.findall(r"\]\s+\d+\.\d+-\d+\.\d+\s+sec\s+[\d.]+ \w?Bytes\s+([\d.]+) Mbits/sec\s*$", out, re.M)
+            rounds.say(f"{name}: iperf3 Mbit/s each second (the move ended {LOAD_S - (load_end - done):.0f} s in): "
+                       + " ".join(f"{float(x):.0f}" for x in per_s))
     finally:
         if srv:
             srv.stop()
