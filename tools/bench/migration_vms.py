@@ -137,6 +137,14 @@ class QemuVm:
                 time.sleep(0.02)
             if st["status"] != "completed":
                 raise TestFailure(f"QEMU's migration {st['status']}: {st.get('error-desc', st)}")
+            # QEMU says "completed" a moment before its thread fills in the
+            # times (seen: total-time 0, downtime 0).
+            settle = time.monotonic() + 5
+            while not (st.get("total-time") and st.get("downtime")) and time.monotonic() < settle:
+                time.sleep(0.02)
+                st = self.qmp.cmd("query-migrate")
+            if not (st.get("total-time") and st.get("downtime")):
+                raise TestFailure(f"QEMU's migration completed without its times: {st}")
             # At once: the paused source still holds a queue of the shared
             # tap, which would take its share of the frames for the guest.
             try:
