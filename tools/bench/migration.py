@@ -8,6 +8,11 @@ e.g. "minivmm kernel -> worker (iperf3),qemu 7.2 vhost=on defaults (idle)"):
 - QEMU 7.2 vhost=on with its default migration parameters (the downtime
   limit and bandwidth cap it reports are in the notes), and with
   max-bandwidth raised to 10 GiB/s, since minivmm has no cap;
+- the same 10 GiB/s QEMU on its usual arrangement instead ("bridge"): a
+  single-queue tap of its own for each process on a bridge holding the
+  host's address. On the shared tap QEMU's destination attaches its queues
+  as it starts and frames for the guest wait in them until it runs, which
+  the ping gap shows (README.md, NOTES.md);
 each with the guest idle and under iperf3 load (host->guest, the direction
 whose pages the datapath writes: vhost's dirty log, not KVM's, sees them).
 
@@ -16,11 +21,11 @@ reply, from the pause to the destination's "running"; QEMU: query-migrate's
 total-time and downtime), rounds (minivmm's; QEMU's dirty-sync-count), MB in
 the stream (minivmm: all of it; QEMU: RAM transferred), and what the network
 saw: tests/integration/pinger.py from the host every 10 ms, its longest gap
-between replies and the pings lost. Under load: iperf3's rate over its whole
+between replies and the pings lost, from when the destination waits. Under load: iperf3's rate over its whole
 run, and how long the load still had to run when the move completed
 (negative: the move finished only after the load had ended).
 
-A guest boots once per VMM and round and is moved row after row (a move
+A guest boots once per VMM (and tap arrangement) and round and is moved row after row (a move
 that only brings it to a row's source is not measured). A failure ends that
 guest; the rows left are retried once in a fresh one, loudly, then read
 `failed`. Writes migration.md, migration.csv, migration-raw.csv.
