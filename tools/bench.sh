@@ -10,11 +10,12 @@
 #     microbenchmark again (worker against vhost-net), the boot table and
 #     the VM table. Their files come back through the rig's results share;
 #     the chart is drawn here, from the VM table's CSV.
-# MINIVMM_BENCH_PARTS=datapath,boot,vm,net612 (default all) narrows both
+# MINIVMM_BENCH_PARTS=datapath,boot,vm,migration,net612 (default all) narrows both
 # places; net612 (coalescing and USO, tools/bench/net612.py) runs in a 6.12
 # outer host of its own.
 # Results in build/bench: datapath.{json,csv,md} (here), datapath-outer.*,
-# boot.{csv,md}, boot-raw.csv, results.{csv,md}, raw.csv, chart.png.
+# boot.{csv,md}, boot-raw.csv, results.{csv,md}, raw.csv, chart.png,
+# migration.{csv,md}, migration-raw.csv.
 set -u
 cd "$(dirname "$0")/.."
 out=build/bench
@@ -24,14 +25,14 @@ quick=${QUICK:-}
 if [ -n "$quick" ]; then timeout=2400 what="QUICK: 1 round, 3 s runs"
 else timeout=9000 what="3 rounds, 10 s runs"; fi
 export MINIVMM_BENCH_QUICK=${quick:+1}
-parts=${MINIVMM_BENCH_PARTS:-datapath,boot,vm,net612}
+parts=${MINIVMM_BENCH_PARTS:-datapath,boot,vm,migration,net612}
 has() { [[ ",$parts," == *",$1,"* ]]; }
 say() { echo "bench: $*"; }
 start=$SECONDS
 
 ! has datapath || [ -x "$out/bench_datapath" ] || { say "$out/bench_datapath is missing: run make bench"; exit 1; }
 ! has net612 || [ -x build/udp_gso ] || { say "build/udp_gso is missing: run make bench"; exit 1; }
-rm -f "$out"/datapath* "$out"/results.* "$out"/raw.csv "$out"/boot* "$out"/chart.png "$out"/perf-* "$out"/net612-*
+rm -f "$out"/datapath* "$out"/results.* "$out"/raw.csv "$out"/boot* "$out"/chart.png "$out"/perf-* "$out"/net612-* "$out"/migration*
 
 if has datapath; then
     say "== 1. datapath microbenchmark, on this machine (vhost backends <-> tap in a private netns, no VM)"
@@ -84,7 +85,7 @@ rc=0
 parts61=$(echo ",$parts," | sed 's/,net612,/,/g; s/^,//; s/,$//')
 if [ -n "$parts61" ]; then
     outer "$parts61" 6.1 results.csv results.md raw.csv boot.csv boot.md boot-raw.csv datapath-outer.json \
-        datapath-outer.csv datapath-outer.md
+        datapath-outer.csv datapath-outer.md migration.md migration.csv migration-raw.csv
     vm_results=$results
 fi
 if has net612; then
@@ -116,6 +117,7 @@ show datapath "datapath microbenchmark on this machine ($out/datapath.csv)" "$ou
 show datapath "datapath microbenchmark $where ($out/datapath-outer.csv)" "$out/datapath-outer.md"
 show boot "boot to init $where ($out/boot.csv)" "$out/boot.md"
 show vm "VM table ($out/results.csv, chart $chart, logs $results/minivmm-tests)" "$out/results.md"
+show migration "live migration, minivmm and QEMU 7.2, $where ($out/migration.csv, logs $results/minivmm-tests)" "$out/migration.md"
 show net612 "notification coalescing, 6.12 guest and host ($out/net612-coalescing.csv)" "$out/net612-coalescing.md"
 show net612 "UDP segmentation offload, 6.12 guest and host ($out/net612-uso.csv)" "$out/net612-uso.md"
 echo

@@ -10,7 +10,9 @@ parts, in this order:
    round (rounds.py): iperf3 both ways, sockperf TCP ping-pong, boot time to
    the guest's init, the VMM's max RSS, its Rss outside guest RAM after the
    transfers (smaps) and host CPU per GB moved.
-4. net612: notification coalescing and USO against QEMU (net612.py); only
+4. migration: live migration, minivmm's datapaths and QEMU 7.2, idle and
+   under iperf3 (migration.py).
+5. net612: notification coalescing and USO against QEMU (net612.py); only
    in a 6.12 outer host (MINIVMM_KERNEL=6.12), which tools/bench.sh starts
    for it alone.
 
@@ -20,11 +22,12 @@ fresh VM, loudly; failing again, that round has no sample, and a row with
 no sample at all reads "failed".
 
 Environment: MINIVMM_BENCH_PARTS (comma-separated: datapath, boot, vm,
-net612; default all), MINIVMM_BENCH_QUICK=1 (1 round of 3 s runs; else 3 rounds of
+migration, net612; default all), MINIVMM_BENCH_QUICK=1 (1 round of 3 s runs; else 3 rounds of
 10 s), MINIVMM_BENCH_ROUNDS, MINIVMM_BENCH_SECONDS override either;
-MINIVMM_BENCH_ROWS and MINIVMM_BENCH_BOOT_ROWS (comma-separated) keep only
+MINIVMM_BENCH_ROWS, MINIVMM_BENCH_BOOT_ROWS and
+MINIVMM_BENCH_MIGRATION_ROWS (comma-separated) keep only
 the rows named; datapath.py's own knobs. Writes results.csv, results.md,
-raw.csv, boot.csv, boot-raw.csv, boot.md and datapath-outer.* to
+raw.csv, boot.csv, boot-raw.csv, boot.md, migration.* and datapath-outer.* to
 $MINIVMM_RESULTS (the rig's share back to the real machine), or build/bench
 when run by hand.
 """
@@ -41,6 +44,7 @@ import boot  # noqa: E402
 import configs  # noqa: E402
 import datapath  # noqa: E402
 import metrics  # noqa: E402
+import migration  # noqa: E402
 import net612  # noqa: E402
 import report  # noqa: E402
 import rounds  # noqa: E402
@@ -48,7 +52,7 @@ import rounds  # noqa: E402
 QUICK = os.environ.get("MINIVMM_BENCH_QUICK") == "1"
 ROUNDS = int(os.environ.get("MINIVMM_BENCH_ROUNDS") or (1 if QUICK else 3))
 SECONDS = int(os.environ.get("MINIVMM_BENCH_SECONDS") or (3 if QUICK else 10))
-PARTS = ("datapath", "boot", "vm", "net612")
+PARTS = ("datapath", "boot", "vm", "migration", "net612")
 OUT = os.environ.get("MINIVMM_RESULTS") or os.path.join(REPO, "build", "bench")
 
 
@@ -121,6 +125,7 @@ def main():
                              f"(parts: {', '.join(PARTS)})")
         vm_rows = rounds.pick(configs.ROWS, os.environ.get("MINIVMM_BENCH_ROWS"))
         rounds.pick(boot.ROWS, os.environ.get("MINIVMM_BENCH_BOOT_ROWS"))  # checked before hours of work
+        rounds.pick(migration.ROWS, os.environ.get("MINIVMM_BENCH_MIGRATION_ROWS"))
     except ValueError as e:
         rounds.say(str(e))
         return 1
@@ -135,6 +140,9 @@ def main():
     if "vm" in parts:
         rounds.say("== VM table")
         ok &= vm_table(vm_rows)
+    if "migration" in parts:
+        rounds.say("== live migration: minivmm and QEMU 7.2")
+        ok &= migration.run(OUT, ROUNDS)
     if "net612" in parts:
         rounds.say("== net612: notification coalescing and USO, against QEMU")
         if os.environ.get("MINIVMM_KERNEL") != "6.12":
