@@ -182,7 +182,8 @@ Machine::Machine(const Options& opts, const BootFiles* files, state::RecordReade
 
 std::vector<NicHost> Machine::open_nic_hosts() const {
     std::vector<NicHost> hosts;
-    for (size_t i = 0; i < opts_.nets.size(); i++) hosts.push_back(open_nic_host(opts_.nets[i], unsigned(i)));
+    bool shared = opts_.incoming.has_value();  // the source may run on the same taps
+    for (size_t i = 0; i < opts_.nets.size(); i++) hosts.push_back(open_nic_host(opts_.nets[i], unsigned(i), shared));
     return hosts;
 }
 

@@ -33,7 +33,7 @@ std::array<uint8_t, 6> interface_mac(const std::string& ifname) {
 }
 
 // --net mtu= sets the link's MTU before the device reads it (VIRTIO_NET_F_MTU).
-std::unique_ptr<NetPort> open_port(const NetSpec& spec, NicHost& h) {
+std::unique_ptr<NetPort> open_port(const NetSpec& spec, NicHost& h, bool shared) {
     if (spec.kind == NetSpec::Kind::Raw) {
         auto raw = std::make_unique<RawSocket>(spec.ifname);
         if (spec.mtu) raw->set_mtu(*spec.mtu);
@@ -43,7 +43,7 @@ std::unique_ptr<NetPort> open_port(const NetSpec& spec, NicHost& h) {
     if (spec.kind == NetSpec::Kind::Macvtap) {
         tap = Tap::macvtap(spec.ifname, spec.queues);
     } else {
-        tap = std::make_unique<Tap>(spec.ifname, spec.queues);
+        tap = std::make_unique<Tap>(spec.ifname, spec.queues, shared);
         h.notes.push_back(tap->created_note());
     }
     if (spec.mtu) tap->set_mtu(*spec.mtu);
@@ -73,11 +73,11 @@ std::unique_ptr<VhostBackend> open_vhost(const NetSpec& spec, NicHost& h) {
 }
 }  // namespace
 
-NicHost open_nic_host(const NetSpec& spec, unsigned index) {
+NicHost open_nic_host(const NetSpec& spec, unsigned index, bool shared) {
     NicHost h;
     h.label = "net" + std::to_string(index);
     // The port first: a missing interface is the likelier mistake.
-    h.port = open_port(spec, h);
+    h.port = open_port(spec, h, shared);
     // Default: locally administered (0x52 has bit 1 set), stable per NIC index.
     h.mac = spec.mac.value_or(std::array<uint8_t, 6>{0x52, 0x54, 0x00, 0x12, 0x34, static_cast<uint8_t>(0x56 + index)});
     if (spec.kind == NetSpec::Kind::Macvtap) {

@@ -28,7 +28,8 @@ struct NicHost {
 };
 
 // Throws UserError: the port cannot be opened, or the vhost asked for.
-NicHost open_nic_host(const NetSpec& spec, unsigned index);
+// shared: a migrating guest's source may still run on the port (Tap's).
+NicHost open_nic_host(const NetSpec& spec, unsigned index, bool shared = false);
 // The device, once the VM exists; prints the host side's notes first.
 std::unique_ptr<VirtioNet> make_nic(const GuestMemory& mem, NicHost host);
 

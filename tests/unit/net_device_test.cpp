@@ -3,7 +3,9 @@
 // notify()) against a multi-queue tap in a private network namespace.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/ethtool.h>
 #include <linux/if_packet.h>
+#include <linux/sockios.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
@@ -243,6 +245,41 @@ TEST(NetDevice, CreatedTapsHandTheirQueuesOver) {
         EXPECT_FALSE(attached.hand_over_queue(0, false));
         // While it is held, another process cannot open it: the destination says so.
         EXPECT_NE(minivmm::testing::error_of([] { Tap("sqtap1"); }).find("in use"), std::string::npos);
+    });
+}
+
+namespace {
+// Whether the tap segments for its readers (TSO on: the offloads minivmm set).
+bool tap_tso(const char* name) {
+    Fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    ethtool_value v{ETHTOOL_GTSO, 0};
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    ifr.ifr_data = reinterpret_cast<char*>(&v);
+    EXPECT_EQ(ioctl(s.get(), SIOCETHTOOL, &ifr), 0) << std::strerror(errno);
+    return v.data != 0;
+}
+}  // namespace
+
+// A migration's destination opens the tap the source's guest still runs
+// on: the tap's offloads belong to the device, so the destination leaves
+// them as the source set them until it takes the tap, and a source that
+// takes it back (a failed migration) sets its own again.
+TEST(NetDevice, ASharedTapKeepsTheSourcesOffloadsUntilHandedOver) {
+    in_netns([] {
+        constexpr unsigned kTso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+        Tap source("shtap0");
+        source.set_offload(kTso);
+        ASSERT_TRUE(tap_tso("shtap0"));
+        Tap destination("shtap0", 1, true);
+        destination.set_offload(0);  // what its NIC wants before its guest's features arrive
+        EXPECT_TRUE(tap_tso("shtap0")) << "the destination changed the source's offloads while it runs";
+        ASSERT_TRUE(source.hand_over_queue(0, false));
+        ASSERT_TRUE(destination.hand_over_queue(0, true));
+        EXPECT_FALSE(tap_tso("shtap0")) << "the destination took the tap but not its offloads";
+        ASSERT_TRUE(destination.hand_over_queue(0, false));
+        ASSERT_TRUE(source.hand_over_queue(0, true));
+        EXPECT_TRUE(tap_tso("shtap0")) << "the source took the tap back without its offloads";
     });
 }
 

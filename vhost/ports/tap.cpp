@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -45,7 +46,7 @@ Fd Tap::open_queue(bool multi_queue, bool existed) {
     return fd;
 }
 
-Tap::Tap(const std::string& name, unsigned queues) : name_(name) {
+Tap::Tap(const std::string& name, unsigned queues, bool shared) : name_(name), shared_(shared) {
     if (name.empty() || name.size() >= IFNAMSIZ) throw UserError("--net: bad interface name '" + name + "'");
     // Whether TUNSETIFF below attaches or creates: creating needs saying.
     bool existed = if_nametoindex(name.c_str()) != 0;
@@ -73,7 +74,7 @@ Tap::Tap(const std::string& name, unsigned queues) : name_(name) {
         if (!fd) throw UserError("--net " + name + ": cannot open tap queue " + std::to_string(q));
         fds_.push_back(std::move(fd));
     }
-    if (mq && existed) {
+    if (mq && existed && !shared_) {
         // A steering program outlives a minivmm killed before it could
         // detach it (SIGKILL, a seccomp trap), and would go on steering this
         // persistent tap by a table nobody updates: detached before anything
@@ -112,12 +113,37 @@ Tap::Tap(const std::string& name, unsigned queues) : name_(name) {
 // offloads go back to none: the guest's acked features set them.
 void Tap::probe() {
     mtu_ = link_mtu(name_, describe());
-    unsigned long uso = TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6;
-    uso_ = ioctl(fd(0), TUNSETOFFLOAD, uso) == 0;
+    if (shared_) {
+        // Probing sets the offloads of the tap another minivmm's guest is
+        // using: the kernel's version says the same (tun took USO in 6.2).
+        utsname u{};
+        unsigned major = 0, minor = 0;
+        uso_ = ::uname(&u) == 0 && std::sscanf(u.release, "%u.%u", &major, &minor) == 2 &&
+               (major > 6 || (major == 6 && minor >= 2));
+    } else {
+        unsigned long uso = TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6;
+        uso_ = ioctl(fd(0), TUNSETOFFLOAD, uso) == 0;
+        ioctl(fd(0), TUNSETOFFLOAD, 0ul);
+    }
     if (!uso_)
         offload_note_ = describe() + " refuses UDP segmentation offload (TUN_F_USO4/6, Linux 6.2 or later): " +
                         "USO not offered";
-    ioctl(fd(0), TUNSETOFFLOAD, 0ul);
+}
+
+// The tap's device-wide settings as this NIC wants them: when it takes the
+// tap over from a migration's source, or takes it back after a failed
+// migration (the destination may have set its own meanwhile).
+void Tap::apply_device_settings() {
+    shared_ = false;
+    set_offload(offload_);
+    if (steering_) {
+        try {
+            steering_->attach(fd(0));
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "minivmm: %s: steering program not attached again: %s\n", describe().c_str(),
+                         e.what());
+        }
+    }
 }
 
 std::string Tap::attach_steering() {
@@ -125,7 +151,7 @@ std::string Tap::attach_steering() {
     if (!device_.empty()) return "RSS not offered: a macvtap takes no steering program (TUNSETSTEERINGEBPF)";
     try {
         auto s = std::make_unique<TapSteering>();
-        s->attach(fd(0));
+        if (!shared_) s->attach(fd(0));  // else when this NIC takes the tap
         steering_ = std::move(s);
         return "";
     } catch (const std::runtime_error& e) {
@@ -209,6 +235,8 @@ void Tap::set_vnet_header_size(int bytes) {
 }
 
 void Tap::set_offload(unsigned flags) {
+    offload_ = flags;
+    if (shared_) return;  // applied when this NIC takes the tap
     // Failure is not fatal (an older kernel lacking a flag): the tap then
     // finishes checksums and segments itself, which is slower but correct.
     if (ioctl(fd(0), TUNSETOFFLOAD, static_cast<unsigned long>(flags)) < 0 && !offload_refused_) {
@@ -223,7 +251,11 @@ bool Tap::hand_over_queue(unsigned queue, bool attached) {
     ifreq ifr{};
     ifr.ifr_flags = attached ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE;
     // EINVAL: already in that state.
-    return ioctl(fd(queue), TUNSETQUEUE, &ifr) == 0 || errno == EINVAL;
+    bool done = ioctl(fd(queue), TUNSETQUEUE, &ifr) == 0 || errno == EINVAL;
+    // Queue 0 comes first (PortBackend): with it attached the tap is this
+    // NIC's again, and its device settings too.
+    if (done && attached && queue == 0) apply_device_settings();
+    return done;
 }
 
 void Tap::set_queue_attached(unsigned queue, bool attached) {

@@ -20,7 +20,11 @@ public:
     // Attaches to tap `name` with `queues` fds, creating it (up, for this
     // VM's lifetime) if it does not exist; says so on stderr. Throws
     // UserError on failure.
-    explicit Tap(const std::string& name, unsigned queues = 1);
+    // shared: another minivmm on this host runs a guest on the tap and will
+    // hand it over (a live migration's destination): the tap's device-wide
+    // settings (offloads, steering program) are left to it until this one
+    // takes the tap (hand_over_queue(0, true)).
+    explicit Tap(const std::string& name, unsigned queues = 1, bool shared = false);
     // Opens the existing macvtap link `name` (its /dev/tapN) `queues` times.
     static std::unique_ptr<Tap> macvtap(const std::string& name, unsigned queues = 1);
 
@@ -52,10 +56,13 @@ private:
     Tap() = default;
     Fd open_queue(bool multi_queue, bool existed);
     void probe();
+    void apply_device_settings();
     std::vector<Fd> fds_;
     bool multi_queue_ = false;  // made or opened with IFF_MULTI_QUEUE
     std::string name_, device_;  // device_: /dev/tapN of a macvtap
     std::string created_;
+    bool shared_ = false;   // device settings held back (see the constructor)
+    unsigned offload_ = 0;  // the TUN_F_* flags this NIC wants on the tap
     std::string offload_note_;
     bool uso_ = false;
     unsigned mtu_ = 0;
