@@ -11,10 +11,11 @@ not jump, and the guest announced itself (a gratuitous ARP from its MAC,
 seen on the tap: the device asked its driver to, VIRTIO_NET_F_GUEST_ANNOUNCE).
 The held datagrams are what tests the NIC's dirty log: UDP datagrams the
 host sends while the first copy of RAM goes out wait unread in a guest
-socket until the move is over, in receive buffers only the datapath
-(vhost-net, the worker threads, the off I/O thread) wrote, which KVM's own
-log never sees. (The 50 MB stream does not show a lost log: the guest
-copies each buffer into its file at once, and KVM's log has that copy.)
+socket until the move is over, in receive buffers the datapath (vhost-net,
+the worker threads, the off I/O thread) wrote and no vCPU wrote after it:
+KVM's own log never sees those writes. (The 50 MB stream does not show a
+lost log: the guest copies each buffer into its file at once, and KVM's log
+has that copy.)
 """
 import json
 import os
