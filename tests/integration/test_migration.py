@@ -196,12 +196,14 @@ def traffic_during(vm, ns, port, hop):
     def finish():
         g2 = vm.g
         t0 = time.monotonic()
-        held_intact(g2)
         want_in = into.result(300)
         sent_at = time.monotonic() - t0
         g2.expect(f"IN-DONE-{hop}", 300)
         print(f"  host's stream sent {sent_at:.1f} s after the move, in the guest's file "
               f"{time.monotonic() - t0:.1f} s after", flush=True)
+        # Nothing is typed into the guest's console before its nc is done:
+        # in the background, it would read the typing and stop (SIGTTIN).
+        held_intact(g2)
         rc, out = g2.run("sha256sum < /tmp/in; wc -c < /tmp/in", timeout=120)
         got_in = out.split()
         check(rc == 0 and got_in[0] == want_in[0],
