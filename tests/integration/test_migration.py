@@ -170,6 +170,7 @@ def traffic_during(vm, ns, port, hop):
     check(pinger.stdout.readline().strip() == "pinging", "the pinger did not start")
     g.send(f"(nc {HOST} {port} > /tmp/in; echo IN-DONE-{hop}) & ({producer}) | nc {HOST} {port + 1} &\n")
     time.sleep(MOVE_AFTER)  # the streams under way before the move
+    tap_dropped0 = int(ns.sh(f"cat /sys/class/net/{vm.tap}/statistics/tx_dropped").stdout)
     held = ns.popen(f"{UDP_GSO} spread {GUEST} {port + 3} {HELD} {HELD_SIZE} {HELD_SECONDS}")
 
     def held_intact(g2):
@@ -184,13 +185,18 @@ def traffic_during(vm, ns, port, hop):
               f"the held datagrams' sender: {sent!r}")
         _, want_bytes, want_count, want_sum = sent.split()
         rc, out = g2.run(f"touch {flag}; n=0; until grep -q held {held_out} || [ $n -gt 150 ]; do sleep 0.2; "
-                         f"n=$((n+1)); done; cat {held_out}", timeout=120)
+                         f"n=$((n+1)); done; cat {held_out}; grep Udp: /proc/net/snmp", timeout=120)
         m = re.search(r"held (\d+) (\d+) (\d+) ([0-9a-f]{16})", out)
         check(m is not None, f"the guest's held datagrams: {out!r}")
+        # Where a shortfall was lost, for the reader of a failure: the tap's
+        # drops (no room in the guest's ring) and the guest's UDP counters.
+        dropped = int(ns.sh(f"cat /sys/class/net/{vm.tap}/statistics/tx_dropped").stdout) - tap_dropped0
+        udp = " ".join(ln.strip() for ln in out.splitlines() if ln.startswith("Udp:"))
         check(m.groups() == (want_bytes, want_count, "0", want_sum),
               f"held datagrams: host sent {want_bytes} bytes in {want_count}, FNV {want_sum}; the guest read "
               f"{m.group(1)} bytes in {m.group(2)}, {m.group(3)} not as sent, FNV {m.group(4)} (receive buffers "
-              "the datapath wrote during the copy not sent again: its dirty log lost?)")
+              f"the datapath wrote during the copy not sent again: its dirty log lost?); the tap dropped {dropped} "
+              f"frames meanwhile; guest {udp}")
         print(f"  {want_count} held datagrams ({int(want_bytes) >> 20} MiB) intact after the move", flush=True)
 
     def finish():
