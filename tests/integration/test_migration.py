@@ -106,7 +106,12 @@ class Vm:
         self.dir = nobody_dir(f"minivmm-mig-{name}-")
         self.hop = 0
         self.sock = os.path.join(self.dir, "api0.sock")
-        self.g = minivmm("--mem", MEM, "--cpus", str(cpus), "--cmdline", f"quiet guest.ip=eth0:{GUEST}/24",
+        # init_on_alloc=0: Debian's kernel zeroes each page it hands out, so a
+        # receive buffer's page was written by a vCPU (in KVM's log) shortly
+        # before the datapath filled it and is mostly sent again anyway; the
+        # held datagrams show a lost NIC dirty log only without that write.
+        self.g = minivmm("--mem", MEM, "--cpus", str(cpus), "--cmdline",
+                         f"quiet init_on_alloc=0 guest.ip=eth0:{GUEST}/24",
                          "--api-sock", self.sock, "--net", self.net("kernel"), *unprivileged(),
                          wrap=ns.prefix(), log_name=f"mig-{name}-0-kernel")
 
@@ -192,12 +197,20 @@ def traffic_during(vm, ns, port, hop):
         # drops (no room in the guest's ring) and the guest's UDP counters.
         dropped = int(ns.sh(f"cat /sys/class/net/{vm.tap}/statistics/tx_dropped").stdout) - tap_dropped0
         udp = " ".join(ln.strip() for ln in out.splitlines() if ln.startswith("Udp:"))
-        check(m.groups() == (want_bytes, want_count, "0", want_sum),
-              f"held datagrams: host sent {want_bytes} bytes in {want_count}, FNV {want_sum}; the guest read "
-              f"{m.group(1)} bytes in {m.group(2)}, {m.group(3)} not as sent, FNV {m.group(4)} (receive buffers "
-              f"the datapath wrote during the copy not sent again: its dirty log lost?); the tap dropped {dropped} "
-              f"frames meanwhile; guest {udp}")
-        print(f"  {want_count} held datagrams ({int(want_bytes) >> 20} MiB) intact after the move", flush=True)
+        got_bytes, got_count, bad, got_sum = m.groups()
+        said = (f"host sent {want_bytes} bytes in {want_count}, FNV {want_sum}; the guest read {got_bytes} bytes "
+                f"in {got_count}, {bad} not as sent, FNV {got_sum}; the tap dropped {dropped} frames meanwhile; "
+                f"guest {udp}")
+        # A datagram read with other bytes than sent is the dirty log's
+        # failure: its receive buffers were written after the copy passed
+        # them and not sent again. UDP may drop some (the host sends with no
+        # flow control while the move slows the guest), but not most.
+        check(bad == "0", f"held datagrams not as sent (receive buffers the datapath wrote during the copy not sent "
+                          f"again: its dirty log lost?): {said}")
+        check(4 * int(got_count) >= 3 * int(want_count), f"held datagrams: most lost: {said}")
+        check(got_count != want_count or (got_bytes, got_sum) == (want_bytes, want_sum), f"held datagrams: {said}")
+        print(f"  held datagrams: {got_count} of {want_count} read after the move, every one as sent "
+              f"(the tap dropped {dropped} frames)", flush=True)
 
     def finish():
         g2 = vm.g

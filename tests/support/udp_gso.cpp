@@ -12,7 +12,8 @@
 // it is a function of its position, so the receiver checks contents without
 // the data being kept. Prints one line: "sent BYTES DATAGRAMS SENDS" or
 // "received BYTES DATAGRAMS BAD" (spread: "sent BYTES DATAGRAMS FNV", hold:
-// "held BYTES DATAGRAMS BAD FNV", FNV-1a of the payload in arrival order), with `timed` followed by the seconds from
+// "held BYTES DATAGRAMS BAD FNV", FNV-1a of the payload in arrival order;
+// spread's offsets start at PORT << 32), with `timed` followed by the seconds from
 // the first datagram to the last (make bench's rate); exits 1 on any error
 // or shortfall.
 #include <arpa/inet.h>
@@ -135,7 +136,9 @@ int recv_stream(int s, uint64_t total, int seconds, bool timed) {
 // Unfragmented datagrams (DF set, a send too big for the path fails): the
 // test sends them larger than a receive buffer, so that each fills buffers
 // whole (see test_migration.py).
-int spread(int s, uint64_t total, unsigned size, double seconds) {
+// The stream's offsets start at `base`: the test gives each move its own
+// port, and so datagrams no earlier move's could be mistaken for.
+int spread(int s, uint64_t base, uint64_t total, unsigned size, double seconds) {
     if (size <= 8 || size > 65000) return std::fprintf(stderr, "udp_gso: bad datagram size\n"), 2;
     int df = IP_PMTUDISC_DO;
     if (setsockopt(s, IPPROTO_IP, IP_MTU_DISCOVER, &df, sizeof df) < 0) return fail("IP_MTU_DISCOVER");
@@ -149,7 +152,7 @@ int spread(int s, uint64_t total, unsigned size, double seconds) {
         auto due = start + std::chrono::duration<double>(seconds * static_cast<double>(off) / static_cast<double>(total));
         auto now = Clock::now();
         if (due > now) usleep(static_cast<useconds_t>(std::chrono::duration<double, std::micro>(due - now).count()));
-        fill(buf.data(), n, off);
+        fill(buf.data(), n, base + off);
         if (::send(s, buf.data(), n, 0) != static_cast<ssize_t>(n)) return fail("send");
         h = fnv(h, buf.data(), n);
         off += n, datagrams++;
@@ -208,7 +211,8 @@ int main(int argc, char** argv) {
     }
     if (spreading) {
         if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) return fail("connect");
-        return spread(s, total, static_cast<unsigned>(std::atoi(argv[5])), std::atof(argv[6]));
+        return spread(s, static_cast<uint64_t>(ntohs(a.sin_port)) << 32, total, static_cast<unsigned>(std::atoi(argv[5])),
+                      std::atof(argv[6]));
     }
     if (!std::strcmp(argv[1], "hold") && argc == 6) {
         if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) return fail("bind");
