@@ -40,17 +40,23 @@ STREAM_SECONDS = 20  # the host's stream into the guest, spread over the move
 # it going through the move.
 OUT_STREAM = 10 << 20
 MOVE_AFTER = 3  # seconds of traffic before the move starts
-# The held datagrams: sent from when the move starts over HELD_SECONDS
-# (a 512 MiB guest's first copy round takes about 5-11 s in the emulated
-# outer host), read by the guest only after the move. Each is larger than
-# the guest's receive buffers (at most a page each), so it fills them whole
-# and the guest's driver copies only the Ethernet header out of the first:
-# a datagram that fits one buffer would get its skb_shared_info written at
-# the buffer's end by the guest (build_skb), and KVM's log would have that
-# page. The host sends them past the tap's 1500-byte MTU on a route with
-# mtu 9000 (a tap passes any frame; the guest's IP takes one larger than
-# its MTU); DF is set, so nothing is fragmented.
-HELD, HELD_SIZE, HELD_SECONDS = 3 << 20, 8000, 6
+# The held datagrams: sent from when the move starts over HELD_SECONDS,
+# as long as the 50 MB stream (finish() waits for that anyway), and read by
+# the guest only after the move. Over the whole move, not only the first
+# copy round's start: a buffer filled before the copy reaches its page is
+# copied whole, so the ones that show a lost log are filled after the copy
+# passed them, and early in the round few have been passed. UDP may drop
+# some: the tap drops what arrives while no process holds its queue, or
+# while the guest, slowed by the move, leaves it no room.
+# Each is larger than the guest's receive buffers (at most a page each), so
+# it fills them whole and the guest's driver copies only the Ethernet header
+# out of the first: a datagram that fits one buffer would get its
+# skb_shared_info written at the buffer's end by the guest (build_skb), and
+# KVM's log would have that page. The host sends them past the tap's
+# 1500-byte MTU on a route with mtu 9000 (a tap passes any frame; the
+# guest's IP takes one larger than its MTU); DF is set, so nothing is
+# fragmented.
+HELD, HELD_SIZE, HELD_SECONDS = 3 << 20, 8000, STREAM_SECONDS
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
