@@ -4,7 +4,8 @@
 //   udp_gso send ADDR PORT BYTES SEGMENT   one sendmsg per up to 64 segments
 //   udp_gso recv ADDR PORT BYTES SECONDS [timed]   until BYTES arrived or SECONDS idle
 //   udp_gso spread ADDR PORT BYTES SIZE SECONDS   datagrams of SIZE, evenly over SECONDS
-//   udp_gso hold ADDR PORT BYTES FILE   binds, then reads nothing until FILE exists
+//   udp_gso hold ADDR PORT BYTES FILE   binds, reads nothing until FILE exists, then
+//                                       until BYTES arrived or 2 s idle
 // spread and hold are the migration test's held datagrams: hold leaves them
 // in its socket's receive queue, in the receive buffers the NIC's datapath
 // wrote, until the move is over (tests/integration/test_migration.py).
@@ -178,7 +179,7 @@ int hold(int s, uint64_t total, const char* file) {
     uint64_t got = 0, datagrams = 0, bad = 0, h = kFnvStart;
     while (got < total) {
         pollfd p{s, POLLIN, 0};
-        int r = poll(&p, 1, 5000);
+        int r = poll(&p, 1, 2000);  // all of it waits in the queue already: 2 s idle is the end
         if (r < 0) return fail("poll");
         if (r == 0) break;
         ssize_t n = ::recv(s, buf.data(), buf.size(), 0);
