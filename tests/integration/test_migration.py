@@ -9,9 +9,13 @@ guest streams to the host, both spread over the pre-copy rounds; after the
 move both sha256 sums match, the guest's uptime went on and its clock did
 not jump, and the guest announced itself (a gratuitous ARP from its MAC,
 seen on the tap: the device asked its driver to, VIRTIO_NET_F_GUEST_ANNOUNCE).
-The stream into the guest is what tests the dirty log: its pages
-are written by the datapath (vhost-net, the worker threads, the off I/O
-thread), which KVM's own log never sees.
+The held datagrams are what tests the NIC's dirty log: UDP datagrams the
+host sends while the first copy of RAM goes out wait unread in a guest
+socket until the move is over, in receive buffers the datapath (vhost-net,
+the worker threads, the off I/O thread) wrote and no vCPU wrote after it:
+KVM's own log never sees those writes. (The 50 MB stream does not show a
+lost log: the guest copies each buffer into its file at once, and KVM's log
+has that copy.)
 """
 import json
 import os
@@ -25,6 +29,7 @@ import time
 from arp_watch import Watch
 from netns import BulkServer, Netns
 from test_net import BOOT_TIMEOUT, GUEST, HOST, guest_stream_sha, ping, unprivileged
+from test_net612 import UDP_GSO, fetch_tool
 from vmtest import MINIVMM, Guest, check, minivmm
 
 MEM = "512M"
@@ -35,6 +40,23 @@ STREAM_SECONDS = 20  # the host's stream into the guest, spread over the move
 # it going through the move.
 OUT_STREAM = 10 << 20
 MOVE_AFTER = 3  # seconds of traffic before the move starts
+# The held datagrams: sent from when the move starts over HELD_SECONDS,
+# as long as the 50 MB stream (finish() waits for that anyway), and read by
+# the guest only after the move. Over the whole move, not only the first
+# copy round's start: a buffer filled before the copy reaches its page is
+# copied whole, so the ones that show a lost log are filled after the copy
+# passed them, and early in the round few have been passed. UDP may drop
+# some: the tap drops what arrives while no process holds its queue, or
+# while the guest, slowed by the move, leaves it no room.
+# Each is larger than the guest's receive buffers (at most a page each), so
+# it fills them whole and the guest's driver copies only the Ethernet header
+# out of the first: a datagram that fits one buffer would get its
+# skb_shared_info written at the buffer's end by the guest (build_skb), and
+# KVM's log would have that page. The host sends them past the tap's
+# 1500-byte MTU on a route with mtu 9000 (a tap passes any frame; the
+# guest's IP takes one larger than its MTU); DF is set, so nothing is
+# fragmented.
+HELD, HELD_SIZE, HELD_SECONDS = 3 << 20, 8000, STREAM_SECONDS
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -90,7 +112,12 @@ class Vm:
         self.dir = nobody_dir(f"minivmm-mig-{name}-")
         self.hop = 0
         self.sock = os.path.join(self.dir, "api0.sock")
-        self.g = minivmm("--mem", MEM, "--cpus", str(cpus), "--cmdline", f"quiet guest.ip=eth0:{GUEST}/24",
+        # init_on_alloc=0: Debian's kernel zeroes each page it hands out, so a
+        # receive buffer's page was written by a vCPU (in KVM's log) shortly
+        # before the datapath filled it and is mostly sent again anyway; the
+        # held datagrams show a lost NIC dirty log only without that write.
+        self.g = minivmm("--mem", MEM, "--cpus", str(cpus), "--cmdline",
+                         f"quiet init_on_alloc=0 guest.ip=eth0:{GUEST}/24",
                          "--api-sock", self.sock, "--net", self.net("kernel"), *unprivileged(),
                          wrap=ns.prefix(), log_name=f"mig-{name}-0-kernel")
 
@@ -131,10 +158,20 @@ def shared_tap(ns, tap):
 
 
 def traffic_during(vm, ns, port, hop):
-    """Starts the three kinds of traffic; returns a function that checks them."""
+    """Starts the four kinds of traffic; returns a function that checks them."""
     g = vm.g
     rc, out = g.run("dd if=/dev/urandom of=/tmp/mib bs=1M count=1 2>&1 && rm -f /tmp/in", timeout=120)
     check(rc == 0, f"making the guest's data: {out!r}")
+    check(os.access(UDP_GSO, os.X_OK), f"{UDP_GSO} missing: make build/udp_gso")
+    rc, _ = g.run("[ -x /tmp/udp_gso ]")
+    if rc != 0:  # once per guest: /tmp is in its RAM and moves with it
+        fetch_tool(g, ns)
+    ns.sh(f"ip route replace {GUEST}/32 dev {vm.tap} mtu 9000")
+    flag, held_out = f"/tmp/held-go-{hop}", f"/tmp/held-{hop}"
+    rc, out = g.run(f"rm -f {flag}; /tmp/udp_gso hold {GUEST} {port + 3} {HELD} {flag} > {held_out} 2>&1 & "
+                    f"n=0; until grep -q bound {held_out} || [ $n -gt 50 ]; do sleep 0.2; n=$((n+1)); done; "
+                    f"cat {held_out}")
+    check("bound" in out, f"the guest's held-datagram socket: {out!r}")
     producer = f"for i in $(seq {OUT_STREAM >> 20}); do cat /tmp/mib; sleep 1; done"
     want_out = guest_stream_sha(g, producer.replace("; sleep 1", ""))
     into = BulkServer(ns, "send", HOST, port, STREAM, STREAM_SECONDS)
@@ -144,6 +181,42 @@ def traffic_during(vm, ns, port, hop):
     check(pinger.stdout.readline().strip() == "pinging", "the pinger did not start")
     g.send(f"(nc {HOST} {port} > /tmp/in; echo IN-DONE-{hop}) & ({producer}) | nc {HOST} {port + 1} &\n")
     time.sleep(MOVE_AFTER)  # the streams under way before the move
+    tap_dropped0 = int(ns.sh(f"cat /sys/class/net/{vm.tap}/statistics/tx_dropped").stdout)
+    held = ns.popen(f"{UDP_GSO} spread {GUEST} {port + 3} {HELD} {HELD_SIZE} {HELD_SECONDS}")
+
+    def held_intact(g2):
+        """After the move: the guest reads the held datagrams now and must
+        have every byte the host sent, in order."""
+        try:
+            sent, _ = held.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            held.kill()
+            check(False, "the held datagrams' sender did not finish")
+        check(held.returncode == 0 and re.fullmatch(r"sent \d+ \d+ [0-9a-f]{16}", sent.strip()),
+              f"the held datagrams' sender: {sent!r}")
+        _, want_bytes, want_count, want_sum = sent.split()
+        rc, out = g2.run(f"touch {flag}; n=0; until grep -q held {held_out} || [ $n -gt 150 ]; do sleep 0.2; "
+                         f"n=$((n+1)); done; cat {held_out}; grep Udp: /proc/net/snmp", timeout=120)
+        m = re.search(r"held (\d+) (\d+) (\d+) ([0-9a-f]{16})", out)
+        check(m is not None, f"the guest's held datagrams: {out!r}")
+        # Where a shortfall was lost, for the reader of a failure: the tap's
+        # drops (no room in the guest's ring) and the guest's UDP counters.
+        dropped = int(ns.sh(f"cat /sys/class/net/{vm.tap}/statistics/tx_dropped").stdout) - tap_dropped0
+        udp = " ".join(ln.strip() for ln in out.splitlines() if ln.startswith("Udp:"))
+        got_bytes, got_count, bad, got_sum = m.groups()
+        said = (f"host sent {want_bytes} bytes in {want_count}, FNV {want_sum}; the guest read {got_bytes} bytes "
+                f"in {got_count}, {bad} not as sent, FNV {got_sum}; the tap dropped {dropped} frames meanwhile; "
+                f"guest {udp}")
+        # A datagram read with other bytes than sent is the dirty log's
+        # failure: its receive buffers were written after the copy passed
+        # them and not sent again. UDP may drop some (the host sends with no
+        # flow control while the move slows the guest), but not most.
+        check(bad == "0", f"held datagrams not as sent (receive buffers the datapath wrote during the copy not sent "
+                          f"again: its dirty log lost?): {said}")
+        check(4 * int(got_count) >= 3 * int(want_count), f"held datagrams: most lost: {said}")
+        check(got_count != want_count or (got_bytes, got_sum) == (want_bytes, want_sum), f"held datagrams: {said}")
+        print(f"  held datagrams: {got_count} of {want_count} read after the move, every one as sent "
+              f"(the tap dropped {dropped} frames)", flush=True)
 
     def finish():
         g2 = vm.g
@@ -153,6 +226,9 @@ def traffic_during(vm, ns, port, hop):
         g2.expect(f"IN-DONE-{hop}", 300)
         print(f"  host's stream sent {sent_at:.1f} s after the move, in the guest's file "
               f"{time.monotonic() - t0:.1f} s after", flush=True)
+        # Nothing is typed into the guest's console before its nc is done:
+        # in the background, it would read the typing and stop (SIGTTIN).
+        held_intact(g2)
         rc, out = g2.run("sha256sum < /tmp/in; wc -c < /tmp/in", timeout=120)
         got_in = out.split()
         check(rc == 0 and got_in[0] == want_in[0],
@@ -168,8 +244,9 @@ def traffic_during(vm, ns, port, hop):
     def kill():
         for p in (into, out_of):
             p.kill()
-        if pinger.poll() is None:
-            pinger.kill()
+        for p in (pinger, held):
+            if p.poll() is None:
+                p.kill()
     return finish, kill
 
 
