@@ -410,13 +410,14 @@ def scenario_twenty(r):
                 print(f"  move {i + 1}: {rep['total_ms']} ms, downtime {rep['downtime_ms']} ms; "
                       f"fds {seen[-1][0]}, RSS {seen[-1][1]} KiB", flush=True)
             # Compare like with like, each backend's first three landings with
-            # its last three: a process's RSS varies by about 2 MiB with the
-            # guest pages the move happened to fill, so a leak is an excess
-            # over the highest early one, not over one sample.
+            # its last three: a process's RSS varies by about 2 MiB from one
+            # landing to the next (90.3 to 92.7 MiB seen with the same idle
+            # guest), so a leak is an excess of more than that over the
+            # highest early one.
             for b in (0, 1):
                 early, late = seen[b:6:2], seen[14 + b::2]
                 check(max(f for f, _ in late) <= max(f for f, _ in early), f"fds grew: {early} -> {late}")
-                check(max(k for _, k in late) <= max(k for _, k in early) + 1024, f"RSS grew: {early} -> {late} KiB")
+                check(max(k for _, k in late) <= max(k for _, k in early) + 3072, f"RSS grew: {early} -> {late} KiB")
             return (f"fds {seen[0][0]}/{seen[1][0]} -> {seen[18][0]}/{seen[19][0]}, "
                     f"RSS {min(k for _, k in seen)}..{max(k for _, k in seen)} KiB")
         r.case("twenty migrations worker <-> kernel: traffic after each, no fd or memory growth", twenty)
